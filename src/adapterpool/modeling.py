@@ -1,0 +1,132 @@
+"""Models: a base encoder with a PEFT adapter and a classification head, built, warm-started, saved.
+
+Adapters are PEFT's own format; the head travels inside the adapter (``modules_to_save``), so one
+folder is enough to score a candidate on target data with its *source* head.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftConfig, PeftModel, TaskType, get_peft_model, set_peft_model_state_dict
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
+
+from .base_model import canonical_name, resolve_base_model
+
+hf_logging.set_verbosity_error()
+hf_logging.disable_progress_bar()
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+HEAD_MODULES = ("classifier", "score")
+
+
+@dataclass
+class LoraSettings:
+    """Standard LoRA defaults for BERT-like encoders (attention q/k/v, head trained)."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.1
+    target_modules: list[str] = field(default_factory=lambda: ["query", "key", "value"])
+    modules_to_save: list[str] = field(default_factory=lambda: ["classifier"])
+
+    def to_peft(self) -> LoraConfig:
+        return LoraConfig(
+            task_type=TaskType.SEQ_CLS,
+            r=self.r,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=list(self.target_modules),
+            modules_to_save=list(self.modules_to_save),
+        )
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_tokenizer(base_model: str | None) -> PreTrainedTokenizerBase:
+    return AutoTokenizer.from_pretrained(resolve_base_model(base_model))
+
+
+def _base_classifier(base_model: str | None, label_names: list[str] | tuple[str, ...]):
+    labels = list(label_names)
+    return AutoModelForSequenceClassification.from_pretrained(
+        resolve_base_model(base_model),
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
+    )
+
+
+def new_model(
+    base_model: str | None, label_names: list[str] | tuple[str, ...], peft_config: PeftConfig
+) -> PeftModel:
+    """A fresh trainable PEFT model (standard LoRA from scratch when ``peft_config`` is LoRA)."""
+    model = get_peft_model(_base_classifier(base_model, label_names), peft_config)
+    model.peft_config["default"].base_model_name_or_path = canonical_name(base_model)
+    return model
+
+
+def read_adapter_config(adapter_dir: str | Path) -> PeftConfig:
+    return PeftConfig.from_pretrained(str(adapter_dir))
+
+
+def adapter_state(adapter_dir: str | Path, *, with_head: bool) -> dict[str, torch.Tensor]:
+    """The adapter's saved tensors; ``with_head=False`` drops the classification head."""
+    state = load_file(str(Path(adapter_dir) / ADAPTER_WEIGHTS))
+    if with_head:
+        return state
+    return {k: v for k, v in state.items() if not any(f".{h}." in k for h in HEAD_MODULES)}
+
+
+def warm_start_model(
+    base_model: str | None, label_names: list[str] | tuple[str, ...], adapter_dir: str | Path
+) -> PeftModel:
+    """A trainable model whose adapter starts from ``adapter_dir`` and whose head is fresh.
+
+    The source head has the source task's labels, so only the adapter weights carry over.
+    """
+    config = read_adapter_config(adapter_dir)
+    config.inference_mode = False
+    model = new_model(base_model, label_names, config)
+    result = set_peft_model_state_dict(model, adapter_state(adapter_dir, with_head=False))
+    unexpected = [k for k in getattr(result, "unexpected_keys", []) if "lora" in k]
+    if unexpected:
+        raise ValueError(f"adapter {adapter_dir} has tensors the model does not: {unexpected[:3]}")
+    return model
+
+
+def load_for_inference(
+    base_model: str | None, label_names: list[str] | tuple[str, ...], adapter_dir: str | Path
+) -> torch.nn.Module:
+    """The adapter with its own head, merged into the base weights: a plain fast classifier."""
+    model = PeftModel.from_pretrained(_base_classifier(base_model, label_names), str(adapter_dir))
+    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+
+
+def head_module(model: torch.nn.Module) -> torch.nn.Module:
+    """The classification head, whose input is the pooled feature the metrics read."""
+    inner = model.get_base_model() if isinstance(model, PeftModel) else model
+    for name in HEAD_MODULES:
+        module = getattr(inner, name, None)
+        if module is not None:
+            return module
+    raise ValueError(f"{type(inner).__name__} has no classification head named {HEAD_MODULES}")
+
+
+def save_adapter(model: PeftModel, out_dir: str | Path, metadata: dict) -> Path:
+    """PEFT's own files plus ``adapterpool.json`` (task labels etc.), ready for the pool."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out_dir), safe_serialization=True, save_embedding_layers=False)
+    (out_dir / "adapterpool.json").write_text(json.dumps(metadata, indent=2, sort_keys=True))
+    return out_dir

@@ -1,0 +1,165 @@
+"""What an adapter must satisfy before it may enter a pool.
+
+Only safetensors weights (pickles are refused, never opened), tensor names and shapes that fit the
+pool's base model, sane ids and metadata, bounded size. Every refusal says exactly why.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+from pathlib import Path
+
+from safetensors import safe_open
+
+from ..modeling import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+
+ALLOWED_FILES = {ADAPTER_CONFIG, ADAPTER_WEIGHTS, "adapterpool.json", "README.md"}
+PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy"}
+SUPPORTED_PEFT_TYPES = {"LORA", "ADALORA", "IA3", "PREFIX_TUNING", "PROMPT_TUNING", "P_TUNING"}
+MAX_ADAPTER_BYTES = 512 * 1024 * 1024
+ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,126}[a-z0-9]$")
+
+
+class AdapterRejected(ValueError):
+    """The adapter may not enter the pool; the message says which rule it broke."""
+
+
+def slugify(name: str) -> str:
+    """A safe id fragment: lower-case letters, digits, dots, dashes."""
+    slug = re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-.")
+    slug = re.sub(r"\.{2,}", ".", slug)
+    return (slug or "adapter")[:80]
+
+
+def check_id(adapter_id: str) -> str:
+    if not isinstance(adapter_id, str) or not ID_PATTERN.match(adapter_id) or ".." in adapter_id:
+        raise AdapterRejected(
+            f"invalid adapter id {adapter_id!r}: use 2-128 lower-case letters, digits, '.', '_', '-'"
+        )
+    return adapter_id
+
+
+def check_metadata(meta: dict) -> dict:
+    """Task metadata every pool entry needs: name, kind, label names."""
+    task = meta.get("task") if isinstance(meta, dict) else None
+    if not isinstance(task, dict):
+        raise AdapterRejected("adapter metadata needs a 'task' block with name, kind and label_names")
+    name, kind, labels = task.get("name"), task.get("kind"), task.get("label_names")
+    if not isinstance(name, str) or not name.strip():
+        raise AdapterRejected("adapter metadata: task 'name' is required")
+    if kind not in ("single", "pair"):
+        raise AdapterRejected(f"adapter metadata: task 'kind' must be 'single' or 'pair', got {kind!r}")
+    if (
+        not isinstance(labels, list)
+        or len(labels) < 2
+        or not all(isinstance(x, str) and x for x in labels)
+        or len(set(labels)) != len(labels)
+    ):
+        raise AdapterRejected(
+            f"adapter metadata: 'label_names' must be >= 2 distinct non-empty strings, got {labels!r}"
+        )
+    return meta
+
+
+def check_files(adapter_dir: Path) -> None:
+    """Refuse pickles and strays before anything is opened."""
+    if not adapter_dir.is_dir():
+        raise AdapterRejected(f"adapter folder {str(adapter_dir)!r} does not exist")
+    total = 0
+    for path in adapter_dir.iterdir():
+        if path.is_symlink():
+            raise AdapterRejected(f"{path.name}: symbolic links are not accepted")
+        if path.suffix.lower() in PICKLE_SUFFIXES:
+            raise AdapterRejected(
+                f"{path.name}: pickle-based weights are refused (they can run code when loaded); "
+                "save the adapter with safetensors (save_pretrained(..., safe_serialization=True))"
+            )
+        if path.is_file():
+            total += path.stat().st_size
+    for required in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
+        if not (adapter_dir / required).is_file():
+            raise AdapterRejected(f"{adapter_dir}: missing {required} (PEFT format expected)")
+    if total > MAX_ADAPTER_BYTES:
+        raise AdapterRejected(
+            f"{adapter_dir}: {total / 2**20:.1f} MiB exceeds the {MAX_ADAPTER_BYTES // 2**20} MiB limit"
+        )
+
+
+def read_tensor_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
+    """Names and shapes from the safetensors header; a non-safetensors file is refused."""
+    head = weights.read_bytes()[:1] if weights.stat().st_size else b""
+    if head == b"\x80":  # the pickle protocol opcode: a pickle under a safetensors name
+        raise AdapterRejected(f"{weights.name} is a pickle, not safetensors; refused unopened")
+    try:
+        with safe_open(str(weights), framework="np") as handle:
+            return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+    except Exception as exc:
+        raise AdapterRejected(f"{weights.name} is not a valid safetensors file: {exc}") from exc
+
+
+def read_config(adapter_dir: Path) -> dict:
+    try:
+        config = json.loads((adapter_dir / ADAPTER_CONFIG).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise AdapterRejected(f"{ADAPTER_CONFIG} is not valid JSON: {exc}") from exc
+    if not isinstance(config, dict) or config.get("peft_type") not in SUPPORTED_PEFT_TYPES:
+        raise AdapterRejected(
+            f"{ADAPTER_CONFIG}: peft_type {config.get('peft_type') if isinstance(config, dict) else None!r} "
+            f"is not supported ({sorted(SUPPORTED_PEFT_TYPES)})"
+        )
+    if config.get("task_type") not in (None, "SEQ_CLS"):
+        raise AdapterRejected(f"{ADAPTER_CONFIG}: task_type {config['task_type']!r}, expected SEQ_CLS")
+    return config
+
+
+@lru_cache(maxsize=32)
+def expected_shapes(base_model: str, config_json: str, num_labels: int) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes a PEFT model with this config has on the pool's base model."""
+    from peft import PeftConfig, get_peft_model, get_peft_model_state_dict
+
+    from ..modeling import _base_classifier
+
+    config = PeftConfig.from_peft_type(**json.loads(config_json))
+    config.inference_mode = True
+    model = get_peft_model(_base_classifier(base_model, [str(i) for i in range(num_labels)]), config)
+    return {k: tuple(v.shape) for k, v in get_peft_model_state_dict(model).items()}
+
+
+def check_tensors(shapes: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]]) -> None:
+    unknown = sorted(set(shapes) - set(expected))
+    if unknown:
+        raise AdapterRejected(
+            f"tensor {unknown[0]!r} (and {len(unknown) - 1} more) does not exist in the pool's base "
+            "model with this adapter config: is it an adapter for another base model?"
+        )
+    wrong = [(k, shapes[k], expected[k]) for k in sorted(shapes) if shapes[k] != expected[k]]
+    if wrong:
+        name, got, want = wrong[0]
+        raise AdapterRejected(
+            f"tensor {name!r} has shape {got}, the pool's base model needs {want} "
+            f"({len(wrong)} mismatched): an adapter for another base model or head size?"
+        )
+    missing = sorted(set(expected) - set(shapes))
+    if missing:
+        raise AdapterRejected(f"adapter lacks tensor {missing[0]!r} ({len(missing)} missing)")
+
+
+def validate_adapter_dir(adapter_dir: Path, *, base_model: str, meta: dict) -> dict:
+    """Run every check; returns the parsed adapter config."""
+    from ..base_model import canonical_name
+
+    check_files(adapter_dir)
+    check_metadata(meta)
+    config = read_config(adapter_dir)
+    shapes = read_tensor_shapes(adapter_dir / ADAPTER_WEIGHTS)
+    declared = config.get("base_model_name_or_path")
+    if declared and canonical_name(declared) != canonical_name(base_model):
+        raise AdapterRejected(
+            f"adapter was trained on base model {declared!r}, this pool is for {base_model!r}"
+        )
+    num_labels = len(meta["task"]["label_names"])
+    clean = {k: v for k, v in config.items() if k != "base_model_name_or_path"}
+    check_tensors(shapes, expected_shapes(base_model, json.dumps(clean, sort_keys=True), num_labels))
+    return config

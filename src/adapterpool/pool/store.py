@@ -1,0 +1,248 @@
+"""A local pool: adapters in PEFT format under ``adapters/<id>/`` and a catalog beside them.
+
+An add is staged in ``.staging/``, checked, then published by one rename inside the catalog
+transaction, so a crash at any instant leaves either the old pool or the new one — at worst an
+orphan folder that ``verify --repair`` removes. Catalog rows always have their files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import delete, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from ..base_model import canonical_name
+from ..modeling import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from .catalog import AdapterRecord, adapters_table, create_schema, make_engine
+from .checks import ALLOWED_FILES, AdapterRejected, check_id, slugify, validate_adapter_dir
+
+POOL_MARKER = "pool.json"
+FORMAT_VERSION = "1"
+
+
+class PoolError(RuntimeError):
+    """A pool cannot be opened or an operation on it is impossible."""
+
+
+class DuplicateAdapterError(PoolError):
+    """The same weights (same sha256) are already in the pool."""
+
+    def __init__(self, message: str, existing_id: str) -> None:
+        super().__init__(message)
+        self.existing_id = existing_id
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.iterdir():
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class AdapterPool:
+    """Open an existing pool folder; create one with :meth:`AdapterPool.init`."""
+
+    def __init__(self, path: str | Path, *, catalog_url: str | None = None) -> None:
+        self.path = Path(path)
+        marker = self.path / POOL_MARKER
+        if not marker.is_file():
+            raise PoolError(
+                f"{str(self.path)!r} is not an adapter pool (no {POOL_MARKER}); "
+                f"create one with `adapterpool pool init {self.path}`"
+            )
+        self.info = json.loads(marker.read_text())
+        self.catalog_url = catalog_url or self.info.get("catalog") or self._default_catalog()
+        self.engine = make_engine(self.catalog_url)
+        create_schema(self.engine)
+
+    def _default_catalog(self) -> str:
+        return f"sqlite:///{(self.path / 'catalog.sqlite').resolve()}"
+
+    @classmethod
+    def init(
+        cls, path: str | Path, *, base_model: str | None = None, catalog_url: str | None = None
+    ) -> AdapterPool:
+        """Create an empty pool for ``base_model`` (default: the embedded MiniLM)."""
+        from ..base_model import base_model_fingerprint
+
+        path = Path(path)
+        if (path / POOL_MARKER).exists():
+            raise PoolError(f"{path} is already a pool")
+        if path.exists() and any(path.iterdir()):
+            raise PoolError(f"{path} exists and is not empty; choose a new folder")
+        fingerprint = base_model_fingerprint(base_model)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "adapters").mkdir(exist_ok=True)
+        info = {
+            "format_version": FORMAT_VERSION,
+            "base_model": canonical_name(base_model),
+            "fingerprint": fingerprint,
+            "created_at": datetime.now(timezone.utc).isoformat(),
+        }
+        if catalog_url:
+            info["catalog"] = catalog_url
+        tmp = path / f".{POOL_MARKER}.tmp"
+        tmp.write_text(json.dumps(info, indent=2))
+        os.replace(tmp, path / POOL_MARKER)
+        return cls(path)
+
+    # -- reading -------------------------------------------------------------------------------
+    @property
+    def base_model(self) -> str:
+        return self.info["base_model"]
+
+    def list(self) -> list[AdapterRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(adapters_table).order_by(adapters_table.c.created_at))
+            return [AdapterRecord.from_row(r) for r in rows]
+
+    def get(self, adapter_id: str) -> AdapterRecord:
+        check_id(adapter_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(adapters_table).where(adapters_table.c.id == adapter_id)
+            ).first()
+        if row is None:
+            raise PoolError(f"no adapter {adapter_id!r} in pool {self.path}")
+        return AdapterRecord.from_row(row)
+
+    def adapter_dir(self, adapter_id: str) -> Path:
+        """The folder of a catalogued adapter (PEFT format), checked against its sha256."""
+        record = self.get(adapter_id)
+        folder = self.path / "adapters" / record.id
+        weights = folder / ADAPTER_WEIGHTS
+        if not weights.is_file() or sha256_file(weights) != record.sha256:
+            raise PoolError(
+                f"adapter {adapter_id}: weights missing or altered on disk; run `adapterpool pool verify`"
+            )
+        return folder
+
+    def sample(self, n: int, seed: int) -> list[AdapterRecord]:
+        """A seeded random subset of ``n`` adapters (all of them when the pool is smaller)."""
+        records = sorted(self.list(), key=lambda r: r.id)
+        if n <= 0:
+            raise ValueError(f"subset size must be positive, got {n}")
+        if n >= len(records):
+            return records
+        chosen = np.random.default_rng(seed).choice(len(records), size=n, replace=False)
+        return [records[i] for i in sorted(chosen)]
+
+    # -- writing -------------------------------------------------------------------------------
+    def add(
+        self,
+        adapter_dir: str | Path,
+        *,
+        meta: dict | None = None,
+        parent_id: str | None = None,
+        adapter_id: str | None = None,
+    ) -> AdapterRecord:
+        """Check, stage and publish an adapter; returns its catalog record.
+
+        ``meta`` defaults to the folder's ``adapterpool.json`` (task block, metrics, timing).
+        """
+        source = Path(adapter_dir)
+        if meta is None:
+            meta_path = source / "adapterpool.json"
+            if not meta_path.is_file():
+                raise AdapterRejected(
+                    f"{source}: no adapterpool.json; pass the task name, kind and label names "
+                    "(`pool import --task-name --kind --labels`)"
+                )
+            meta = json.loads(meta_path.read_text())
+        validate_adapter_dir(source, base_model=self.base_model, meta=meta)
+        if parent_id is not None:
+            self.get(parent_id)
+        staging = self.path / ".staging" / uuid.uuid4().hex
+        staging.mkdir(parents=True)
+        try:
+            for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
+                shutil.copyfile(source / name, staging / name)
+            (staging / "adapterpool.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+            config = validate_adapter_dir(staging, base_model=self.base_model, meta=meta)
+            sha = sha256_file(staging / ADAPTER_WEIGHTS)
+            task = meta["task"]
+            record = AdapterRecord(
+                id=check_id(adapter_id or f"{slugify(task['name'])}-{sha[:10]}"),
+                task_name=task["name"],
+                task_kind=task["kind"],
+                label_names=list(task["label_names"]),
+                n_train=task.get("n_train"),
+                n_validation=task.get("n_validation"),
+                n_test=task.get("n_test"),
+                base_model=self.base_model,
+                peft_type=config["peft_type"],
+                peft_config=config,
+                metrics=meta.get("metrics") or {},
+                parent_id=parent_id or meta.get("parent_id"),
+                created_at=datetime.now(timezone.utc).isoformat(),
+                train_seconds=meta.get("train_seconds"),
+                energy_kwh=meta.get("energy_kwh"),
+                co2_kg=meta.get("co2_kg"),
+                sha256=sha,
+                size_bytes=sum(p.stat().st_size for p in staging.iterdir()),
+                description=meta.get("description"),
+            )
+            _fsync_tree(staging)
+            final = self.path / "adapters" / record.id
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(insert(adapters_table).values(**record.to_row()))
+                    if final.exists():  # an orphan from a crashed add of the same id
+                        shutil.rmtree(final)
+                    os.rename(staging, final)
+            except IntegrityError as exc:
+                existing = self._id_for_sha(sha) or record.id
+                raise DuplicateAdapterError(
+                    f"these weights are already in the pool as {existing}", existing
+                ) from exc
+            except BaseException:
+                if final.exists() and not staging.exists() and self._id_for_sha(sha) is None:
+                    shutil.rmtree(final, ignore_errors=True)
+                raise
+            return record
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+
+    def _id_for_sha(self, sha: str) -> str | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(adapters_table.c.id).where(adapters_table.c.sha256 == sha)
+            ).first()
+        return None if row is None else row[0]
+
+    def remove(self, adapter_id: str) -> AdapterRecord:
+        """Drop from the catalog, then delete the files (a crash leaves only an orphan)."""
+        record = self.get(adapter_id)
+        trash = self.path / ".trash" / f"{record.id}-{uuid.uuid4().hex[:8]}"
+        trash.parent.mkdir(exist_ok=True)
+        with self.engine.begin() as conn:
+            conn.execute(delete(adapters_table).where(adapters_table.c.id == record.id))
+            folder = self.path / "adapters" / record.id
+            if folder.exists():
+                os.rename(folder, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+        return record
+
+
+__all__ = ["AdapterPool", "AdapterRejected", "DuplicateAdapterError", "PoolError", "ALLOWED_FILES"]

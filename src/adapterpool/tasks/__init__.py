@@ -1,0 +1,35 @@
+"""Task loading: one entry point for folders, Hugging Face datasets and builtin offline tasks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .task import SPLITS, Records, Task, TaskDataError, build_task, class_counts
+
+__all__ = ["SPLITS", "Records", "Task", "TaskDataError", "build_task", "class_counts", "load_task"]
+
+
+def load_task(
+    spec: str | Path,
+    *,
+    seed: int = 0,
+    max_train: int | None = None,
+    max_eval: int | None = None,
+    text_field: str = "text",
+    text_pair_field: str | None = None,
+    label_field: str = "label",
+) -> Task:
+    """Load ``builtin:NAME``, ``hf:NAME[:CONFIG]`` or a local folder as a validated :class:`Task`."""
+    spec = str(spec)
+    if spec.startswith("builtin:"):
+        from .builtin import load_builtin
+
+        return load_builtin(spec[len("builtin:"):], seed=seed, max_train=max_train, max_eval=max_eval)
+    fields = dict(text_field=text_field, text_pair_field=text_pair_field, label_field=label_field)
+    if spec.startswith("hf:"):
+        from .hf import load_hf
+
+        return load_hf(spec[3:], seed=seed, max_train=max_train, max_eval=max_eval, **fields)
+    from .local import load_local
+
+    return load_local(spec, seed=seed, max_train=max_train, max_eval=max_eval, **fields)

@@ -1,0 +1,147 @@
+"""Tasks from a local folder: ``train``/``validation``/``test`` as JSONL, CSV or Parquet + meta.json.
+
+This is the layout of ``../shared/bench-data`` and what users export from their own pipelines.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from .task import Records, Task, TaskDataError, build_task
+
+SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+SPLIT_ALIASES = {"train": ("train",), "validation": ("validation", "valid", "dev"), "test": ("test",)}
+
+
+def _find_split_file(folder: Path, split: str) -> Path | None:
+    found = [
+        folder / f"{stem}{suffix}"
+        for stem in SPLIT_ALIASES[split]
+        for suffix in SUFFIXES
+        if (folder / f"{stem}{suffix}").is_file()
+    ]
+    if len(found) > 1:
+        raise TaskDataError(f"{folder}: several files for split {split!r}: {[p.name for p in found]}")
+    return found[0] if found else None
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    kind = SUFFIXES[path.suffix]
+    try:
+        if kind == "jsonl":
+            return pd.read_json(path, lines=True, dtype=False)
+        if kind == "csv":
+            return pd.read_csv(path, keep_default_na=False)
+        return pd.read_parquet(path)
+    except (ValueError, OSError) as exc:
+        raise TaskDataError(f"{path}: cannot be read as {kind}: {exc}") from exc
+
+
+def frame_to_records(
+    frame: pd.DataFrame,
+    where: str,
+    *,
+    text_field: str,
+    label_field: str,
+    text_pair_field: str | None,
+    label_names: list[str] | None,
+) -> tuple[Records, list[str] | None]:
+    """Columns to :class:`Records`; string labels are mapped through ``label_names``."""
+    for field_name in (text_field, label_field, text_pair_field):
+        if field_name is not None and field_name not in frame.columns:
+            raise TaskDataError(
+                f"{where}: no column {field_name!r} (columns: {list(frame.columns)}); "
+                f"name the right one with --text-field / --text-pair-field / --label-field"
+            )
+    if frame[label_field].isna().any():
+        row = int(frame[label_field].isna().to_numpy().nonzero()[0][0])
+        raise TaskDataError(f"{where}: row {row} has no value in label column {label_field!r}")
+    raw_labels = frame[label_field].tolist()
+    if all(isinstance(v, str) for v in raw_labels):
+        if label_names is None:
+            label_names = sorted(set(raw_labels))
+        index = {name: i for i, name in enumerate(label_names)}
+        unknown = sorted(set(raw_labels) - set(index))
+        if unknown:
+            raise TaskDataError(
+                f"{where}: labels {unknown[:5]} are not among the label names {label_names}"
+            )
+        labels = [index[v] for v in raw_labels]
+    else:
+        try:
+            labels = [int(v) for v in raw_labels]
+        except (TypeError, ValueError) as exc:
+            raise TaskDataError(f"{where}: label column {label_field!r} is not integer: {exc}")
+        if any(int(v) != v for v in raw_labels if isinstance(v, float)):
+            raise TaskDataError(f"{where}: label column {label_field!r} has non-integer numbers")
+    texts = ["" if v is None else v for v in frame[text_field].tolist()]
+    pairs = None if text_pair_field is None else frame[text_pair_field].tolist()
+    return Records(text=texts, label=labels, text_pair=pairs), label_names
+
+
+def load_local(
+    folder: str | Path,
+    *,
+    seed: int = 0,
+    max_train: int | None = None,
+    max_eval: int | None = None,
+    text_field: str = "text",
+    text_pair_field: str | None = None,
+    label_field: str = "label",
+) -> Task:
+    """Load a task folder; meta.json (optional) gives name, task_type and label_names."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise TaskDataError(
+            f"task folder {str(folder)!r} does not exist; a task is a folder with train/validation/test "
+            "files, 'hf:NAME[:CONFIG]' or 'builtin:NAME' (see `adapterpool tasks`)"
+        )
+    meta: dict = {}
+    meta_path = folder / "meta.json"
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise TaskDataError(f"{meta_path}: invalid JSON: {exc}") from exc
+    label_names = meta.get("label_names")
+    kind = meta.get("task_type", meta.get("kind"))
+    if kind is None:
+        kind = "pair" if text_pair_field else "single"
+    if kind == "pair" and text_pair_field is None:
+        text_pair_field = "text_pair"
+    splits: dict[str, Records] = {}
+    for split in ("train", "validation", "test"):
+        path = _find_split_file(folder, split)
+        if path is None:
+            continue
+        records, label_names = frame_to_records(
+            _read_table(path),
+            str(path),
+            text_field=text_field,
+            label_field=label_field,
+            text_pair_field=text_pair_field,
+            label_names=label_names,
+        )
+        splits[split] = records
+    if "train" not in splits:
+        raise TaskDataError(
+            f"{folder}: no train file (expected train.jsonl, train.csv or train.parquet)"
+        )
+    if label_names is None:
+        n_classes = max(max(r.label) for r in splits.values()) + 1
+        label_names = [str(i) for i in range(n_classes)]
+    return build_task(
+        meta.get("name", folder.name),
+        kind,
+        label_names,
+        splits["train"],
+        splits.get("validation"),
+        splits.get("test"),
+        source=str(folder),
+        seed=seed,
+        max_train=max_train,
+        max_eval=max_eval,
+    )
