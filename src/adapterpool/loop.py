@@ -14,7 +14,9 @@ from accelerate.utils import set_seed
 from peft import PeftModel
 
 from . import __version__
+from .errors import UsageError
 from .energy import EnergyMeter, EnergyReading
+from .metrics import get_metric
 from .modeling import LoraSettings, load_tokenizer, new_model, save_adapter, warm_start_model
 from .pool import AdapterPool
 from .scoring import CandidateScore, score_candidates
@@ -67,6 +69,8 @@ def rank(
 ) -> RankResult:
     """Score a seeded random subset of ``subset`` pool adapters on ``task``, best first."""
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    for name in metrics:
+        get_metric(name)  # an unknown name fails before any work
     candidates = pool.sample(subset, seed) if pool.list() else []
     tokenizer = load_tokenizer(pool.base_model)
     with EnergyMeter(enabled=measure_energy and bool(candidates)) as meter:
@@ -168,9 +172,9 @@ def adapt(
 ) -> AdaptResult:
     """Run the whole loop on ``task``; writes ``out_dir/report.json`` and ``out_dir/adapter/``."""
     if threshold_metric not in SELECTION_METRICS:
-        raise ValueError(f"threshold metric {threshold_metric!r} unknown; use one of {SELECTION_METRICS}")
+        raise UsageError(f"threshold metric {threshold_metric!r} unknown; use one of {SELECTION_METRICS}")
     if max_tries < 0:
-        raise ValueError(f"max_tries must be >= 0, got {max_tries}")
+        raise UsageError(f"max_tries must be >= 0, got {max_tries}")
     start = time.perf_counter()
     base_config = replace(train_config or TrainConfig(), seed=seed, selection_metric=threshold_metric)
     if max_tries > 0:

@@ -12,7 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, PeftConfig, PeftModel, TaskType, get_peft_model, set_peft_model_state_dict
+from peft import (
+    LoraConfig,
+    PeftConfig,
+    PeftModel,
+    TaskType,
+    get_peft_model,
+    get_peft_model_state_dict,
+    set_peft_model_state_dict,
+)
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
@@ -22,9 +30,10 @@ from .base_model import canonical_name, resolve_base_model
 hf_logging.set_verbosity_error()
 hf_logging.disable_progress_bar()
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+# We pass the base model explicitly and re-record its canonical id right after (see new_model).
+warnings.filterwarnings("ignore", message=".*base_model_name_or_path. was renamed.*")
 
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-ADAPTER_CONFIG = "adapter_config.json"
+from .peft_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTERPOOL_META
 HEAD_MODULES = ("classifier", "score")
 
 
@@ -36,7 +45,8 @@ class LoraSettings:
     alpha: int = 32
     dropout: float = 0.1
     target_modules: list[str] = field(default_factory=lambda: ["query", "key", "value"])
-    modules_to_save: list[str] = field(default_factory=lambda: ["classifier"])
+    # BERT's pooler is what its classifier reads; trained and carried over on warm-start.
+    modules_to_save: list[str] = field(default_factory=lambda: ["classifier", "pooler"])
 
     def to_peft(self) -> LoraConfig:
         return LoraConfig(
@@ -70,8 +80,15 @@ def _base_classifier(base_model: str | None, label_names: list[str] | tuple[str,
 def new_model(
     base_model: str | None, label_names: list[str] | tuple[str, ...], peft_config: PeftConfig
 ) -> PeftModel:
-    """A fresh trainable PEFT model (standard LoRA from scratch when ``peft_config`` is LoRA)."""
-    model = get_peft_model(_base_classifier(base_model, label_names), peft_config)
+    """A fresh trainable PEFT model (standard LoRA from scratch when ``peft_config`` is LoRA).
+
+    ``modules_to_save`` entries the architecture lacks (a pooler, say) are dropped.
+    """
+    base = _base_classifier(base_model, label_names)
+    if peft_config.modules_to_save:
+        names = {name.rsplit(".", 1)[-1] for name, _ in base.named_modules()}
+        peft_config.modules_to_save = [m for m in peft_config.modules_to_save if m in names]
+    model = get_peft_model(base, peft_config)
     model.peft_config["default"].base_model_name_or_path = canonical_name(base_model)
     return model
 
@@ -98,10 +115,15 @@ def warm_start_model(
     config = read_adapter_config(adapter_dir)
     config.inference_mode = False
     model = new_model(base_model, label_names, config)
-    result = set_peft_model_state_dict(model, adapter_state(adapter_dir, with_head=False))
-    unexpected = [k for k in getattr(result, "unexpected_keys", []) if "lora" in k]
-    if unexpected:
-        raise ValueError(f"adapter {adapter_dir} has tensors the model does not: {unexpected[:3]}")
+    state = get_peft_model_state_dict(model, save_embedding_layers=False)  # fresh head included
+    carried = adapter_state(adapter_dir, with_head=False)
+    unknown = sorted(set(carried) - set(state))
+    if unknown:
+        raise ValueError(f"adapter {adapter_dir} has tensors the model lacks: {unknown[:3]}")
+    result = set_peft_model_state_dict(model, state | carried)
+    missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
+    if missing:
+        raise ValueError(f"warm start from {adapter_dir} left LoRA weights unset: {missing[:3]}")
     return model
 
 
@@ -128,5 +150,5 @@ def save_adapter(model: PeftModel, out_dir: str | Path, metadata: dict) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir), safe_serialization=True, save_embedding_layers=False)
-    (out_dir / "adapterpool.json").write_text(json.dumps(metadata, indent=2, sort_keys=True))
+    (out_dir / ADAPTERPOOL_META).write_text(json.dumps(metadata, indent=2, sort_keys=True))
     return out_dir

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from accelerate.utils import find_executable_batch_size
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
@@ -104,6 +105,11 @@ def score_outputs(
     return scores, seconds
 
 
+def auto_batch_size(device: torch.device) -> int:
+    """Start large on a GPU (halved on out-of-memory), moderate on CPU where bigger buys nothing."""
+    return 256 if device.type == "cuda" else 64
+
+
 def rank_key(score: CandidateScore, metric: str) -> tuple[bool, float]:
     value = score.scores.get(metric, math.nan)
     return (math.isnan(value), -value if not math.isnan(value) else 0.0)
@@ -118,7 +124,7 @@ def score_candidates(
     *,
     max_samples: int | None = 1000,
     max_length: int = 128,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     seed: int = 0,
     show_progress: bool = True,
 ) -> list[CandidateScore]:
@@ -135,7 +141,11 @@ def score_candidates(
     for record in tqdm(candidates, desc="scoring", disable=not show_progress, leave=False):
         start = time.perf_counter()
         model = load_for_inference(pool.base_model, record.label_names, pool.adapter_dir(record.id))
-        outputs = candidate_outputs(model.to(device), data, tokenizer, batch_size=batch_size)
+        model = model.to(device)
+        outputs = find_executable_batch_size(
+            lambda size: candidate_outputs(model, data, tokenizer, batch_size=size),
+            starting_batch_size=batch_size or auto_batch_size(device),
+        )()
         del model
         scores, metric_seconds = score_outputs(outputs, labels, metrics, seed)
         results.append(

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
 from .encoding import EncodedRecords, inference_loader, train_loader
+from .errors import UsageError
 from .energy import EnergyMeter, EnergyReading
 from .tasks import Task
 
@@ -43,11 +44,11 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.selection_metric not in SELECTION_METRICS:
-            raise ValueError(
+            raise UsageError(
                 f"selection metric {self.selection_metric!r} unknown; use one of {SELECTION_METRICS}"
             )
         if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+            raise UsageError(f"epochs must be >= 1, got {self.epochs}")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -172,7 +173,9 @@ def train(
                         unwrapped = accelerator.unwrap_model(model)
                         best_state = {
                             k: v.detach().cpu().clone()
-                            for k, v in get_peft_model_state_dict(unwrapped).items()
+                            for k, v in get_peft_model_state_dict(
+                                unwrapped, save_embedding_layers=False
+                            ).items()
                         }
                     else:
                         stale += 1

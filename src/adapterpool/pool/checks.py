@@ -13,9 +13,9 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from ..modeling import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from ..peft_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTERPOOL_META
 
-ALLOWED_FILES = {ADAPTER_CONFIG, ADAPTER_WEIGHTS, "adapterpool.json", "README.md"}
+ALLOWED_FILES = {ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTERPOOL_META, "README.md"}
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy"}
 SUPPORTED_PEFT_TYPES = {"LORA", "ADALORA", "IA3", "PREFIX_TUNING", "PROMPT_TUNING", "P_TUNING"}
 MAX_ADAPTER_BYTES = 512 * 1024 * 1024

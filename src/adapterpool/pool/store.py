@@ -20,7 +20,8 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from ..base_model import canonical_name
-from ..modeling import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from ..errors import UsageError
+from ..peft_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTERPOOL_META
 from .catalog import AdapterRecord, adapters_table, create_schema, make_engine
 from .checks import ALLOWED_FILES, AdapterRejected, check_id, slugify, validate_adapter_dir
 
@@ -141,7 +142,7 @@ class AdapterPool:
         """A seeded random subset of ``n`` adapters (all of them when the pool is smaller)."""
         records = sorted(self.list(), key=lambda r: r.id)
         if n <= 0:
-            raise ValueError(f"subset size must be positive, got {n}")
+            raise UsageError(f"subset size must be positive, got {n}")
         if n >= len(records):
             return records
         chosen = np.random.default_rng(seed).choice(len(records), size=n, replace=False)
@@ -162,7 +163,7 @@ class AdapterPool:
         """
         source = Path(adapter_dir)
         if meta is None:
-            meta_path = source / "adapterpool.json"
+            meta_path = source / ADAPTERPOOL_META
             if not meta_path.is_file():
                 raise AdapterRejected(
                     f"{source}: no adapterpool.json; pass the task name, kind and label names "
@@ -177,7 +178,7 @@ class AdapterPool:
         try:
             for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
                 shutil.copyfile(source / name, staging / name)
-            (staging / "adapterpool.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+            (staging / ADAPTERPOOL_META).write_text(json.dumps(meta, indent=2, sort_keys=True))
             config = validate_adapter_dir(staging, base_model=self.base_model, meta=meta)
             sha = sha256_file(staging / ADAPTER_WEIGHTS)
             task = meta["task"]

@@ -1,0 +1,114 @@
+"""Readable summaries (rich tables) of rankings, adapt reports and pool listings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def _energy(energy: dict | None) -> str:
+    if not energy or energy.get("kwh") is None:
+        return "not measured"
+    return f"{energy['kwh'] * 1000:.3f} Wh, {energy['co2_kg'] * 1000:.3f} g CO2"
+
+
+def ranking_table(scores: list[dict], metrics: list[str], title: str = "Candidates") -> Table:
+    table = Table(title=title)
+    table.add_column("#", justify="right")
+    table.add_column("adapter")
+    table.add_column("source task")
+    for metric in metrics:
+        table.add_column(metric, justify="right")
+    table.add_column("seconds", justify="right")
+    for i, row in enumerate(scores, 1):
+        table.add_row(
+            str(i),
+            row["adapter_id"],
+            row["source_task"],
+            *(_fmt(row["scores"][m], 4) for m in metrics),
+            _fmt(row["seconds"], 1),
+        )
+    return table
+
+
+def attempts_table(report: dict) -> Table:
+    table = Table(title=f"Attempts on {report['task']['name']} (threshold "
+                  f"{report['threshold']['metric']} >= {report['threshold']['value']})")
+    for name in ("kind", "from adapter", "epochs", "val acc", "val F1", "test acc", "test F1",
+                 "train s", "passed"):
+        table.add_column(name, justify="right" if name not in ("kind", "from adapter") else "left")
+    for a in report["attempts"]:
+        test = a.get("test") or {}
+        table.add_row(
+            a["kind"], a["adapter_id"] or "-", _fmt(a["epochs"], 2),
+            _fmt(a["validation"]["accuracy"]), _fmt(a["validation"]["f1_macro"]),
+            _fmt(test.get("accuracy")), _fmt(test.get("f1_macro")),
+            _fmt(a["train_seconds"], 1), "yes" if a["passed"] else "no",
+        )
+    return table
+
+
+def print_adapt_report(report: dict) -> None:
+    if report["scores"]:
+        rows = [{**s, "scores": {report["metric"]: s["score"]}} for s in report["scores"]]
+        console.print(ranking_table(rows, [report["metric"]], title=f"Ranking by {report['metric']}"))
+    console.print(attempts_table(report))
+    timing = report["timing"]
+    console.print(
+        f"outcome: [bold]{report['outcome']}[/bold]; "
+        f"scoring {timing['scoring_seconds']:.1f}s, training {timing['training_seconds']:.1f}s, "
+        f"total {timing['total_seconds']:.1f}s; energy {_energy(report['energy'])}; seed {report['seed']}"
+    )
+    if report.get("contributed_adapter_id"):
+        console.print(f"contributed to the pool as [bold]{report['contributed_adapter_id']}[/bold]")
+    if report.get("adapter_dir"):
+        console.print(f"adapter: {report['adapter_dir']}")
+
+
+def pool_table(records: Iterable, title: str) -> Table:
+    table = Table(title=title)
+    for name in ("id", "task", "kind", "labels", "PEFT", "val acc", "parent", "created"):
+        table.add_column(name)
+    for r in records:
+        validation = (r.metrics or {}).get("validation") or {}
+        table.add_row(
+            r.id, r.task_name, r.task_kind, str(len(r.label_names)), r.peft_type,
+            _fmt(validation.get("accuracy")), r.parent_id or "-", r.created_at[:19],
+        )
+    return table
+
+
+def comparison_table(rows: list[tuple[str, dict]]) -> Table:
+    """Side by side: adapt vs standard LoRA (label, report-like dict)."""
+    table = Table(title="Transfer from the pool vs standard LoRA")
+    table.add_column("")
+    for label, _ in rows:
+        table.add_column(label, justify="right")
+
+    def final_attempt(report: dict) -> dict:
+        return next((a for a in report["attempts"] if a["passed"]), report["attempts"][-1])
+
+    finals = [final_attempt(r) for _, r in rows]
+    table.add_row("outcome", *(r["outcome"] for _, r in rows))
+    table.add_row("started from", *(a["adapter_id"] or "scratch" for a in finals))
+    for split in ("validation", "test"):
+        for metric, name in (("accuracy", "acc"), ("f1_macro", "macro-F1")):
+            table.add_row(
+                f"{split} {name}", *(_fmt((a.get(split) or {}).get(metric)) for a in finals)
+            )
+    table.add_row("epochs (final)", *(_fmt(a["epochs"], 2) for a in finals))
+    table.add_row("scoring s", *(_fmt(r["timing"]["scoring_seconds"], 1) for _, r in rows))
+    table.add_row("training s", *(_fmt(r["timing"]["training_seconds"], 1) for _, r in rows))
+    table.add_row("total s", *(_fmt(r["timing"]["total_seconds"], 1) for _, r in rows))
+    table.add_row("energy", *(_energy(r["energy"]) for _, r in rows))
+    return table

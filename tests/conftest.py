@@ -1,0 +1,50 @@
+"""Shared fixtures: a tiny random BERT (fast), and small real tasks."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+BENCH_DATA = Path(__file__).resolve().parents[2] / "shared" / "bench-data"
+
+
+@pytest.fixture(scope="session")
+def tiny_base_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A 2-layer, 32-wide BERT with random weights and the real MiniLM tokenizer, saved locally."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from adapterpool.base_model import resolve_base_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny-bert")
+    config = BertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(path)
+    AutoTokenizer.from_pretrained(resolve_base_model(None)).save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_pool(tmp_path_factory: pytest.TempPathFactory, tiny_base_model: str):
+    """A pool on the tiny model with three source adapters trained on real builtin data."""
+    from adapterpool.loop import adapter_metadata, train_standard
+    from adapterpool.modeling import save_adapter
+    from adapterpool.pool import AdapterPool
+    from adapterpool.tasks import load_task
+    from adapterpool.training import TrainConfig
+
+    root = tmp_path_factory.mktemp("pools")
+    pool = AdapterPool.init(root / "pool", base_model=tiny_base_model)
+    for name in ("subjectivity", "debate-role", "word-sense"):
+        task = load_task(f"builtin:{name}", max_train=64, max_eval=32)
+        result = train_standard(task, pool.base_model, TrainConfig(epochs=1, max_length=32),
+                                show_progress=False, measure_energy=False)
+        meta = adapter_metadata(task, result, parent_id=None, seed=0)
+        pool.add(save_adapter(result.model, root / f"src-{name}", meta))
+    return pool

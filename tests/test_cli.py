@@ -1,0 +1,56 @@
+"""The command line end to end with the packaged MiniLM on a few hundred real examples."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from adapterpool.cli import main
+
+
+def test_cli_train_contribute_then_adapt_with_minilm(tmp_path, capsys):
+    pool = str(tmp_path / "pool")
+    assert main(["pool", "init", pool]) == 0
+    common = ["--max-train", "160", "--max-eval", "64", "--max-length", "64", "--no-energy"]
+    assert main(["train", "builtin:subjectivity", "--pool", pool, "--epochs", "1", "--contribute",
+                 "--out", str(tmp_path / "src"), "--json", *common]) == 0
+    train_report = json.loads(capsys.readouterr().out)
+    assert train_report["outcome"] == "standard_lora"
+    source_id = train_report["contributed_adapter_id"]
+    assert source_id and source_id.startswith("subjectivity-")
+
+    assert main(["adapt", "builtin:movie-sentiment", "--pool", pool, "--metric", "leep",
+                 "--subset", "1", "--max-tries", "1", "--threshold", "0", "--epochs", "1",
+                 "--max-samples", "100", "--out", str(tmp_path / "run"), "--json", *common]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["outcome"] == "transfer"
+    assert report["attempts"][0]["adapter_id"] == source_id
+    assert report["task"]["n_train"] == 160
+    assert report == json.loads((tmp_path / "run" / "report.json").read_text())
+    # a few hundred examples with the real base model learn something
+    assert report["attempts"][0]["validation"]["accuracy"] > 0.5
+
+    assert main(["pool", "list", pool, "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [r["id"] for r in listed] == [source_id]
+    assert main(["rank", "builtin:movie-sentiment", "--pool", pool, "--metric", "logme",
+                 "--metric", "nce", "--max-train", "100", "--max-samples", "50", "--json"]) == 0
+    ranked = json.loads(capsys.readouterr().out)
+    assert set(ranked["scores"][0]["scores"]) == {"logme", "nce"}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["pool", "list", "/nonexistent/pool"], "not an adapter pool"),
+    (["rank", "/nonexistent/task", "--pool", "POOL"], "does not exist"),
+    (["rank", "builtin:subjectivity", "--pool", "POOL", "--metric", "logmee"], "unknown metric"),
+    (["train", "builtin:subjectivity", "--pool", "POOL", "--epochs", "0"], "epochs must be"),
+])
+def test_cli_errors_are_clear_and_exit_2(tmp_path, capsys, argv, message):
+    if "POOL" in argv:
+        assert main(["pool", "init", str(tmp_path / "p"), "--base-model", "all-MiniLM-L6-v2"]) == 0
+        capsys.readouterr()
+        argv = [str(tmp_path / "p") if a == "POOL" else a for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("adapterpool: error:") and message in err.lower()

@@ -1,0 +1,119 @@
+"""The loop for real on a tiny random BERT: thresholds, K tries, fallback, contribution, report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from adapterpool import adapt, load_task, rank
+from adapterpool.pool import AdapterPool
+from adapterpool.training import TrainConfig
+
+FAST = TrainConfig(epochs=1, max_length=32, evals_per_epoch=1)
+REPORT_KEYS = {"adapterpool_version", "seed", "base_model", "task", "metric", "threshold", "subset",
+               "scores", "attempts", "outcome", "contributed_adapter_id", "timing", "energy"}
+
+
+@pytest.fixture(scope="module")
+def target():
+    return load_task("builtin:movie-sentiment", max_train=64, max_eval=32, seed=0)
+
+
+@pytest.fixture()
+def pool_copy(tiny_pool, tmp_path) -> AdapterPool:
+    shutil.copytree(tiny_pool.path, tmp_path / "pool")
+    return AdapterPool(tmp_path / "pool")
+
+
+def _adapt(task, pool, tmp_path, **kwargs):
+    settings = dict(metric="logme", subset=3, max_tries=2, epochs=1, train_config=FAST,
+                    out_dir=tmp_path / "run", seed=0, max_samples=48, show_progress=False,
+                    measure_energy=False)
+    return adapt(task, pool, **(settings | kwargs))
+
+
+def test_threshold_zero_passes_at_first_try(target, tiny_pool, tmp_path):
+    result = _adapt(target, tiny_pool, tmp_path, threshold=0.0)
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report == json.loads(json.dumps(result.report))
+    assert REPORT_KEYS <= set(report)
+    assert report["outcome"] == "transfer"
+    assert [a["kind"] for a in report["attempts"]] == ["transfer"]
+    assert report["attempts"][0]["adapter_id"] == report["scores"][0]["adapter_id"]
+    assert report["attempts"][0]["passed"] is True
+    scores = [s["score"] for s in report["scores"]]
+    assert scores == sorted(scores, reverse=True) and len(scores) == 3
+    assert set(report["subset"]) == {r.id for r in tiny_pool.list()}
+    assert report["task"]["n_train"] == 64 and report["seed"] == 0
+    assert report["contributed_adapter_id"] is None
+    assert report["timing"]["total_seconds"] >= report["timing"]["training_seconds"] > 0
+
+
+def test_unreachable_threshold_ends_in_standard_lora_after_k_tries(target, tiny_pool, tmp_path):
+    report = _adapt(target, tiny_pool, tmp_path, threshold=1.01, max_tries=2).report
+    kinds = [a["kind"] for a in report["attempts"]]
+    assert kinds == ["transfer", "transfer", "standard_lora"]
+    assert [a["adapter_id"] for a in report["attempts"][:2]] == [
+        s["adapter_id"] for s in report["scores"][:2]]
+    assert report["attempts"][2]["adapter_id"] is None
+    assert not any(a["passed"] for a in report["attempts"])
+    assert report["outcome"] == "failed"
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_contribute_adds_exactly_the_passing_adapter_with_parent(target, pool_copy, tmp_path):
+    before = {r.id for r in pool_copy.list()}
+    report = _adapt(target, pool_copy, tmp_path, threshold=0.0, contribute=True).report
+    after = {r.id: r for r in pool_copy.list()}
+    added = set(after) - before
+    assert added == {report["contributed_adapter_id"]}
+    record = after[report["contributed_adapter_id"]]
+    assert record.parent_id == report["attempts"][0]["adapter_id"]
+    assert record.task_name == "movie-sentiment" and record.label_names == ["negative", "positive"]
+    assert record.metrics["validation"] == report["attempts"][0]["validation"]
+
+
+def test_failed_run_contributes_nothing(target, pool_copy, tmp_path):
+    before = [r.id for r in pool_copy.list()]
+    report = _adapt(target, pool_copy, tmp_path, threshold=1.01, max_tries=1, contribute=True).report
+    assert report["contributed_adapter_id"] is None
+    assert [r.id for r in pool_copy.list()] == before
+
+
+def test_standard_lora_pass_is_contributed_without_parent(target, pool_copy, tmp_path):
+    report = _adapt(target, pool_copy, tmp_path, threshold=0.0, max_tries=0, contribute=True).report
+    assert [a["kind"] for a in report["attempts"]] == ["standard_lora"]
+    assert report["outcome"] == "standard_lora" and report["scores"] == []
+    assert pool_copy.get(report["contributed_adapter_id"]).parent_id is None
+
+
+def test_final_adapter_loads_with_peft(target, tiny_pool, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    _adapt(target, tiny_pool, tmp_path, threshold=0.0)
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_pool.base_model, num_labels=2)
+    model = PeftModel.from_pretrained(base, str(tmp_path / "run" / "adapter"))
+    assert model.peft_config["default"].peft_type.value == "LORA"
+
+
+def test_rank_is_seeded_and_scores_several_metrics_at_once(target, tiny_pool):
+    metrics = ["logme", "leep", "nce", "h-score"]
+    first = rank(target, tiny_pool, metrics, subset=2, seed=3, max_samples=48,
+                 show_progress=False, measure_energy=False)
+    again = rank(target, tiny_pool, metrics, subset=2, seed=3, max_samples=48,
+                 show_progress=False, measure_energy=False)
+    assert first.subset == again.subset and len(first.subset) == 2
+    assert [s.scores for s in first.scores] == [s.scores for s in again.scores]
+    assert all(set(s.scores) == set(metrics) for s in first.scores)
+    assert first.scores[0].scores["logme"] >= first.scores[1].scores["logme"]
+
+
+def test_unknown_metric_fails_before_any_work(target, tiny_pool, tmp_path):
+    from adapterpool.metrics import UnknownMetricError
+
+    with pytest.raises(UnknownMetricError, match="logme"):
+        _adapt(target, tiny_pool, tmp_path, metric="logmee")
+    assert not (tmp_path / "run").exists()

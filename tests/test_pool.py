@@ -1,0 +1,149 @@
+"""The local pool: PEFT-format entries, catalog, and refusals that change nothing."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+
+from adapterpool.pool import AdapterPool, AdapterRejected, DuplicateAdapterError, PoolError
+
+
+@pytest.fixture()
+def pool_copy(tiny_pool, tmp_path) -> AdapterPool:
+    shutil.copytree(tiny_pool.path, tmp_path / "pool")
+    return AdapterPool(tmp_path / "pool")
+
+
+@pytest.fixture()
+def exported(pool_copy, tmp_path) -> Path:
+    """A copy of one pool adapter outside the pool, as a contributor would hand it in."""
+    record = pool_copy.list()[0]
+    target = tmp_path / "incoming"
+    shutil.copytree(pool_copy.adapter_dir(record.id), target)
+    return target
+
+
+def _snapshot(pool: AdapterPool) -> tuple:
+    files = sorted(str(p.relative_to(pool.path)) for p in (pool.path / "adapters").rglob("*"))
+    return [r.as_json() for r in pool.list()], files
+
+
+def test_pool_entries_are_peft_format_with_catalog_fields(tiny_pool):
+    records = tiny_pool.list()
+    assert {r.task_name for r in records} == {"subjectivity", "debate-role", "word-sense"}
+    for record in records:
+        folder = tiny_pool.adapter_dir(record.id)
+        assert {p.name for p in folder.iterdir()} >= {"adapter_config.json", "adapter_model.safetensors"}
+        assert record.peft_type == "LORA" and record.base_model == tiny_pool.base_model
+        assert len(record.sha256) == 64 and record.size_bytes > 0
+        assert record.metrics["validation"]["accuracy"] >= 0
+        assert record.train_seconds > 0
+    word_sense = next(r for r in records if r.task_name == "word-sense")
+    assert word_sense.task_kind == "pair" and word_sense.label_names == ["different", "same"]
+
+
+def test_not_a_pool_and_init_twice(tmp_path, tiny_pool):
+    with pytest.raises(PoolError, match="not an adapter pool.*pool init"):
+        AdapterPool(tmp_path)
+    with pytest.raises(PoolError, match="already a pool"):
+        AdapterPool.init(tiny_pool.path)
+
+
+def test_duplicate_weights_are_refused(pool_copy, exported):
+    before = _snapshot(pool_copy)
+    with pytest.raises(DuplicateAdapterError, match="already in the pool as"):
+        pool_copy.add(exported)
+    assert _snapshot(pool_copy) == before
+    assert not any((pool_copy.path / ".staging").iterdir())
+
+
+def test_remove(pool_copy):
+    record = pool_copy.list()[0]
+    pool_copy.remove(record.id)
+    assert record.id not in {r.id for r in pool_copy.list()}
+    assert not (pool_copy.path / "adapters" / record.id).exists()
+    with pytest.raises(PoolError, match="no adapter"):
+        pool_copy.get(record.id)
+
+
+class _Payload:
+    """Unpickling this would create a file: proof that code ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "code ran"))
+
+
+def test_pickle_weights_are_refused_and_never_unpickled(pool_copy, exported, tmp_path):
+    marker = tmp_path / "pwned"
+    before = _snapshot(pool_copy)
+    (exported / "adapter_model.bin").write_bytes(pickle.dumps(_Payload(marker)))
+    with pytest.raises(AdapterRejected, match="pickle-based weights are refused"):
+        pool_copy.add(exported)
+    (exported / "adapter_model.bin").unlink()
+    (exported / "adapter_model.safetensors").write_bytes(pickle.dumps(_Payload(marker)))
+    with pytest.raises(AdapterRejected, match="is a pickle, not safetensors"):
+        pool_copy.add(exported)
+    assert not marker.exists()
+    assert _snapshot(pool_copy) == before
+
+
+def test_adapter_for_another_base_model_is_refused(pool_copy, exported):
+    config_path = exported / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = "bert-base-uncased"
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(AdapterRejected, match="trained on base model 'bert-base-uncased'"):
+        pool_copy.add(exported)
+
+
+def test_wrong_tensor_shapes_are_refused(pool_copy, exported):
+    from safetensors.torch import load_file, save_file
+
+    weights = exported / "adapter_model.safetensors"
+    state = load_file(weights)
+    key = next(k for k in state if "lora_A" in k)
+    state[key] = state[key][:, :-1].contiguous()
+    save_file(state, weights)
+    with pytest.raises(AdapterRejected, match="has shape .* another base model"):
+        pool_copy.add(exported)
+
+
+def test_label_count_must_match_head(pool_copy, exported):
+    meta = json.loads((exported / "adapterpool.json").read_text())
+    meta["task"]["label_names"] = meta["task"]["label_names"] + ["extra"]
+    (exported / "adapterpool.json").write_text(json.dumps(meta))
+    with pytest.raises(AdapterRejected, match="classifier.*has shape"):
+        pool_copy.add(exported)
+
+
+@pytest.mark.parametrize("bad_meta, message", [
+    ({}, "needs a 'task' block"),
+    ({"task": {"name": "x", "kind": "triple", "label_names": ["a", "b"]}}, "'kind' must be"),
+    ({"task": {"name": "x", "kind": "single", "label_names": ["a"]}}, "label_names"),
+])
+def test_metadata_is_required(pool_copy, exported, bad_meta, message):
+    with pytest.raises(AdapterRejected, match=message):
+        pool_copy.add(exported, meta=bad_meta)
+
+
+@pytest.mark.parametrize("bad_id", ["../escape", "a/b", "..", "UPPER", "x" * 200, ""])
+def test_ids_cannot_escape_the_pool(pool_copy, exported, bad_id):
+    with pytest.raises(AdapterRejected, match="invalid adapter id"):
+        pool_copy.add(exported, adapter_id=bad_id)
+    with pytest.raises(AdapterRejected, match="invalid adapter id"):
+        pool_copy.get(bad_id)
+
+
+def test_sample_is_seeded(tiny_pool):
+    ids = lambda seed: [r.id for r in tiny_pool.sample(2, seed)]  # noqa: E731
+    assert ids(0) == ids(0)
+    assert len(set(ids(0))) == 2
+    assert {tuple(ids(s)) for s in range(10)} != {tuple(ids(0))}
+    assert len(tiny_pool.sample(10, 0)) == 3
