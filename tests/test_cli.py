@@ -12,6 +12,7 @@ from adapterpool.cli import main
 def test_cli_train_contribute_then_adapt_with_minilm(tmp_path, capsys):
     pool = str(tmp_path / "pool")
     assert main(["pool", "init", pool]) == 0
+    assert "created pool" in capsys.readouterr().out
     common = ["--max-train", "160", "--max-eval", "64", "--max-length", "64", "--no-energy"]
     assert main(["train", "builtin:subjectivity", "--pool", pool, "--epochs", "1", "--contribute",
                  "--out", str(tmp_path / "src"), "--json", *common]) == 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 
 DEFAULT_COUNTRY = os.environ.get("ADAPTERPOOL_COUNTRY", "USA")
@@ -60,13 +61,15 @@ class EnergyMeter:
                 from codecarbon import OfflineEmissionsTracker
 
                 logging.getLogger("codecarbon").setLevel(logging.ERROR)
-                self._tracker = OfflineEmissionsTracker(
-                    country_iso_code=self.country,
-                    save_to_file=False,
-                    log_level="error",
-                    tracking_mode="process",
-                    measure_power_secs=5,
-                )
+                with warnings.catch_warnings():  # codecarbon's own deprecation chatter
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    self._tracker = OfflineEmissionsTracker(
+                        country_iso_code=self.country,
+                        save_to_file=False,
+                        log_level="error",
+                        tracking_mode="process",
+                        measure_power_secs=5,
+                    )
                 self._tracker.start()
             except Exception as exc:  # codecarbon can fail on exotic hardware: keep timing
                 self._tracker = None

@@ -89,8 +89,10 @@ def evaluate(
     """Accuracy, macro-F1 and weighted-F1 of ``model`` on encoded records."""
     loader, _ = inference_loader(data, tokenizer, batch_size)
     device = next(model.parameters()).device
-    if accelerator is not None:
-        loader = accelerator.prepare(loader)
+    if accelerator is not None and accelerator.num_processes > 1:
+        loader = accelerator.prepare(loader)  # shard across processes, gather below
+    else:
+        accelerator = None
     was_training = model.training
     model.eval()
     all_preds, all_labels = [], []

@@ -183,7 +183,9 @@ class AdapterPool:
             sha = sha256_file(staging / ADAPTER_WEIGHTS)
             task = meta["task"]
             record = AdapterRecord(
-                id=check_id(adapter_id or f"{slugify(task['name'])}-{sha[:10]}"),
+                id=check_id(
+                    adapter_id if adapter_id is not None else f"{slugify(task['name'])}-{sha[:10]}"
+                ),
                 task_name=task["name"],
                 task_kind=task["kind"],
                 label_names=list(task["label_names"]),

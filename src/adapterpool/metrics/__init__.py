@@ -1,0 +1,22 @@
+"""Transferability metrics: numpy arrays in, a float out (higher = transfers better), float64.
+
+Labels may be any values (they are mapped to 0..C-1). Registry names are the command line's.
+"""
+
+from ._validation import MetricInputError
+from .ensemble import ensemble
+from .gbc import gbc
+from .hscore import h_score, regularized_h_score
+from .leep import leep
+from .logme import logme
+from .nce import nce
+from .nleep import nleep
+from .probes import knn_accuracy, linear_probe_accuracy
+from .registry import METRICS, MetricSpec, UnknownMetricError, compute_metric, get_metric
+from .transrate import transrate
+
+__all__ = [
+    "METRICS", "MetricInputError", "MetricSpec", "UnknownMetricError", "compute_metric",
+    "ensemble", "gbc", "get_metric", "h_score", "knn_accuracy", "leep", "linear_probe_accuracy",
+    "logme", "nce", "nleep", "regularized_h_score", "transrate",
+]

@@ -1,0 +1,73 @@
+"""Metric names as the command line knows them, and what each one reads."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from .gbc import gbc
+from .hscore import h_score, regularized_h_score
+from .leep import leep
+from .logme import logme
+from .nce import nce
+from .nleep import nleep
+from .probes import knn_accuracy, linear_probe_accuracy
+from .transrate import transrate
+
+
+class UnknownMetricError(ValueError):
+    """A metric name that is not in :data:`METRICS`."""
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    fn: Callable[..., float]
+    needs: Literal["features", "source_probs", "source_labels"]
+    description: str
+    seeded: bool = False
+
+
+METRICS: dict[str, MetricSpec] = {
+    spec.name: spec
+    for spec in (
+        MetricSpec("nce", nce, "source_labels", "negative conditional entropy (Tran et al. 2019)"),
+        MetricSpec("h-score", h_score, "features", "H-score (Bao et al. 2019)"),
+        MetricSpec("regularized-h-score", regularized_h_score, "features",
+                   "H-score with Ledoit-Wolf shrinkage (Ibrahim et al. 2022)"),
+        MetricSpec("leep", leep, "source_probs", "LEEP (Nguyen et al. 2020)"),
+        MetricSpec("logme", logme, "features", "LogME evidence (You et al. 2021)"),
+        MetricSpec("nleep", nleep, "features", "NLEEP, GMM + LEEP (Li et al. 2021)", seeded=True),
+        MetricSpec("transrate", transrate, "features", "TransRate coding rate (Huang et al. 2022)"),
+        MetricSpec("gbc", gbc, "features", "Bhattacharyya class separability (Pandy et al. 2022)"),
+        MetricSpec("knn", knn_accuracy, "features", "leave-one-out 5-NN accuracy"),
+        MetricSpec("linear-probe", linear_probe_accuracy, "features",
+                   "5-fold logistic-regression accuracy", seeded=True),
+    )
+}
+
+
+def get_metric(name: str) -> MetricSpec:
+    if name in METRICS:
+        return METRICS[name]
+    close = difflib.get_close_matches(name, list(METRICS), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise UnknownMetricError(
+        f"unknown metric {name!r}{hint}; choose from: {', '.join(METRICS)}"
+    )
+
+
+def compute_metric(name: str, *, features, source_probs, labels, seed: int = 0) -> float:
+    """Route the right input of one forward pass to metric ``name``."""
+    spec = get_metric(name)
+    if spec.needs == "features":
+        inputs = features
+    elif spec.needs == "source_probs":
+        inputs = source_probs
+    else:
+        inputs = np.asarray(source_probs).argmax(axis=1)
+    return float(spec.fn(inputs, labels, seed=seed) if spec.seeded else spec.fn(inputs, labels))
