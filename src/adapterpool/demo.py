@@ -27,8 +27,9 @@ from .training import TrainConfig
 SOURCES = ("subjectivity", "speech-party", "noun-category", "debate-role")
 TARGET = "movie-sentiment"
 SEED = 0
-SOURCE_BUDGET = {"max_train": 800, "max_eval": 200, "epochs": 2}
-TARGET_BUDGET = {"max_train": 800, "max_eval": 400}
+SOURCE_BUDGET = {"max_train": 500, "max_eval": 200, "epochs": 2}
+TARGET_BUDGET = {"max_train": 600, "max_eval": 400}
+MAX_LENGTH = 64
 THRESHOLD = 0.70
 TRANSFER_EPOCHS = 2
 STANDARD_EPOCHS = 3
@@ -37,7 +38,7 @@ STANDARD_EPOCHS = 3
 def _settings_key() -> str:
     settings = {
         "sources": SOURCES, "budget": SOURCE_BUDGET, "seed": SEED, "base": DEFAULT_BASE_MODEL,
-        "train": TrainConfig().as_dict(),
+        "train": TrainConfig(max_length=MAX_LENGTH).as_dict(),
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
 
@@ -60,7 +61,7 @@ def build_demo_pool(cache_dir: Path, *, rebuild: bool = False) -> AdapterPool:
                             max_eval=SOURCE_BUDGET["max_eval"])
         console.print(f"[{i}/{len(SOURCES)}] source task builtin:{name}: {len(task.train)} train, "
                       f"{task.num_labels} labels")
-        config = TrainConfig(epochs=SOURCE_BUDGET["epochs"], seed=SEED)
+        config = TrainConfig(epochs=SOURCE_BUDGET["epochs"], max_length=MAX_LENGTH, seed=SEED)
         result = train_standard(task, pool.base_model, config, description=f"source {name}")
         with tempfile.TemporaryDirectory() as tmp:
             meta = adapter_metadata(task, result, parent_id=None, seed=SEED)
@@ -87,13 +88,15 @@ def run_demo(*, cache_dir: Path | None = None, rebuild: bool = False,
     transfer = adapt(
         task, pool, metric=DEFAULT_METRIC, subset=len(SOURCES), max_tries=2,
         threshold=THRESHOLD, epochs=TRANSFER_EPOCHS,
-        train_config=TrainConfig(epochs=STANDARD_EPOCHS), seed=SEED, max_samples=500,
+        train_config=TrainConfig(epochs=STANDARD_EPOCHS, max_length=MAX_LENGTH), seed=SEED,
+        max_samples=500,
         out_dir=out_dir / "adapt",
     ).report
     print_adapt_report(transfer)
     console.rule("[bold]standard LoRA from scratch on the same data")
     standard = adapt(
-        task, pool, max_tries=0, threshold=THRESHOLD, train_config=TrainConfig(epochs=STANDARD_EPOCHS),
+        task, pool, max_tries=0, threshold=THRESHOLD,
+        train_config=TrainConfig(epochs=STANDARD_EPOCHS, max_length=MAX_LENGTH),
         seed=SEED, out_dir=out_dir / "standard",
     ).report
     console.print(comparison_table([("adapt (transfer)", transfer), ("standard LoRA", standard)]))

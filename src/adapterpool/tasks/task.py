@@ -109,16 +109,27 @@ def stratified_split(
 
 
 def stratified_subsample(labels: Sequence[int], max_n: int, seed: int) -> np.ndarray:
-    """Sorted indices of at most ``max_n`` examples keeping class proportions, seeded."""
+    """Sorted indices of exactly ``min(max_n, n)`` examples keeping class proportions, seeded.
+
+    Per-class quotas follow the largest-remainder rule, so rounding never loses an example.
+    """
     n = len(labels)
     if max_n <= 0:
         raise ValueError(f"max_n must be positive, got {max_n}")
     if n <= max_n:
         return np.arange(n)
-    _, carved = stratified_split(labels, max_n / n, seed)
-    if len(carved) > max_n:  # rounding per class can overshoot by a few
-        carved = np.sort(np.random.default_rng(seed).choice(carved, max_n, replace=False))
-    return carved
+    labels_arr = np.asarray(labels)
+    classes, counts = np.unique(labels_arr, return_counts=True)
+    exact = counts * max_n / n
+    quotas = np.floor(exact).astype(int)
+    remainder_order = np.argsort(-(exact - quotas), kind="stable")
+    quotas[remainder_order[: max_n - quotas.sum()]] += 1
+    rng = np.random.default_rng(seed)
+    chosen = [
+        rng.choice(np.flatnonzero(labels_arr == cls), quota, replace=False)
+        for cls, quota in zip(classes, quotas)
+    ]
+    return np.sort(np.concatenate(chosen))
 
 
 def _validate_records(records: Records, where: str, kind: TaskKind, num_labels: int) -> None:
