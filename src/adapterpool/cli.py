@@ -95,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--cache-dir", help="where the demo pool is kept")
     demo.add_argument("--rebuild", action="store_true", help="rebuild the cached demo pool")
     demo.add_argument("--out", help="folder for the two reports")
+
+    from .bench.cli import add_bench_parser
+
+    add_bench_parser(sub)
     return parser
 
 
@@ -233,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
             _cmd_rank(args)
         elif args.command == "adapt":
             _run_adapt(args, max_tries=args.max_tries, metric=args.metric)
+        elif args.command == "bench":
+            from .bench.cli import run_bench_command
+
+            run_bench_command(args)
         elif args.command == "demo":
             from .demo import run_demo
 

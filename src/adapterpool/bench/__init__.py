@@ -1,0 +1,1 @@
+"""Benchmarks: ranking quality of the metrics and the loop against standard LoRA."""
