@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
+# Logs and CI are not terminals: give tables room instead of rich's 80-column default.
+console = Console() if sys.stdout.isatty() else Console(width=120)
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:

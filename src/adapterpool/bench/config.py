@@ -22,7 +22,7 @@ class BenchConfig:
         "knn", "linear-probe"])
     ensemble_members: list[str] = field(default_factory=lambda: ["logme", "leep", "knn"])
     max_train: int = 400
-    max_eval: int = 300
+    max_eval: int = 250
     max_length: int = 64
     source_epochs: int = 2
     transfer_epochs: int = 2

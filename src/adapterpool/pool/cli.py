@@ -24,11 +24,26 @@ def add_pool_parsers(sub: argparse._SubParsersAction) -> None:
     remove = pool_sub.add_parser("remove", help="remove an adapter")
     remove.add_argument("path")
     remove.add_argument("id")
+    verify = pool_sub.add_parser("verify", help="recompute hashes, find orphans and leftovers")
+    verify.add_argument("path")
+    verify.add_argument("--repair", action="store_true", help="delete orphans and leftovers")
+    verify.add_argument("--json", action="store_true")
+    export = pool_sub.add_parser("export", help="a PEFT folder with a model card")
+    export.add_argument("path")
+    export.add_argument("id")
+    export.add_argument("out")
+    imp = pool_sub.add_parser("import", help="add a PEFT folder or hf://user/repo")
+    imp.add_argument("path")
+    imp.add_argument("source")
+    imp.add_argument("--task-name")
+    imp.add_argument("--kind", choices=["single", "pair"])
+    imp.add_argument("--labels", help="comma-separated label names, in head order")
+    imp.add_argument("--parent")
 
 
 def run_pool_command(args: argparse.Namespace) -> None:
     from ..summary import console, pool_table
-    from . import AdapterPool, open_pool
+    from . import AdapterPool, PoolError, open_pool
 
     if args.pool_command == "init":
         pool = AdapterPool.init(args.path, base_model=args.base_model, catalog_url=args.catalog)
@@ -46,3 +61,29 @@ def run_pool_command(args: argparse.Namespace) -> None:
     elif args.pool_command == "remove":
         record = pool.remove(args.id)
         console.print(f"removed {record.id}")
+    elif args.pool_command == "verify":
+        from .maintenance import verify
+
+        report = verify(pool, repair=args.repair)
+        if args.json:
+            print(json.dumps(report, indent=2))
+        else:
+            console.print(
+                f"{report['verified']}/{report['adapters']} adapters verified; corrupt: "
+                f"{report['corrupt'] or 'none'}; missing files: {report['missing_files'] or 'none'}; "
+                f"orphans: {report['orphans'] or 'none'}; leftovers: {report['leftovers'] or 'none'}"
+                + (" (orphans and leftovers removed)" if args.repair else "")
+            )
+        if not report["consistent"]:
+            raise PoolError("the pool has catalogued adapters whose files are missing or altered")
+    elif args.pool_command == "export":
+        from .maintenance import export
+
+        console.print(f"exported {args.id} to {export(pool, args.id, args.out)}")
+    elif args.pool_command == "import":
+        from .maintenance import import_adapter
+
+        labels = [x.strip() for x in args.labels.split(",")] if args.labels else None
+        record = import_adapter(pool, args.source, task_name=args.task_name, kind=args.kind,
+                                label_names=labels, parent_id=args.parent)
+        console.print(f"imported as {record.id}")

@@ -1,0 +1,149 @@
+"""Keeping a pool honest and interoperable: verify/repair, export with a model card, import."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from ..peft_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTERPOOL_META
+from .checks import AdapterRejected
+from .store import AdapterPool, PoolError, sha256_file
+
+
+def verify(pool: AdapterPool, *, repair: bool = False) -> dict:
+    """Recompute every hash; find orphan folders and leftovers of interrupted adds/removes.
+
+    ``repair`` deletes orphans and leftovers (never a catalogued adapter's files).
+    """
+    records = {r.id: r for r in pool.list()}
+    corrupt, missing = [], []
+    for adapter_id, record in records.items():
+        weights = pool.path / "adapters" / adapter_id / ADAPTER_WEIGHTS
+        if not weights.is_file():
+            missing.append(adapter_id)
+        elif sha256_file(weights) != record.sha256:
+            corrupt.append(adapter_id)
+    adapters_dir = pool.path / "adapters"
+    orphans = sorted(p.name for p in adapters_dir.iterdir() if p.name not in records) \
+        if adapters_dir.is_dir() else []
+    leftovers = sorted(
+        str(p.relative_to(pool.path))
+        for folder in (".staging", ".trash") if (pool.path / folder).is_dir()
+        for p in (pool.path / folder).iterdir()
+    )
+    if repair:
+        for name in orphans:
+            shutil.rmtree(adapters_dir / name, ignore_errors=True)
+        for rel in leftovers:
+            shutil.rmtree(pool.path / rel, ignore_errors=True)
+    return {
+        "adapters": len(records),
+        "verified": len(records) - len(corrupt) - len(missing),
+        "corrupt": corrupt,
+        "missing_files": missing,
+        "orphans": orphans,
+        "leftovers": leftovers,
+        "repaired": repair,
+        "consistent": not (corrupt or missing),
+    }
+
+
+def model_card(record, config: dict) -> str:
+    """A Hugging Face model card (README.md) carrying the pool's metadata."""
+    validation = (record.metrics or {}).get("validation") or {}
+    front = [
+        "---",
+        "library_name: peft",
+        f"base_model: {record.base_model}",
+        "pipeline_tag: text-classification",
+        "tags: [adapterpool, peft, " + record.peft_type.lower() + "]",
+        "---",
+    ]
+    body = [
+        f"# {record.id}",
+        "",
+        f"A {record.peft_type} adapter for `{record.base_model}`, trained on the "
+        f"{record.task_kind}-text classification task **{record.task_name}** "
+        f"(labels: {', '.join(record.label_names)}), exported from an adapterpool pool.",
+        "",
+        "| field | value |",
+        "|---|---|",
+        f"| parent adapter | {record.parent_id or '-'} |",
+        f"| examples (train / validation / test) | {record.n_train} / {record.n_validation} / "
+        f"{record.n_test} |",
+        f"| validation accuracy | {validation.get('accuracy', '-')} |",
+        f"| validation macro-F1 | {validation.get('f1_macro', '-')} |",
+        f"| training seconds | {record.train_seconds} |",
+        f"| energy (kWh) | {record.energy_kwh} |",
+        f"| created | {record.created_at} |",
+        f"| sha256 (weights) | `{record.sha256}` |",
+        "",
+        "```python",
+        "from peft import PeftModel",
+        "from transformers import AutoModelForSequenceClassification",
+        f"base = AutoModelForSequenceClassification.from_pretrained(\"{record.base_model}\", "
+        f"num_labels={len(record.label_names)})",
+        "model = PeftModel.from_pretrained(base, \"THIS_FOLDER\")",
+        "```",
+        "",
+        f"LoRA settings: r={config.get('r')}, alpha={config.get('lora_alpha')}, "
+        f"target modules {config.get('target_modules')}.",
+    ]
+    return "\n".join(front + body) + "\n"
+
+
+def export(pool: AdapterPool, adapter_id: str, out_dir: str | Path) -> Path:
+    """A folder that ``PeftModel.from_pretrained`` loads directly, with a model card."""
+    record = pool.get(adapter_id)
+    source = pool.adapter_dir(adapter_id)
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise PoolError(f"export folder {out} exists and is not empty")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTERPOOL_META):
+        if (source / name).is_file():
+            shutil.copyfile(source / name, out / name)
+    config = json.loads((source / ADAPTER_CONFIG).read_text())
+    (out / "README.md").write_text(model_card(record, config))
+    return out
+
+
+def fetch_source(spec: str) -> Path:
+    """A local folder for ``spec``: itself, or a Hub snapshot for ``hf://user/repo``.
+
+    Only JSON, safetensors and Markdown files are downloaded; pickles never reach the disk.
+    """
+    if not spec.startswith("hf://"):
+        path = Path(spec)
+        if not path.is_dir():
+            raise AdapterRejected(f"adapter folder {spec!r} does not exist")
+        return path
+    repo = spec[len("hf://"):]
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo, allow_patterns=["*.json", "*.safetensors", "*.md"]))
+    except Exception as exc:
+        raise PoolError(
+            f"cannot download {spec} from the Hugging Face Hub ({type(exc).__name__}: {exc}); "
+            "download the adapter folder elsewhere and import the local folder"
+        ) from exc
+
+
+def import_adapter(pool: AdapterPool, spec: str, *, task_name: str | None = None,
+                   kind: str | None = None, label_names: list[str] | None = None,
+                   parent_id: str | None = None):
+    """Add a PEFT folder (or Hub repo); metadata from its adapterpool.json or the arguments."""
+    source = fetch_source(spec)
+    meta_path = source / ADAPTERPOOL_META
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    task = dict(meta.get("task") or {})
+    if task_name:
+        task["name"] = task_name
+    if kind:
+        task["kind"] = kind
+    if label_names:
+        task["label_names"] = label_names
+    meta["task"] = task
+    return pool.add(source, meta=meta, parent_id=parent_id)
