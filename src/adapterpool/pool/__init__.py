@@ -12,8 +12,10 @@ __all__ = [
 ]
 
 
-def open_pool(spec: str, *, token: str | None = None) -> AdapterPool:
-    """A pool from a folder (``http(s)://`` pools arrive with the pool server)."""
+def open_pool(spec: str, *, token: str | None = None):
+    """A local pool folder, or a pool server at ``http(s)://HOST:PORT`` (token for writes)."""
     if spec.startswith(("http://", "https://")):
-        raise PoolError(f"remote pools ({spec}) are not supported yet; use a local pool folder")
+        from .remote import RemotePool
+
+        return RemotePool(spec, token=token)
     return AdapterPool(spec)

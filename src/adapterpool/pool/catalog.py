@@ -49,11 +49,12 @@ adapters_table = Table(
     Column("description", Text),
 )
 
-info_table = Table(
-    "pool_info",
+tokens_table = Table(
+    "write_tokens",
     metadata,
-    Column("key", String(64), primary_key=True),
-    Column("value", Text, nullable=False),
+    Column("token_sha256", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("created_at", String(40), nullable=False),
 )
 
 

@@ -5,10 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 
-POOL_COMMANDS = {"pool"}
+POOL_COMMANDS = {"pool", "serve", "token"}
 
 
 def add_pool_parsers(sub: argparse._SubParsersAction) -> None:
+    serve = sub.add_parser("serve", help="serve a pool over HTTP")
+    serve.add_argument("path")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8750)
+    serve.add_argument("--max-upload-mb", type=int, default=256)
+    token = sub.add_parser("token", help="write tokens of a served pool")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    create = token_sub.add_parser("create", help="create a write token (shown once)")
+    create.add_argument("path")
+    create.add_argument("--name", required=True, help="who the token is for")
+
     pool = sub.add_parser("pool", help="create and inspect adapter pools")
     pool_sub = pool.add_subparsers(dest="pool_command", required=True)
     init = pool_sub.add_parser("init", help="create an empty pool")
@@ -39,17 +50,30 @@ def add_pool_parsers(sub: argparse._SubParsersAction) -> None:
     imp.add_argument("--kind", choices=["single", "pair"])
     imp.add_argument("--labels", help="comma-separated label names, in head order")
     imp.add_argument("--parent")
+    for sub_parser in (listing, show, remove, imp):
+        sub_parser.add_argument("--token", help="write token of a pool server")
 
 
 def run_pool_command(args: argparse.Namespace) -> None:
     from ..summary import console, pool_table
     from . import AdapterPool, PoolError, open_pool
 
+    if args.command == "serve":
+        from ..server.app import serve
+
+        serve(args.path, host=args.host, port=args.port,
+              max_upload_bytes=args.max_upload_mb * 1024 * 1024)
+        return
+    if args.command == "token":
+        from .tokens import create_token
+
+        print(create_token(AdapterPool(args.path), args.name))
+        return
     if args.pool_command == "init":
         pool = AdapterPool.init(args.path, base_model=args.base_model, catalog_url=args.catalog)
         console.print(f"created pool {pool.path} for base model {pool.base_model}")
         return
-    pool = open_pool(args.path)
+    pool = open_pool(args.path, token=getattr(args, "token", None))
     if args.pool_command == "list":
         records = pool.list()
         if args.json:
@@ -64,6 +88,8 @@ def run_pool_command(args: argparse.Namespace) -> None:
     elif args.pool_command == "verify":
         from .maintenance import verify
 
+        if not isinstance(pool, AdapterPool):
+            raise PoolError("verify runs where the pool's files are: on the server's pool folder")
         report = verify(pool, repair=args.repair)
         if args.json:
             print(json.dumps(report, indent=2))

@@ -60,6 +60,17 @@ def _fsync_tree(folder: Path) -> None:
         os.close(dir_fd)
 
 
+def seeded_sample(records: list[AdapterRecord], n: int, seed: int) -> list[AdapterRecord]:
+    """A seeded random subset of ``n`` adapters (all of them when the pool is smaller)."""
+    records = sorted(records, key=lambda r: r.id)
+    if n <= 0:
+        raise UsageError(f"subset size must be positive, got {n}")
+    if n >= len(records):
+        return records
+    chosen = np.random.default_rng(seed).choice(len(records), size=n, replace=False)
+    return [records[i] for i in sorted(chosen)]
+
+
 class AdapterPool:
     """Open an existing pool folder; create one with :meth:`AdapterPool.init`."""
 
@@ -139,14 +150,7 @@ class AdapterPool:
         return folder
 
     def sample(self, n: int, seed: int) -> list[AdapterRecord]:
-        """A seeded random subset of ``n`` adapters (all of them when the pool is smaller)."""
-        records = sorted(self.list(), key=lambda r: r.id)
-        if n <= 0:
-            raise UsageError(f"subset size must be positive, got {n}")
-        if n >= len(records):
-            return records
-        chosen = np.random.default_rng(seed).choice(len(records), size=n, replace=False)
-        return [records[i] for i in sorted(chosen)]
+        return seeded_sample(self.list(), n, seed)
 
     # -- writing -------------------------------------------------------------------------------
     def add(

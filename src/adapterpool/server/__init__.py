@@ -1,0 +1,1 @@
+"""The pool server: FastAPI app and its runner."""
