@@ -29,9 +29,9 @@ def pool_and_source(tiny_pool, tmp_path):
 
 
 def _worker(pool: AdapterPool, source: Path, worker: int, count: int) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     return subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "pool_worker.py"), str(pool.path), str(source),
+        [sys.executable, "-m", "adapterpool.pool.stress", str(pool.path), str(source),
          str(worker), str(count)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )

@@ -1,5 +1,6 @@
-"""A separate process that adds perturbed copies of one adapter to a pool (for concurrency and
-kill -9 tests). Prints 'ready' once imports are done, then one line per add."""
+"""A writer process for stress tests and benchmarks: adds perturbed copies of one adapter to a
+pool (``python -m adapterpool.pool.stress POOL SOURCE WORKER COUNT``; COUNT -1 = until killed).
+Prints 'ready' once imports are done, then one line per add."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from adapterpool.pool import AdapterPool
+from adapterpool.pool.store import AdapterPool
 
 
 def main(pool_path: str, source: str, worker: int, count: int) -> None:
