@@ -111,3 +111,22 @@ def test_unreachable_hub_import_fails_clearly(pool_and_source, monkeypatch):
     pool, _ = pool_and_source
     with pytest.raises(PoolError, match="cannot download hf://someone/adapter"):
         import_adapter(pool, "hf://someone/adapter")
+
+
+def test_adapter_files_on_an_fsspec_store(tiny_pool, tmp_path):
+    """Same pool semantics with the files behind an fsspec URL (memory:// here, s3:// for users)."""
+    url = f"memory://adapterpool-test-{tmp_path.name}"
+    pool = AdapterPool.init(tmp_path / "pool", base_model=tiny_pool.base_model, storage_url=url)
+    source = tmp_path / "source"
+    shutil.copytree(tiny_pool.adapter_dir(tiny_pool.list()[0].id), source)
+    record = pool.add(source)
+    assert not (tmp_path / "pool" / "adapters" / record.id).exists()
+    assert pool.storage.ids() == [record.id]
+    folder = pool.adapter_dir(record.id)  # downloaded into the cache, verified by sha256
+    assert folder.name == record.sha256
+    assert verify(pool)["consistent"]
+    pool.storage.fs.pipe(f"{pool.storage.root}/orphan-0000000000/x", b"1")
+    report = verify(pool, repair=True)
+    assert report["orphans"] == ["orphan-0000000000"] and pool.storage.ids() == [record.id]
+    pool.remove(record.id)
+    assert pool.storage.ids() == [] and pool.list() == []

@@ -33,7 +33,7 @@ warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", categ
 # We pass the base model explicitly and re-record its canonical id right after (see new_model).
 warnings.filterwarnings("ignore", message=".*base_model_name_or_path. was renamed.*")
 
-from .peft_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTERPOOL_META
+from .peft_files import ADAPTER_WEIGHTS, ADAPTERPOOL_META
 HEAD_MODULES = ("classifier", "score")
 
 

@@ -146,7 +146,6 @@ def score_candidates(
             lambda size: candidate_outputs(model, data, tokenizer, batch_size=size),
             starting_batch_size=batch_size or auto_batch_size(device),
         )()
-        del model
         scores, metric_seconds = score_outputs(outputs, labels, metrics, seed)
         results.append(
             CandidateScore(

@@ -4,7 +4,6 @@ class), so that it needs features only."""
 
 from __future__ import annotations
 
-import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 

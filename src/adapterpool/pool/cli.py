@@ -26,6 +26,8 @@ def add_pool_parsers(sub: argparse._SubParsersAction) -> None:
     init.add_argument("path")
     init.add_argument("--base-model", help="Hub id or local folder (default: all-MiniLM-L6-v2)")
     init.add_argument("--catalog", help="SQLAlchemy URL of the catalog (default: SQLite in the pool)")
+    init.add_argument("--storage", help="fsspec URL for adapter files, e.g. s3://bucket/pool "
+                                        "(default: the pool folder)")
     listing = pool_sub.add_parser("list", help="list adapters")
     listing.add_argument("path")
     listing.add_argument("--json", action="store_true")
@@ -70,7 +72,8 @@ def run_pool_command(args: argparse.Namespace) -> None:
         print(create_token(AdapterPool(args.path), args.name))
         return
     if args.pool_command == "init":
-        pool = AdapterPool.init(args.path, base_model=args.base_model, catalog_url=args.catalog)
+        pool = AdapterPool.init(args.path, base_model=args.base_model, catalog_url=args.catalog,
+                                storage_url=args.storage)
         console.print(f"created pool {pool.path} for base model {pool.base_model}")
         return
     pool = open_pool(args.path, token=getattr(args, "token", None))

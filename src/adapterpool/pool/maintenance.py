@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..peft_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTERPOOL_META
 from .checks import AdapterRejected
-from .store import AdapterPool, PoolError, sha256_file
+from .store import AdapterPool, PoolError
 
 
 def verify(pool: AdapterPool, *, repair: bool = False) -> dict:
@@ -19,24 +19,25 @@ def verify(pool: AdapterPool, *, repair: bool = False) -> dict:
     records = {r.id: r for r in pool.list()}
     corrupt, missing = [], []
     for adapter_id, record in records.items():
-        weights = pool.path / "adapters" / adapter_id / ADAPTER_WEIGHTS
-        if not weights.is_file():
+        sha = pool.storage.weights_sha(adapter_id)
+        if sha is None:
             missing.append(adapter_id)
-        elif sha256_file(weights) != record.sha256:
+        elif sha != record.sha256:
             corrupt.append(adapter_id)
-    adapters_dir = pool.path / "adapters"
-    orphans = sorted(p.name for p in adapters_dir.iterdir() if p.name not in records) \
-        if adapters_dir.is_dir() else []
+    orphans = [name for name in pool.storage.ids() if name not in records]
     leftovers = sorted(
         str(p.relative_to(pool.path))
         for folder in (".staging", ".trash") if (pool.path / folder).is_dir()
         for p in (pool.path / folder).iterdir()
-    )
+    ) + pool.storage.leftovers()
     if repair:
         for name in orphans:
-            shutil.rmtree(adapters_dir / name, ignore_errors=True)
+            pool.storage.delete(name)
         for rel in leftovers:
-            shutil.rmtree(pool.path / rel, ignore_errors=True)
+            if "://" in rel:
+                pool.storage.fs.rm(rel, recursive=True)
+            else:
+                shutil.rmtree(pool.path / rel, ignore_errors=True)
     return {
         "adapters": len(records),
         "verified": len(records) - len(corrupt) - len(missing),

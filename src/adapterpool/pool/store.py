@@ -23,6 +23,7 @@ from ..base_model import canonical_name
 from ..errors import UsageError
 from ..peft_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTERPOOL_META
 from .catalog import AdapterRecord, adapters_table, create_schema, make_engine
+from .storage import open_storage
 from .checks import ALLOWED_FILES, AdapterRejected, check_id, slugify, validate_adapter_dir
 
 POOL_MARKER = "pool.json"
@@ -86,15 +87,21 @@ class AdapterPool:
         self.catalog_url = catalog_url or self.info.get("catalog") or self._default_catalog()
         self.engine = make_engine(self.catalog_url)
         create_schema(self.engine)
+        self.storage = open_storage(self.info.get("storage"), self.path)
 
     def _default_catalog(self) -> str:
         return f"sqlite:///{(self.path / 'catalog.sqlite').resolve()}"
 
     @classmethod
     def init(
-        cls, path: str | Path, *, base_model: str | None = None, catalog_url: str | None = None
+        cls, path: str | Path, *, base_model: str | None = None, catalog_url: str | None = None,
+        storage_url: str | None = None,
     ) -> AdapterPool:
-        """Create an empty pool for ``base_model`` (default: the embedded MiniLM)."""
+        """Create an empty pool for ``base_model`` (default: the embedded MiniLM).
+
+        ``catalog_url``: a SQLAlchemy URL (default SQLite in the folder); ``storage_url``: an
+        fsspec URL for the adapter files (default the folder's ``adapters/``).
+        """
         from ..base_model import base_model_fingerprint
 
         path = Path(path)
@@ -113,6 +120,8 @@ class AdapterPool:
         }
         if catalog_url:
             info["catalog"] = catalog_url
+        if storage_url:
+            info["storage"] = storage_url
         tmp = path / f".{POOL_MARKER}.tmp"
         tmp.write_text(json.dumps(info, indent=2))
         os.replace(tmp, path / POOL_MARKER)
@@ -141,9 +150,8 @@ class AdapterPool:
     def adapter_dir(self, adapter_id: str) -> Path:
         """The folder of a catalogued adapter (PEFT format), checked against its sha256."""
         record = self.get(adapter_id)
-        folder = self.path / "adapters" / record.id
-        weights = folder / ADAPTER_WEIGHTS
-        if not weights.is_file() or sha256_file(weights) != record.sha256:
+        folder = self.storage.local_dir(record.id, record.sha256)
+        if folder is None or sha256_file(folder / ADAPTER_WEIGHTS) != record.sha256:
             raise PoolError(
                 f"adapter {adapter_id}: weights missing or altered on disk; run `adapterpool pool verify`"
             )
@@ -210,21 +218,20 @@ class AdapterPool:
                 description=meta.get("description"),
             )
             _fsync_tree(staging)
-            final = self.path / "adapters" / record.id
+            published = False
             try:
                 with self.engine.begin() as conn:
                     conn.execute(insert(adapters_table).values(**record.to_row()))
-                    if final.exists():  # an orphan from a crashed add of the same id
-                        shutil.rmtree(final)
-                    os.rename(staging, final)
+                    self.storage.publish(staging, record.id)
+                    published = True
             except IntegrityError as exc:
                 existing = self._id_for_sha(sha) or record.id
                 raise DuplicateAdapterError(
                     f"these weights are already in the pool as {existing}", existing
                 ) from exc
             except BaseException:
-                if final.exists() and not staging.exists() and self._id_for_sha(sha) is None:
-                    shutil.rmtree(final, ignore_errors=True)
+                if published and self._id_for_sha(sha) is None:  # commit failed after publishing
+                    self.storage.delete(record.id)
                 raise
             return record
         finally:
@@ -241,14 +248,9 @@ class AdapterPool:
     def remove(self, adapter_id: str) -> AdapterRecord:
         """Drop from the catalog, then delete the files (a crash leaves only an orphan)."""
         record = self.get(adapter_id)
-        trash = self.path / ".trash" / f"{record.id}-{uuid.uuid4().hex[:8]}"
-        trash.parent.mkdir(exist_ok=True)
         with self.engine.begin() as conn:
             conn.execute(delete(adapters_table).where(adapters_table.c.id == record.id))
-            folder = self.path / "adapters" / record.id
-            if folder.exists():
-                os.rename(folder, trash)
-        shutil.rmtree(trash, ignore_errors=True)
+        self.storage.delete(record.id)
         return record
 
 
