@@ -16,7 +16,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from adapterpool.pool import AdapterPool, AdapterRejected, DuplicateAdapterError, PoolError, open_pool
+from adapterpool.pool import (
+    AdapterPool,
+    AdapterRejected,
+    DuplicateAdapterError,
+    PoolError,
+    open_pool,
+)
 from adapterpool.pool.tokens import create_token
 
 ROOT = Path(__file__).resolve().parents[1]

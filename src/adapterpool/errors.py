@@ -15,3 +15,11 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from .tasks.task import TaskDataError
 
     return (UsageError, TaskDataError, AdapterRejected, PoolError, BaseModelError, UnknownMetricError)
+
+
+def did_you_mean(name: str, choices) -> str:
+    """' (did you mean 'x'?)' for the closest choice, or '' when nothing is close."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

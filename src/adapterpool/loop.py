@@ -14,8 +14,8 @@ from accelerate.utils import set_seed
 from peft import PeftModel
 
 from . import __version__
-from .errors import UsageError
 from .energy import EnergyMeter, EnergyReading
+from .errors import UsageError
 from .metrics import get_metric
 from .modeling import LoraSettings, load_tokenizer, new_model, save_adapter, warm_start_model
 from .pool import AdapterPool

@@ -34,6 +34,7 @@ warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", categ
 warnings.filterwarnings("ignore", message=".*base_model_name_or_path. was renamed.*")
 
 from .peft_files import ADAPTER_WEIGHTS, ADAPTERPOOL_META
+
 HEAD_MODULES = ("classifier", "score")
 
 

@@ -18,8 +18,8 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
 from .encoding import EncodedRecords, inference_loader, train_loader
-from .errors import UsageError
 from .energy import EnergyMeter, EnergyReading
+from .errors import UsageError
 from .tasks import Task
 
 SELECTION_METRICS = ("accuracy", "f1_macro", "f1_weighted")

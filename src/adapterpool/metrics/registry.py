@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
+from ..errors import did_you_mean
 from .gbc import gbc
 from .hscore import h_score, regularized_h_score
 from .leep import leep
@@ -54,8 +54,7 @@ METRICS: dict[str, MetricSpec] = {
 def get_metric(name: str) -> MetricSpec:
     if name in METRICS:
         return METRICS[name]
-    close = difflib.get_close_matches(name, list(METRICS), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    hint = did_you_mean(name, METRICS)
     raise UnknownMetricError(
         f"unknown metric {name!r}{hint}; choose from: {', '.join(METRICS)}"
     )

