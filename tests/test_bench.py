@@ -1,43 +1,127 @@
-"""The benchmark harness end to end on a tiny model, its statistics on hand-made cases, resuming."""
+"""The benchmark harness: its statistics on hand-computed cases, the loop replay on a hand-made
+table, and a tiny end-to-end run (random 2-layer BERT) that resumes without retraining."""
 
 from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 from scipy.stats import weightedtau
 
+from adapterpool.bench.cli import build_config, main
 from adapterpool.bench.config import BenchConfig
-from adapterpool.bench.harness import BenchRun
-from adapterpool.bench.quality import Baseline, Candidate, ranking_quality, simulate_loop
-from adapterpool.bench.report import summarize, write_reports
+from adapterpool.bench.harness import BenchRun, BenchState
+from adapterpool.bench.quality import (
+    Baseline,
+    Candidate,
+    random_ranking_quality,
+    ranking_quality,
+    seeded_subset,
+    simulate_loop,
+)
+from adapterpool.bench.report import summarize, summarize_target, write_reports
+from adapterpool.pool.store import seeded_sample
 from adapterpool.tasks import load_task
+
+ACC = [0.70, 0.90, 0.80, 0.60]
 
 
 def test_ranking_quality_hand_computed():
-    accuracies = [0.70, 0.90, 0.80, 0.60]
-    perfect = ranking_quality([1, 4, 3, 0], accuracies)
+    perfect = ranking_quality([1, 4, 3, 0], ACC)
     assert perfect["weighted_tau"] == pytest.approx(1.0) and perfect["pearson"] > 0.9
     assert perfect["top1_hit"] == 1.0 and perfect["regret_at_1"] == 0.0
-    wrong = ranking_quality([4, 1, 2, 3], accuracies)  # picks 0.70 first, top-3 = .70 .60 .80
+    assert perfect["regret_at_3"] == 0.0
+    wrong = ranking_quality([4, 1, 2, 3], ACC)  # picks 0.70 first; top 3 = .70 .60 .80
     assert wrong["top1_hit"] == 0.0
     assert wrong["regret_at_1"] == pytest.approx(20.0) and wrong["regret_at_3"] == pytest.approx(10.0)
-    assert wrong["weighted_tau"] == pytest.approx(weightedtau([4, 1, 2, 3], accuracies)[0])
+    assert wrong["weighted_tau"] == pytest.approx(weightedtau([4, 1, 2, 3], ACC)[0])
+    reversed_ = ranking_quality([3, 0, 1, 4], ACC)
+    assert reversed_["weighted_tau"] == pytest.approx(-1.0)
+    assert reversed_["regret_at_1"] == pytest.approx(30.0)
+
+
+def test_ranking_quality_nan_and_ties():
+    # a NaN score ranks last: the same as the lowest finite score here
+    with_nan = ranking_quality([1, 4, 3, math.nan], ACC)
+    assert with_nan["top1_hit"] == 1.0 and with_nan["weighted_tau"] == pytest.approx(1.0)
+    # two candidates tie for the best accuracy: picking either is a hit
+    tied = ranking_quality([0, 1, 5, 2], [0.5, 0.9, 0.9, 0.7])
+    assert tied["top1_hit"] == 1.0 and tied["regret_at_1"] == 0.0
+    assert math.isnan(ranking_quality([1, 1, 1, 1], ACC)["weighted_tau"])  # says nothing
+
+
+def test_random_reference_is_the_expectation():
+    ref = random_ranking_quality(ACC)
+    assert ref["top1_hit"] == pytest.approx(0.25)
+    assert ref["regret_at_1"] == pytest.approx((20 + 0 + 10 + 30) / 4)
+    # 3 of 4: only {.70 .80 .60} misses the best, by 10 points
+    assert ref["regret_at_3"] == pytest.approx(10 / 4)
 
 
 def test_simulated_loop_follows_the_rules():
-    cands = [Candidate("a", 3.0, 1.0, 0.60, 0.61, 10.0, 1.0),
-             Candidate("b", 2.0, 1.0, 0.85, 0.86, 10.0, 1.0),
-             Candidate("c", math.nan, 1.0, 0.90, 0.91, 10.0, 1.0)]
-    base = Baseline(0.88, 0.87, 100.0, 5.0)
+    cands = [Candidate("a", 3.0, 1.0, 0.60, 0.61, 10.0, 1.0, 0.1),
+             Candidate("b", 2.0, 1.0, 0.85, 0.86, 10.0, 1.0, 0.1),
+             Candidate("c", math.nan, 1.0, 0.90, 0.91, 10.0, 1.0, 0.1)]
+    base = Baseline(0.88, 0.87, 100.0, 5.0, 0.5)
     run = simulate_loop(cands, base, subset=3, max_tries=2, threshold=0.8, seed=0)
-    # a fails (0.60), b passes: scoring 3 x 1s + 2 x 10s of training
+    # a fails (0.60), b passes: scoring 3 x 1 s + 2 x 10 s of training
     assert run == {"outcome": "transfer", "tries": 2, "test_accuracy": 0.86, "seconds": 23.0,
-                   "kwh": 2.0, "adapter_id": "b"}
+                   "kwh": 2.0, "co2_kg": pytest.approx(0.2), "adapter_id": "b"}
     fallback = simulate_loop(cands, base, subset=3, max_tries=1, threshold=0.8, seed=0)
     assert fallback["outcome"] == "standard_lora" and fallback["seconds"] == 113.0
-    assert fallback["test_accuracy"] == 0.87
+    assert fallback["test_accuracy"] == 0.87 and fallback["kwh"] == 6.0
+
+
+def test_subset_draw_is_the_pools():
+    cands = [Candidate(f"id{i}", 0.0, 0, 0, 0, 0, 0) for i in (5, 1, 3, 0, 4, 2)]
+    records = [SimpleNamespace(id=c.adapter_id) for c in cands]
+    for seed in range(5):
+        assert [c.adapter_id for c in seeded_subset(cands, 3, seed)] == [
+            r.id for r in seeded_sample(records, 3, seed)]
+
+
+def _hand_target() -> dict:
+    """Three candidates; logme ranks b > a > c, leep a > b > c. Truth: b .85, a .80, c .70."""
+    def run(val, test, seconds):
+        return {"validation": {"accuracy": val}, "test": {"accuracy": test},
+                "train_seconds": seconds, "epochs": 2.0, "kwh": seconds / 100, "co2_kg": seconds / 1000}
+
+    def score(logme, leep):
+        return {"scores": {"logme": logme, "leep": leep}, "seconds": 5.0, "forward_seconds": 2.0,
+                "metric_seconds": {"logme": 2.0, "leep": 1.0}, "source_task": "s",
+                "kwh": 0.05, "co2_kg": 0.005}
+
+    return {
+        "scores": {"a": score(1.0, 0.9), "b": score(2.0, 0.5), "c": score(0.0, 0.1)},
+        "finetune": {"a": run(0.80, 0.80, 20.0), "b": run(0.86, 0.85, 30.0),
+                     "c": run(0.70, 0.70, 25.0)},
+        "baseline": run(0.88, 0.86, 200.0),
+    }
+
+
+def test_loop_replay_on_a_hand_made_table():
+    config = BenchConfig(metrics=["logme", "leep"], ensemble_members=["logme", "leep"], subset=3,
+                         max_tries=1, threshold_fraction=0.95, loop_seeds=[0, 1]).as_dict()
+    out = summarize_target(_hand_target(), config)
+    assert out["threshold"] == pytest.approx(0.95 * 0.88)  # 0.836: b passes, a does not
+    logme = out["loop"]["logme"]  # tries b: scoring 3 x (2 + 2) s + 30 s of training
+    assert logme["transfer_rate"] == 1.0
+    assert logme["accuracy_ratio"] == pytest.approx(0.85 / 0.86)
+    assert logme["time_ratio"] == pytest.approx((12 + 30) / 200)
+    # energy: scoring 3 x 4 s at the metered 0.01 kWh/s, then b's 0.3 kWh
+    assert logme["energy_ratio"] == pytest.approx((0.12 + 0.30) / 2.0)
+    leep = out["loop"]["leep"]  # tries a (fails), falls back: scoring 3 x 3 s + 20 + 200 s
+    assert leep["transfer_rate"] == 0.0 and leep["accuracy_ratio"] == pytest.approx(1.0)
+    assert leep["time_ratio"] == pytest.approx((9 + 20 + 200) / 200)
+    ens = out["loop"]["ensemble"]  # ranks b (mean rank 0.75) over a (0.75) -> first in id order: a
+    assert ens["time_ratio"] == pytest.approx((3 * 5 + 20 + 200) / 200)
+    assert out["quality"]["logme"]["top1_hit"] == 1.0
+    assert out["quality"]["leep"]["regret_at_1"] == pytest.approx(5.0)
+    assert out["loop"]["oracle"]["transfer_rate"] == 1.0
+    assert out["ground_truth"] == "test" and out["scoring_energy"] == "measured"
+    assert set(out["threshold_sweep"]["logme"]) == {"0.9", "0.95", "0.97", "1"}
 
 
 @pytest.fixture()
@@ -54,6 +138,7 @@ def bench_folders(tmp_path):
                 json.dumps({"text": t, "label": y}) + "\n" for t, y in zip(records.text, records.label)))
         folder.joinpath("meta.json").write_text(json.dumps(
             {"name": name, "task_type": "single", "label_names": list(task.label_names)}))
+    (root / "not-a-task").mkdir()  # no meta.json: not discovered
     return root
 
 
@@ -67,18 +152,80 @@ def test_bench_runs_resumes_and_reports(tiny_base_model, bench_folders, tmp_path
     )
     first = BenchRun(config, show_progress=False, measure_energy=False)
     state = first.run()
-    # 3 sources, then per target 2 fine-tunes (the others) + 1 baseline
+    # 3 sources, then per target 2 fine-tunes (the other two pool members) + 1 baseline
     assert first.state.trained == 3 + 2 * (2 + 1)
+    assert first.state.computed == {"source": 3, "scores": 2, "finetune": 4, "baseline": 2}
     assert set(state["targets"]) == {"debate-role", "speech-party"}
+    for key, target in state["targets"].items():
+        sources = {e["source_task"] for e in target["scores"].values()}
+        assert key not in sources and len(sources) == 2  # leave-one-out
+        assert set(target["finetune"]) == set(target["scores"])
+
     again = BenchRun(config, show_progress=False, measure_energy=False)
     again.run()
-    assert again.state.trained == 0  # resumed: nothing recomputed
-    summary = summarize(again.state.data)
-    assert set(summary["mean"]) == {"logme", "leep", "nce", "ensemble"}
-    for target in summary["targets"].values():
-        assert len(target["candidates"]) == 2
-        assert set(target["quality"]["logme"]) >= {"weighted_tau", "top1_hit", "regret_at_1"}
-    assert summary["best_metric"] in summary["mean"]
+    assert again.state.trained == 0 and not again.state.computed  # resumed: nothing recomputed
+
+    # an interruption: one fine-tune and one source's record lost (the adapter is in the pool)
+    saved = json.loads((tmp_path / "run" / "state.json").read_text())
+    del saved["targets"]["speech-party"]["finetune"][sorted(saved["targets"]["speech-party"]
+                                                           ["finetune"])[0]]
+    del saved["sources"]["builtin-subjectivity"]
+    (tmp_path / "run" / "state.json").write_text(json.dumps(saved))
+    resumed = BenchRun(config, show_progress=False, measure_energy=False)
+    resumed.run()
+    assert resumed.state.computed == {"finetune": 1}  # the source came back from the pool
+    assert BenchState(tmp_path / "run" / "state.json").data["sources"]["builtin-subjectivity"]
+
+    summary = summarize(resumed.state.data)
+    assert set(summary["mean"]) == {"logme", "leep", "nce", "ensemble", "random", "oracle"}
+    assert summary["n_targets"] == 2 and not summary["incomplete_targets"]
+    assert summary["best_metric"] in {"logme", "leep", "nce", "ensemble"}
     files = write_reports(summary, config.out_dir)
-    assert {f.name for f in files} >= {"summary.json", "README.md", "metric_quality.png"}
-    assert "| logme |" in (tmp_path / "out" / "README.md").read_text()
+    assert {f.name for f in files} == {"summary.json", "README.md", "metric_quality.png",
+                                       "accuracy_vs_time.png", "accuracy_vs_co2.png"}
+    written = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert set(written) >= {"config", "targets", "mean", "best_metric", "threshold_sweep",
+                            "compute_seconds", "metric_seconds"}
+    for target in written["targets"].values():
+        assert len(target["candidates"]) == 2 and target["ground_truth"] == "test"
+        assert set(target["quality"]["logme"]) == {"weighted_tau", "pearson", "top1_hit",
+                                                   "regret_at_1", "regret_at_3"}
+        assert set(target["loop"]["logme"]) >= {"accuracy_ratio", "time_ratio", "energy_ratio",
+                                                "co2_ratio", "transfer_rate"}
+    for row in written["mean"].values():
+        assert 0 < row["accuracy_ratio"] < 5 and row["time_ratio"] > 0
+    text = (tmp_path / "out" / "README.md").read_text()
+    assert "| logme |" in text and "weighted tau" in text
+    for split in ("train", "test"):  # no task text in the reports
+        first_text = load_task(str(bench_folders / "debate-role")).split(split).text[0]
+        assert first_text not in text and first_text not in json.dumps(written)
+
+    # the command line writes the same reports from the state alone
+    code = main(["--config", str(_write_config(config, tmp_path)), "--report-only", "--quiet",
+                 "--out", str(tmp_path / "cli-out")])
+    assert code == 0 and (tmp_path / "cli-out" / "README.md").is_file()
+
+
+def _write_config(config: BenchConfig, tmp_path):
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(config.as_dict()))
+    return path
+
+
+def test_config_errors_and_overrides(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"max_train": 10, "bogus": 1}))
+    with pytest.raises(Exception, match="unknown bench settings"):
+        BenchConfig.from_file(path)
+    path.write_text(json.dumps({"metrics": ["logme"], "ensemble_members": ["leep"]}))
+    with pytest.raises(Exception, match="ensemble members"):
+        BenchConfig.from_file(path)
+    path.write_text(json.dumps({"max_train": 10}))
+    args = SimpleNamespace(config=str(path), discover=None, source=["builtin:subjectivity"],
+                           target=None, metric=None, base_model=None, run_dir=None, out=None,
+                           max_train=None, max_eval=None, max_length=48, source_epochs=None,
+                           transfer_epochs=None, baseline_max_epochs=None, scoring_samples=None,
+                           subset=None, max_tries=None, threshold_fraction=None, seed=None)
+    config = build_config(args)
+    assert config.max_train == 10 and config.max_length == 48
+    assert config.all_sources() == ["builtin:subjectivity"]

@@ -55,3 +55,22 @@ def test_cli_errors_are_clear_and_exit_2(tmp_path, capsys, argv, message):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("adapterpool: error:") and message in err.lower()
+
+
+def test_unreachable_hub_base_model_says_so_and_suggests_a_local_path(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1",
+               PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    result = subprocess.run(
+        [sys.executable, "-m", "adapterpool.cli", "pool", "init", str(tmp_path / "p"),
+         "--base-model", "someone/not-a-model"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert result.returncode == 2
+    assert "cannot reach base model 'someone/not-a-model'" in result.stderr
+    assert "--base-model /path/to/model" in result.stderr
+    assert not (tmp_path / "p").exists()

@@ -1,54 +1,150 @@
-"""``adapterpool bench``: run (or resume) a benchmark and write its reports."""
+"""``adapterpool bench``: run (or resume) a benchmark and write its reports.
+
+Also runnable on its own: ``python -m adapterpool.bench.cli --config benchmarks/bench_config.json``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import sys
+from pathlib import Path
+
+BUDGET_FLAGS = {  # flag -> BenchConfig field (overrides the config file)
+    "max_train": int, "max_eval": int, "max_length": int, "source_epochs": int,
+    "transfer_epochs": int, "baseline_max_epochs": int, "scoring_samples": int, "subset": int,
+    "max_tries": int, "threshold_fraction": float, "seed": int,
+}
 
 
-def add_bench_parser(sub: argparse._SubParsersAction) -> None:
-    bench = sub.add_parser("bench", help="measure metrics and the loop against standard LoRA")
-    bench.add_argument("--config", required=True, help="JSON file of bench settings")
+def add_bench_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    bench = sub.add_parser(
+        "bench", help="measure the metrics' ranking quality and the loop against standard LoRA",
+        description="Build (or reuse) a pool, score every candidate for every target with every "
+        "metric, fine-tune from every candidate, train the standard-LoRA baseline; report "
+        "ranking quality and the loop vs standard LoRA. Resumable: rerun the same command.",
+    )
+    _add_arguments(bench)
+    return bench
+
+
+def _add_arguments(bench: argparse.ArgumentParser) -> None:
+    bench.add_argument("--config", help="JSON file of bench settings (BenchConfig fields)")
+    bench.add_argument("--discover", action="append", default=None, metavar="DIR",
+                       help="a folder whose sub-folders with meta.json are pool members and "
+                       "targets, leave-one-out (repeatable)")
+    bench.add_argument("--source", action="append", default=None, metavar="TASK",
+                       help="an extra pool member only (folder, hf:..., builtin:...; repeatable)")
+    bench.add_argument("--target", action="append", default=None, metavar="TASK",
+                       help="an extra target only (repeatable)")
+    bench.add_argument("--metric", action="append", default=None, help="metrics to compare")
+    for name, kind in BUDGET_FLAGS.items():
+        bench.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None)
+    bench.add_argument("--base-model", help="base model of a new pool")
     bench.add_argument("--run-dir", help="where state and the pool live (overrides the config)")
     bench.add_argument("--out", help="where the reports go (overrides the config)")
     bench.add_argument("--report-only", action="store_true",
                        help="write reports from what is recorded, train nothing")
+    bench.add_argument("--no-energy", action="store_true", help="time only, no codecarbon")
+    bench.add_argument("--quiet", action="store_true", help="no progress bars")
     bench.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
-def run_bench_command(args: argparse.Namespace) -> dict:
-    from rich.table import Table
-
-    from ..summary import console
+def build_config(args: argparse.Namespace):
     from .config import BenchConfig
-    from .harness import BenchRun, BenchState
-    from .report import summarize, write_reports
 
-    config = BenchConfig.from_file(args.config)
+    config = BenchConfig.from_file(args.config) if args.config else BenchConfig()
+    if args.discover:
+        config.discover = list(args.discover)
+    if args.source:
+        config.extra_sources = list(args.source)
+    if args.target:
+        config.targets = list(args.target)
+    if args.metric:
+        config.metrics = list(args.metric)
+        config.ensemble_members = [m for m in config.ensemble_members if m in config.metrics]
+    for name in BUDGET_FLAGS:
+        value = getattr(args, name, None)
+        if value is not None:
+            setattr(config, name, value)
+    if args.base_model:
+        config.base_model = args.base_model
     if args.run_dir:
         config.run_dir = args.run_dir
     if args.out:
         config.out_dir = args.out
-    if args.report_only:
-        from pathlib import Path
+    config.validate()
+    return config
 
+
+def summary_table(summary: dict):
+    from rich.table import Table
+
+    from .report import REFERENCES, _fmt, _order
+
+    table = Table(title=f"Ranking quality and the loop vs standard LoRA "
+                        f"(mean over {summary['n_targets']} targets)")
+    columns = ("metric", "w. tau", "Pearson", "top-1", "regret@1", "regret@3", "acc ratio",
+               "time ratio", "energy ratio", "CO2 ratio", "transfer")
+    for name in columns:
+        table.add_column(name, justify="left" if name == "metric" else "right")
+    for metric in _order(summary):
+        row = summary["mean"][metric]
+        table.add_row(
+            metric + (" (ref.)" if metric in REFERENCES else ""),
+            *(_fmt(row.get(k, math.nan), 3 if k in ("weighted_tau", "pearson") else 2)
+              for k in ("weighted_tau", "pearson", "top1_hit", "regret_at_1", "regret_at_3")),
+            *(_fmt(row[k]) for k in ("accuracy_ratio", "time_ratio", "energy_ratio", "co2_ratio")),
+            _fmt(row["transfer_rate"], 2),
+        )
+    return table
+
+
+def run_bench_command(args: argparse.Namespace) -> dict:
+    from ..summary import console
+    from .harness import BenchRun, BenchState
+    from .report import summarize, write_reports
+
+    config = build_config(args)
+    if args.report_only:
         state = BenchState(Path(config.run_dir) / "state.json").data
+        if not state:
+            from ..errors import UsageError
+
+            raise UsageError(f"bench: nothing recorded in {config.run_dir} yet")
     else:
-        state = BenchRun(config).run()
+        state = BenchRun(config, show_progress=not args.quiet,
+                         measure_energy=not args.no_energy).run()
     summary = summarize(state)
     files = write_reports(summary, config.out_dir)
     if args.json:
-        print(json.dumps(summary, indent=1))
+        from .report import _rounded
+
+        print(json.dumps(_rounded(summary), indent=1))
         return summary
-    table = Table(title="Ranking quality and the loop vs standard LoRA (mean over targets)")
-    for name in ("metric", "w. tau", "Pearson", "top-1", "regret@1", "regret@3", "acc ratio",
-                 "time ratio", "energy ratio"):
-        table.add_column(name, justify="left" if name == "metric" else "right")
-    for metric, row in sorted(summary["mean"].items(), key=lambda kv: -kv[1]["weighted_tau"]):
-        table.add_row(metric, *(f"{row[k]:.3f}" for k in (
-            "weighted_tau", "pearson", "top1_hit", "regret_at_1", "regret_at_3", "accuracy_ratio",
-            "time_ratio", "energy_ratio")))
-    console.print(table)
-    console.print(f"best metric: [bold]{summary['best_metric']}[/bold]; reports: "
+    console.print(summary_table(summary))
+    if summary["incomplete_targets"]:
+        console.print(f"not finished yet: {', '.join(summary['incomplete_targets'])} "
+                      "(rerun the same command to resume)")
+    console.print(f"best metric by weighted tau: [bold]{summary['best_metric']}[/bold]; reports: "
                   + ", ".join(str(f) for f in files))
     return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..errors import user_errors
+
+    parser = argparse.ArgumentParser(prog="adapterpool bench", description=__doc__)
+    _add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        run_bench_command(args)
+    except user_errors() as exc:
+        print(f"adapterpool bench: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,140 +1,371 @@
 """From the recorded units to the evidence: ranking quality per metric, the loop vs standard LoRA,
-as JSON, a Markdown table and PNG plots (no task text is ever written)."""
+as JSON, a Markdown table and PNG plots. Only names, numbers and settings are written — never a
+task's text.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import os
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from ..metrics import ensemble
-from .quality import Baseline, Candidate, loop_versus_standard, ranking_quality, simulate_loop
+from .config import BenchConfig
+from .quality import (
+    Baseline,
+    Candidate,
+    loop_versus_standard,
+    random_ranking_quality,
+    ranking_quality,
+    simulate_loop,
+)
 
 QUALITY_KEYS = ("weighted_tau", "pearson", "top1_hit", "regret_at_1", "regret_at_3")
-LOOP_KEYS = ("accuracy_ratio", "time_ratio", "energy_ratio", "transfer_rate", "mean_tries")
+LOOP_KEYS = ("accuracy_ratio", "time_ratio", "energy_ratio", "co2_ratio", "transfer_rate",
+             "mean_tries")
+ENSEMBLE = "ensemble"
+REFERENCES = ("random", "oracle")  # a random ranking, and one that knows the fine-tuned accuracies
 
 
-def _nanmean(values: list[float]) -> float:
-    finite = [v for v in values if not math.isnan(v)]
+def _nanmean(values) -> float:
+    finite = [v for v in values if v is not None and not math.isnan(v)]
     return float(np.mean(finite)) if finite else math.nan
 
 
-def _accuracy(record: dict) -> float:
-    return (record.get("test") or record["validation"])["accuracy"]
+def _num(value) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _ground_truth(record: dict) -> tuple[float, str]:
+    """Test accuracy; validation accuracy where the task has no test split."""
+    if record.get("test"):
+        return record["test"]["accuracy"], "test"
+    return record["validation"]["accuracy"], "validation"
+
+
+def _config(state: dict) -> dict:
+    """The run's settings, with today's defaults for settings older runs did not record."""
+    defaults = asdict(BenchConfig())
+    return defaults | (state.get("config") or {})
+
+
+def _target_power(target: dict) -> tuple[float, float]:
+    """kWh per second of this target's training units (estimates scoring energy when the run
+    did not meter scoring separately; both are the same CPU-bound work on the same machine)."""
+    units = [*target["finetune"].values(), target["baseline"]]
+    kwh = sum(u["kwh"] or 0.0 for u in units)
+    seconds = sum(u["train_seconds"] for u in units)
+    co2 = sum(u["co2_kg"] or 0.0 for u in units)
+    return (kwh / seconds if seconds else 0.0), (co2 / seconds if seconds else 0.0)
+
+
+def _scoring_costs(target: dict, ids: list[str], metrics: list[str], members: list[str]) -> dict:
+    """Per candidate and per ranking method: seconds, kWh and CO2 of scoring it with that method
+    alone (the forward pass + that metric; the ensemble pays for each member)."""
+    kwh_per_s, co2_per_s = _target_power(target)
+    costs: dict = {}
+    for i in ids:
+        entry = target["scores"][i]
+        metric_seconds = entry.get("metric_seconds") or {}
+        forward = entry.get("forward_seconds", entry["seconds"] - sum(metric_seconds.values()))
+        per_method = {m: forward + metric_seconds.get(m, 0.0) for m in metrics}
+        per_method[ENSEMBLE] = forward + sum(metric_seconds.get(m, 0.0) for m in members)
+        per_method["random"] = per_method["oracle"] = forward
+        measured = entry.get("kwh") is not None and entry["seconds"] > 0
+        kwh_rate = entry["kwh"] / entry["seconds"] if measured else kwh_per_s
+        co2_rate = (entry.get("co2_kg") or 0.0) / entry["seconds"] if measured else co2_per_s
+        costs[i] = {m: (s, s * kwh_rate, s * co2_rate) for m, s in per_method.items()}
+    return costs
+
+
+def _loop_runs(candidates: list[Candidate], baseline: Baseline, config: dict, threshold: float,
+               *, random_scores: bool = False) -> list[dict]:
+    runs = []
+    for seed in config["loop_seeds"]:
+        if random_scores:
+            draw = np.random.default_rng(10_000 + seed).random(len(candidates))
+            pool = [Candidate(**{**asdict(c), "score": float(s)}) for c, s in zip(candidates, draw)]
+        else:
+            pool = candidates
+        runs.append(simulate_loop(pool, baseline, subset=config["subset"],
+                                  max_tries=config["max_tries"], threshold=threshold, seed=seed))
+    return runs
+
+
+def summarize_target(target: dict, config: dict) -> dict:
+    metrics = list(config["metrics"])
+    members = [m for m in config["ensemble_members"] if m in metrics]
+    ids = sorted(target["finetune"])
+    truths = [_ground_truth(target["finetune"][i]) for i in ids]
+    accuracies = [a for a, _ in truths]
+    table = {m: [target["scores"][i]["scores"].get(m, math.nan) for i in ids] for m in metrics}
+    table = {m: [_num(v) for v in values] for m, values in table.items()}
+    if members:
+        table[ENSEMBLE] = [float(v) for v in ensemble({m: table[m] for m in members})]
+    table["oracle"] = list(accuracies)
+    base = target["baseline"]
+    base_truth, _ = _ground_truth(base)
+    baseline = Baseline(base["validation"]["accuracy"], base_truth, base["train_seconds"],
+                        base["kwh"] or 0.0, base["co2_kg"] or 0.0)
+    costs = _scoring_costs(target, ids, metrics, members)
+    quality, loop, sweep = {}, {}, {}
+    for method in [*table, "random"]:
+        if method == "random":
+            quality[method] = random_ranking_quality(accuracies)
+        elif method != "oracle":
+            quality[method] = ranking_quality(table[method], accuracies)
+        scores = table.get(method, [0.0] * len(ids))
+        candidates = []
+        for i, score in zip(ids, scores):
+            run = target["finetune"][i]
+            seconds, kwh, co2 = costs[i][method]
+            candidates.append(Candidate(
+                i, score, seconds, run["validation"]["accuracy"], _ground_truth(run)[0],
+                run["train_seconds"], run["kwh"] or 0.0, run["co2_kg"] or 0.0, kwh, co2))
+        fractions = sorted({*config["threshold_sweep"], config["threshold_fraction"]})
+        sweep[method] = {}
+        for fraction in fractions:
+            runs = _loop_runs(candidates, baseline, config, fraction * baseline.validation_accuracy,
+                              random_scores=method == "random")
+            result = loop_versus_standard(runs, baseline)
+            sweep[method][f"{fraction:g}"] = {
+                k: result[k] for k in ("accuracy_ratio", "time_ratio", "co2_ratio", "transfer_rate")}
+            if fraction == config["threshold_fraction"]:
+                loop[method] = result
+    return {
+        "task": target.get("task"),
+        "ground_truth": "test" if all(kind == "test" for _, kind in truths) else "validation",
+        "candidates": {
+            i: {"source_task": target["scores"][i]["source_task"], "accuracy": a,
+                "validation_accuracy": target["finetune"][i]["validation"]["accuracy"],
+                "train_seconds": target["finetune"][i]["train_seconds"],
+                "kwh": target["finetune"][i]["kwh"], "co2_kg": target["finetune"][i]["co2_kg"],
+                "scoring_forward_seconds": costs[i]["random"][0]}
+            for i, a in zip(ids, accuracies)
+        },
+        "baseline": {"accuracy": baseline.test_accuracy,
+                     "validation_accuracy": baseline.validation_accuracy,
+                     "train_seconds": baseline.train_seconds, "kwh": base["kwh"],
+                     "co2_kg": base["co2_kg"], "epochs": base["epochs"]},
+        "threshold": config["threshold_fraction"] * baseline.validation_accuracy,
+        "scoring_energy": ("measured" if all(target["scores"][i].get("kwh") is not None for i in ids)
+                           else "estimated at the target's training power"),
+        "quality": quality,
+        "loop": loop,
+        "threshold_sweep": sweep,
+    }
 
 
 def summarize(state: dict) -> dict:
-    """Per target and averaged: quality of every metric (and the ensemble), loop-vs-standard."""
-    config = state["config"]
-    metrics = list(config["metrics"])
-    members = [m for m in config["ensemble_members"] if m in metrics]
-    per_target: dict = {}
-    for key, target in sorted(state.get("targets", {}).items()):
-        if not all(k in target for k in ("scores", "finetune", "baseline")):
+    """Per target and averaged over targets: quality of every metric (and of the ensemble), the
+    loop vs standard LoRA; targets whose units are not all recorded yet are listed as incomplete.
+    """
+    config = _config(state)
+    per_target, incomplete = {}, []
+    for key, target in sorted((state.get("targets") or {}).items()):
+        complete = (all(target.get(k) for k in ("scores", "finetune", "baseline"))
+                    and set(target["finetune"]) == set(target["scores"]))
+        if not complete:
+            incomplete.append(key)
             continue
-        ids = sorted(target["finetune"])
-        if set(ids) != set(target["scores"]):
-            continue  # fine-tunes still missing: the run is incomplete here
-        accuracies = [_accuracy(target["finetune"][i]) for i in ids]
-        table = {m: [target["scores"][i]["scores"][m] for i in ids] for m in metrics}
-        if members:
-            table["ensemble"] = list(ensemble({m: table[m] for m in members}))
-        base = target["baseline"]
-        baseline = Baseline(base["validation"]["accuracy"], _accuracy(base), base["train_seconds"],
-                            base["kwh"] or 0.0)
-        threshold = config["threshold_fraction"] * baseline.validation_accuracy
-        quality, loop = {}, {}
-        for metric, scores in table.items():
-            quality[metric] = ranking_quality(scores, accuracies)
-            seconds = [target["scores"][i]["seconds"] for i in ids]
-            candidates = [
-                Candidate(i, s, sec, target["finetune"][i]["validation"]["accuracy"],
-                          _accuracy(target["finetune"][i]), target["finetune"][i]["train_seconds"],
-                          target["finetune"][i]["kwh"] or 0.0)
-                for i, s, sec in zip(ids, scores, seconds)
-            ]
-            runs = [simulate_loop(candidates, baseline, subset=config["subset"],
-                                  max_tries=config["max_tries"], threshold=threshold, seed=seed)
-                    for seed in config["loop_seeds"]]
-            loop[metric] = loop_versus_standard(runs, baseline)
-        per_target[key] = {
-            "task": target.get("task"),
-            "candidates": {i: {"source_task": target["scores"][i]["source_task"],
-                               "accuracy": a, "train_seconds": target["finetune"][i]["train_seconds"],
-                               "kwh": target["finetune"][i]["kwh"]}
-                           for i, a in zip(ids, accuracies)},
-            "baseline": {"accuracy": baseline.test_accuracy, "train_seconds": baseline.train_seconds,
-                         "kwh": baseline.kwh, "epochs": base["epochs"]},
-            "threshold": threshold,
-            "quality": quality,
-            "loop": loop,
-        }
-    names = list(next(iter(per_target.values()))["quality"]) if per_target else []
-    mean = {
-        m: {k: _nanmean([t["quality"][m][k] for t in per_target.values()])
-            for k in QUALITY_KEYS}
-        | {k: _nanmean([t["loop"][m][k] for t in per_target.values()]) for k in LOOP_KEYS}
-        for m in names
+        per_target[key] = summarize_target(target, config)
+    methods = list(next(iter(per_target.values()))["loop"]) if per_target else []
+    mean = {}
+    for m in methods:
+        row = {}
+        if m != "oracle":
+            row |= {k: _nanmean(t["quality"][m][k] for t in per_target.values()) for k in QUALITY_KEYS}
+        row |= {k: _nanmean(t["loop"][m][k] for t in per_target.values()) for k in LOOP_KEYS}
+        mean[m] = row
+    sweep = {
+        m: {f: {k: _nanmean(t["threshold_sweep"][m][f][k] for t in per_target.values())
+                for k in ("accuracy_ratio", "time_ratio", "co2_ratio", "transfer_rate")}
+            for f in next(iter(per_target.values()))["threshold_sweep"][m]}
+        for m in methods
+    } if per_target else {}
+    candidates = [m for m in mean if m not in REFERENCES]
+
+    def best_by(key: str, sign: float) -> str | None:
+        usable = [m for m in candidates if not math.isnan(mean[m].get(key, math.nan))]
+        return max(usable, key=lambda m: sign * mean[m][key]) if usable else None
+
+    best = (max(candidates, key=lambda m: (_finite(mean[m]["weighted_tau"]),
+                                           -_finite(mean[m]["regret_at_1"], 1e9)))
+            if candidates else None)
+    return {
+        "config": config,
+        "n_targets": len(per_target),
+        "incomplete_targets": incomplete,
+        "sources": {k: {"adapter_id": v["adapter_id"], "train_seconds": v["train_seconds"],
+                        "accuracy": (v.get("test") or v.get("validation") or {}).get("accuracy")}
+                    for k, v in (state.get("sources") or {}).items()},
+        "compute_seconds": _compute_seconds(state),
+        "targets": per_target,
+        "mean": mean,
+        "threshold_sweep": sweep,
+        "best_metric": best,
+        "best_by": {"weighted_tau": best, "regret_at_1": best_by("regret_at_1", -1.0),
+                    "top1_hit": best_by("top1_hit", 1.0),
+                    "loop_accuracy_ratio": best_by("accuracy_ratio", 1.0)},
+        "metric_seconds": _metric_seconds(state, list(config["metrics"])),
+        "host": {"cpus": os.cpu_count()},
     }
-    best = max(mean, key=lambda m: (mean[m]["weighted_tau"], -mean[m]["regret_at_1"])) if mean else None
-    return {"config": config, "targets": per_target, "mean": mean, "best_metric": best,
-            "metric_seconds": _metric_seconds(state, metrics)}
+
+
+def _finite(value: float, fill: float = -1e9) -> float:
+    return fill if value is None or math.isnan(value) else value
+
+
+def _compute_seconds(state: dict) -> dict:
+    sources = sum(v.get("train_seconds") or 0.0 for v in (state.get("sources") or {}).values())
+    scoring = finetune = baseline = 0.0
+    for target in (state.get("targets") or {}).values():
+        scoring += sum(e["seconds"] for e in (target.get("scores") or {}).values())
+        finetune += sum(e["train_seconds"] for e in (target.get("finetune") or {}).values())
+        baseline += (target.get("baseline") or {}).get("train_seconds") or 0.0
+    return {"sources": sources, "scoring": scoring, "finetune": finetune, "baseline": baseline,
+            "total": sources + scoring + finetune + baseline}
 
 
 def _metric_seconds(state: dict, metrics: list[str]) -> dict:
     times = {m: [] for m in metrics}
-    for target in state.get("targets", {}).values():
+    for target in (state.get("targets") or {}).values():
         for entry in (target.get("scores") or {}).values():
             for m in metrics:
-                times[m].append(entry.get("metric_seconds", {}).get(m, math.nan))
+                times[m].append((entry.get("metric_seconds") or {}).get(m, math.nan))
     return {m: _nanmean(v) for m, v in times.items()}
 
 
-def markdown(summary: dict) -> str:
-    config = summary["config"]
+def _fmt(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def _order(summary: dict) -> list[str]:
+    mean = summary["mean"]
+    ranked = sorted((m for m in mean if m not in REFERENCES),
+                    key=lambda m: -_finite(mean[m].get("weighted_tau", math.nan)))
+    return ranked + [m for m in REFERENCES if m in mean]
+
+
+def main_table(summary: dict) -> list[str]:
     lines = [
-        "# adapterpool benchmark",
-        "",
-        f"Budget: max_train {config['max_train']}, max_eval {config['max_eval']}, max_length "
-        f"{config['max_length']}, source adapters {config['source_epochs']} epochs, transfer "
-        f"{config['transfer_epochs']} epochs, standard LoRA up to {config['baseline_max_epochs']} epochs "
-        f"with early stopping; scoring on {config['scoring_samples']} target examples. Loop: subset N="
-        f"{config['subset']}, K={config['max_tries']} tries, threshold = {config['threshold_fraction']} x "
-        f"the standard-LoRA validation accuracy, averaged over {len(config['loop_seeds'])} subset seeds.",
-        "",
-        "## Ranking quality and the loop vs standard LoRA (mean over targets)",
-        "",
         "| metric | weighted tau | Pearson | top-1 hit | regret@1 (pts) | regret@3 (pts) | "
-        "acc ratio | time ratio | energy ratio | transfer rate | metric s/candidate |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "acc ratio | time ratio | energy ratio | CO2 ratio | transfer rate | metric s/candidate |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    order = sorted(summary["mean"], key=lambda m: -summary["mean"][m]["weighted_tau"])
-    for m in order:
+    for m in _order(summary):
         row = summary["mean"][m]
         seconds = summary["metric_seconds"].get(m, math.nan)
+        name = f"{m} (reference)" if m in REFERENCES else m
+        if m == ENSEMBLE:
+            name = f"ensemble ({', '.join(summary['config']['ensemble_members'])})"
         lines.append(
-            f"| {m} | {row['weighted_tau']:.3f} | {row['pearson']:.3f} | {row['top1_hit']:.2f} | "
-            f"{row['regret_at_1']:.2f} | {row['regret_at_3']:.2f} | {row['accuracy_ratio']:.3f} | "
-            f"{row['time_ratio']:.3f} | {row['energy_ratio']:.3f} | {row['transfer_rate']:.2f} | "
-            f"{'-' if math.isnan(seconds) else f'{seconds:.3f}'} |"
+            f"| {name} | {_fmt(row.get('weighted_tau'))} | {_fmt(row.get('pearson'))} | "
+            f"{_fmt(row.get('top1_hit'), 2)} | {_fmt(row.get('regret_at_1'), 2)} | "
+            f"{_fmt(row.get('regret_at_3'), 2)} | {_fmt(row['accuracy_ratio'])} | "
+            f"{_fmt(row['time_ratio'])} | {_fmt(row['energy_ratio'])} | {_fmt(row['co2_ratio'])} | "
+            f"{_fmt(row['transfer_rate'], 2)} | {_fmt(seconds)} |"
         )
-    lines += ["", f"Best by weighted tau: **{summary['best_metric']}**.", "",
-              "## Per target", ""]
-    for key, target in summary["targets"].items():
-        lines += [f"### {key}", "",
-                  f"Standard LoRA: accuracy {target['baseline']['accuracy']:.3f} in "
-                  f"{target['baseline']['train_seconds']:.0f}s ({target['baseline']['epochs']:.1f} epochs).",
-                  "", "| candidate (source task) | accuracy after transfer | train s |", "|---|---|---|"]
-        for cid, c in sorted(target["candidates"].items(), key=lambda kv: -kv[1]["accuracy"]):
-            lines.append(f"| {c['source_task']} | {c['accuracy']:.3f} | {c['train_seconds']:.0f} |")
-        lines += ["", "| metric | weighted tau | top-1 | regret@1 | acc ratio | time ratio |",
-                  "|---|---|---|---|---|---|"]
-        for m in order:
-            q, lp = target["quality"][m], target["loop"][m]
-            lines.append(f"| {m} | {q['weighted_tau']:.3f} | {q['top1_hit']:.0f} | "
-                         f"{q['regret_at_1']:.2f} | {lp['accuracy_ratio']:.3f} | {lp['time_ratio']:.3f} |")
+    return lines
+
+
+def markdown(summary: dict) -> str:
+    c = summary["config"]
+    compute = summary["compute_seconds"]
+    targets = summary["targets"]
+    truth = {t["ground_truth"] for t in targets.values()}
+    lines = [
+        "# adapterpool benchmark: transferability metrics and the loop vs standard LoRA",
+        "",
+        "Produced by `adapterpool bench` (`src/adapterpool/bench`); regenerate the reports from the "
+        "recorded state with `adapterpool bench --config benchmarks/bench_config.json --report-only`.",
+        "",
+        "## Setup",
+        "",
+        f"- Targets ({summary['n_targets']}, leave-one-out): {', '.join(targets) or 'none yet'}"
+        + (f"; not finished yet: {', '.join(summary['incomplete_targets'])}"
+           if summary["incomplete_targets"] else "") + ".",
+        f"- Pool: {', '.join(summary['sources'])} — for each target, every member except the "
+        "target's own task.",
+        f"- Base model: {c.get('base_model') or 'all-MiniLM-L6-v2 (packaged)'}; LoRA r=16 on "
+        "query/key/value, head trained; this machine: "
+        f"{summary['host']['cpus']} CPU cores, shared with other work.",
+        f"- Budget: at most {c['max_train']} training and {c['max_eval']} validation/test examples "
+        f"per task, max length {c['max_length']} tokens; source adapters {c['source_epochs']} "
+        f"epochs; every transfer {c['transfer_epochs']} epochs from the pool adapter (the loop's "
+        f"budget); standard LoRA until early stopping on validation (patience 3 evaluations, one "
+        f"per epoch), at most {c['baseline_max_epochs']} epochs; metrics on {c['scoring_samples']} "
+        "target training examples (one forward pass per candidate).",
+        f"- Ground truth: the {'/'.join(sorted(truth)) or 'test'} accuracy after fine-tuning "
+        "from each candidate (same seed and budget for all).",
+        f"- Loop replay: seeded random subset N={c['subset']}, best-first K={c['max_tries']} tries, "
+        f"pass when validation accuracy >= {c['threshold_fraction']} x the standard-LoRA "
+        "validation accuracy of that target, else standard LoRA (its recorded cost and result); "
+        f"mean over {len(c['loop_seeds'])} subset seeds. Each try is the recorded ground-truth "
+        "fine-tune from that candidate; the scoring cost counted is the forward pass plus the "
+        "one metric (the ensemble pays for each member). Ratios: loop / standard LoRA (mean "
+        "accuracy, wall time, energy, CO2).",
+        f"- Compute recorded: {compute['total'] / 60:.0f} min (sources {compute['sources'] / 60:.0f}, "
+        f"scoring {compute['scoring'] / 60:.1f}, transfers {compute['finetune'] / 60:.0f}, "
+        f"baselines {compute['baseline'] / 60:.0f}). Energy and CO2 from codecarbon "
+        "(estimated from CPU load where no power meter is readable).",
+        "",
+        "## Results (mean over targets)",
+        "",
+        *main_table(summary),
+        "",
+        "Rows are sorted by weighted Kendall tau (scipy.stats.weightedtau of score vs accuracy). "
+        "Regret in accuracy points (best candidate minus the chosen one). *random*: expected "
+        "values of a random ranking; *oracle*: the loop ranking by the true accuracies "
+        "(its lower bound on regret and best transfer rate). metric s/candidate: the metric alone "
+        f"on {c['scoring_samples']} examples.",
+        "",
+        f"**Best metric by mean weighted tau: {summary['best_metric']}**"
+        + (f" (by regret@1: {summary['best_by']['regret_at_1']}, by top-1 hit: "
+           f"{summary['best_by']['top1_hit']}, by loop accuracy ratio: "
+           f"{summary['best_by']['loop_accuracy_ratio']})." if summary["best_metric"] else "."),
+        "",
+    ]
+    best = summary["best_metric"]
+    if best and best in summary["threshold_sweep"]:
+        lines += [f"### Threshold sensitivity ({best}; fraction of standard-LoRA validation "
+                  "accuracy)", "", "| fraction | acc ratio | time ratio | CO2 ratio | transfer rate |",
+                  "|---|---|---|---|---|"]
+        for fraction, row in summary["threshold_sweep"][best].items():
+            lines.append(f"| {fraction} | {_fmt(row['accuracy_ratio'])} | {_fmt(row['time_ratio'])} "
+                         f"| {_fmt(row['co2_ratio'])} | {_fmt(row['transfer_rate'], 2)} |")
+        lines.append("")
+    lines += ["![weighted tau per target](metric_quality.png)", "",
+              "![accuracy vs wall time](accuracy_vs_time.png) ![accuracy vs CO2](accuracy_vs_co2.png)",
+              "", "## Per target", ""]
+    for key, target in targets.items():
+        base = target["baseline"]
+        lines += [
+            f"### {key}", "",
+            f"Standard LoRA: accuracy {base['accuracy']:.3f} in {base['train_seconds']:.0f} s "
+            f"({base['epochs']:.1f} epochs). Threshold: validation accuracy >= "
+            f"{target['threshold']:.3f}. Scoring energy: {target['scoring_energy']}.", "",
+            "| candidate (source task) | accuracy after transfer | transfer s | scoring forward s |",
+            "|---|---|---|---|",
+        ]
+        for c_id, cand in sorted(target["candidates"].items(), key=lambda kv: -kv[1]["accuracy"]):
+            lines.append(f"| {cand['source_task']} | {cand['accuracy']:.3f} | "
+                         f"{cand['train_seconds']:.0f} | {cand['scoring_forward_seconds']:.1f} |")
+        lines += ["", "| metric | weighted tau | Pearson | top-1 | regret@1 | regret@3 | acc ratio "
+                  "| time ratio | CO2 ratio |", "|---|---|---|---|---|---|---|---|---|"]
+        for m in _order(summary):
+            q, lp = target["quality"].get(m, {}), target["loop"][m]
+            lines.append(
+                f"| {m} | {_fmt(q.get('weighted_tau'))} | {_fmt(q.get('pearson'))} | "
+                f"{_fmt(q.get('top1_hit'), 2)} | {_fmt(q.get('regret_at_1'), 1)} | "
+                f"{_fmt(q.get('regret_at_3'), 1)} | {_fmt(lp['accuracy_ratio'])} | "
+                f"{_fmt(lp['time_ratio'])} | {_fmt(lp['co2_ratio'])} |")
         lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -145,45 +376,53 @@ def plots(summary: dict, out_dir: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    written = []
+    written: list[Path] = []
     targets = list(summary["targets"])
     if not targets:
         return written
-    metrics = sorted(summary["mean"], key=lambda m: -summary["mean"][m]["weighted_tau"])
-    fig, ax = plt.subplots(figsize=(10, 4.5))
-    width = 0.8 / len(targets)
+    metrics = [m for m in _order(summary) if m not in REFERENCES]
+    fig, ax = plt.subplots(figsize=(11, 4.8))
+    width = 0.8 / (len(targets) + 1)
+    x = np.arange(len(metrics))
     for j, key in enumerate(targets):
         values = [summary["targets"][key]["quality"][m]["weighted_tau"] for m in metrics]
-        ax.bar(np.arange(len(metrics)) + j * width, values, width, label=key)
-    ax.set_xticks(np.arange(len(metrics)) + 0.4 - width / 2, metrics, rotation=30, ha="right")
-    ax.set_ylabel("weighted Kendall tau")
+        ax.bar(x + j * width, np.nan_to_num(values), width, label=key)
+    ax.bar(x + len(targets) * width, [np.nan_to_num(summary["mean"][m]["weighted_tau"])
+                                      for m in metrics], width, color="black", label="mean")
+    ax.set_xticks(x + 0.4 - width / 2, metrics, rotation=30, ha="right")
+    ax.set_ylabel("weighted Kendall tau (score vs fine-tuned accuracy)")
     ax.set_title("Ranking quality per target")
     ax.axhline(0, color="black", linewidth=0.5)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, ncol=min(5, len(targets) + 1))
     fig.tight_layout()
     written.append(out_dir / "metric_quality.png")
     fig.savefig(written[-1], dpi=120)
     plt.close(fig)
     best = summary["best_metric"]
-    for axis_key, label, name in (("seconds", "wall time (s)", "accuracy_vs_time.png"),
-                                  ("kwh", "energy (kWh)", "accuracy_vs_energy.png")):
-        fig, ax = plt.subplots(figsize=(6, 4.5))
-        for key, target in summary["targets"].items():
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for axis, label, name, scale in (("seconds", "wall time (s)", "accuracy_vs_time.png", 1.0),
+                                     ("co2", "CO2 (g)", "accuracy_vs_co2.png", 1000.0)):
+        fig, ax = plt.subplots(figsize=(6.5, 4.8))
+        for j, (key, target) in enumerate(summary["targets"].items()):
+            colour = colours[j % len(colours)]
             base = target["baseline"]
-            loop = target["loop"][best]
-            base_x = base["train_seconds"] if axis_key == "seconds" else base["kwh"]
-            ratio = loop["time_ratio"] if axis_key == "seconds" else loop["energy_ratio"]
-            ax.scatter(base_x, base["accuracy"], marker="s", color="tab:gray")
-            ax.scatter(base_x * ratio, base["accuracy"] * loop["accuracy_ratio"], marker="o",
-                       color="tab:blue")
-            ax.annotate(key, (base_x * ratio, base["accuracy"] * loop["accuracy_ratio"]), fontsize=8)
-            ax.plot([base_x, base_x * ratio],
-                    [base["accuracy"], base["accuracy"] * loop["accuracy_ratio"]],
-                    color="lightgray", linewidth=0.8)
-        ax.scatter([], [], marker="s", color="tab:gray", label="standard LoRA")
-        ax.scatter([], [], marker="o", color="tab:blue", label=f"adapterpool loop ({best})")
+            bx = base["train_seconds"] if axis == "seconds" else _num(base["co2_kg"]) * scale
+            points = [("s", bx, base["accuracy"])]
+            for marker, method in (("o", best), ("x", "random")):
+                loop = target["loop"][method]
+                lx = loop["seconds"] if axis == "seconds" else loop["co2_kg"] * scale
+                points.append((marker, lx, loop["accuracy"]))
+            for marker, px, py in points:
+                if not math.isnan(px):
+                    ax.scatter(px, py, marker=marker, color=colour, s=40)
+            ax.annotate(key, (points[0][1], points[0][2]), fontsize=8, xytext=(4, 4),
+                        textcoords="offset points")
+        ax.scatter([], [], marker="s", color="gray", label="standard LoRA (early stopping)")
+        ax.scatter([], [], marker="o", color="gray", label=f"adapterpool loop ({best})")
+        ax.scatter([], [], marker="x", color="gray", label="loop, random ranking")
         ax.set_xlabel(label)
-        ax.set_ylabel("test accuracy")
+        ax.set_ylabel(f"{next(iter(summary['targets'].values()))['ground_truth']} accuracy")
+        ax.set_title(f"Accuracy vs {'wall time' if axis == 'seconds' else 'CO2'} per target")
         ax.legend(fontsize=8)
         fig.tight_layout()
         written.append(out_dir / name)
@@ -193,8 +432,20 @@ def plots(summary: dict, out_dir: Path) -> list[Path]:
 
 
 def write_reports(summary: dict, out_dir: str | Path) -> list[Path]:
+    """``summary.json``, ``README.md`` and the PNG plots in ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    (out_dir / "summary.json").write_text(json.dumps(_rounded(summary), indent=1) + "\n")
     (out_dir / "README.md").write_text(markdown(summary))
     return [out_dir / "summary.json", out_dir / "README.md", *plots(summary, out_dir)]
+
+
+def _rounded(value, digits: int = 6):
+    """Fewer digits and NaN as null: a smaller, valid JSON."""
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else round(value, digits)
+    if isinstance(value, dict):
+        return {k: _rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(v, digits) for v in value]
+    return value
