@@ -117,3 +117,14 @@ def test_unknown_metric_fails_before_any_work(target, tiny_pool, tmp_path):
     with pytest.raises(UnknownMetricError, match="logme"):
         _adapt(target, tiny_pool, tmp_path, metric="logmee")
     assert not (tmp_path / "run").exists()
+
+
+def test_rank_by_the_ensemble_of_metrics(target, tiny_pool):
+    from adapterpool.metrics import ENSEMBLE_MEMBERS, ensemble
+
+    result = rank(target, tiny_pool, ["ensemble"], subset=3, seed=0, max_samples=48,
+                  show_progress=False, measure_energy=False)
+    values = [s.scores["ensemble"] for s in result.scores]
+    assert values == sorted(values, reverse=True) and all(0 <= v <= 1 for v in values)
+    expected = ensemble({m: [s.scores[m] for s in result.scores] for m in ENSEMBLE_MEMBERS})
+    assert values == pytest.approx(list(expected))

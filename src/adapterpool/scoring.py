@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from .encoding import EncodedRecords, inference_loader, restore_order
-from .metrics import compute_metric, get_metric
+from .metrics import ENSEMBLE, ENSEMBLE_MEMBERS, compute_metric, ensemble, per_candidate_metrics
 from .modeling import head_module, load_for_inference, pick_device
 from .pool import AdapterPool, AdapterRecord
 from .tasks import Records, Task
@@ -131,8 +131,7 @@ def score_candidates(
     """Scores of every candidate, best first by the first metric."""
     if not metrics:
         raise ValueError("at least one metric is needed")
-    for name in metrics:
-        get_metric(name)  # unknown names fail before any work
+    computed = per_candidate_metrics(metrics)  # unknown names fail here, before any work
     sample = scoring_sample(task, max_samples, seed)
     data = EncodedRecords(sample, tokenizer, max_length)
     labels = np.asarray(sample.label)
@@ -146,7 +145,7 @@ def score_candidates(
             lambda size: candidate_outputs(model, data, tokenizer, batch_size=size),
             starting_batch_size=batch_size or auto_batch_size(device),
         )()
-        scores, metric_seconds = score_outputs(outputs, labels, metrics, seed)
+        scores, metric_seconds = score_outputs(outputs, labels, computed, seed)
         results.append(
             CandidateScore(
                 adapter_id=record.id,
@@ -156,4 +155,8 @@ def score_candidates(
                 metric_seconds=metric_seconds,
             )
         )
+    if ENSEMBLE in metrics and results:
+        combined = ensemble({m: [r.scores[m] for r in results] for m in ENSEMBLE_MEMBERS})
+        for result, value in zip(results, combined):
+            result.scores[ENSEMBLE] = float(value)
     return sorted(results, key=lambda s: rank_key(s, metrics[0]))

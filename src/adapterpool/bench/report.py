@@ -211,7 +211,9 @@ def summarize(state: dict) -> dict:
         "best_by": {"weighted_tau": best, "regret_at_1": best_by("regret_at_1", -1.0),
                     "top1_hit": best_by("top1_hit", 1.0),
                     "loop_accuracy_ratio": best_by("accuracy_ratio", 1.0)},
-        "metric_seconds": _metric_seconds(state, list(config["metrics"])),
+        "metric_seconds": _metric_seconds(state, list(config["metrics"]),
+                                          [m for m in config["ensemble_members"]
+                                           if m in config["metrics"]]),
         "host": {"cpus": os.cpu_count()},
     }
 
@@ -231,13 +233,17 @@ def _compute_seconds(state: dict) -> dict:
             "total": sources + scoring + finetune + baseline}
 
 
-def _metric_seconds(state: dict, metrics: list[str]) -> dict:
+def _metric_seconds(state: dict, metrics: list[str], members: list[str]) -> dict:
+    """Mean seconds per candidate of each metric alone on the scoring sample (ensemble: members)."""
     times = {m: [] for m in metrics}
     for target in (state.get("targets") or {}).values():
         for entry in (target.get("scores") or {}).values():
             for m in metrics:
                 times[m].append((entry.get("metric_seconds") or {}).get(m, math.nan))
-    return {m: _nanmean(v) for m, v in times.items()}
+    out = {m: _nanmean(v) for m, v in times.items()}
+    if members:
+        out[ENSEMBLE] = sum(out[m] for m in members)
+    return out
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -415,6 +421,9 @@ def plots(summary: dict, out_dir: Path) -> list[Path]:
             for marker, px, py in points:
                 if not math.isnan(px):
                     ax.scatter(px, py, marker=marker, color=colour, s=40)
+            if not math.isnan(points[0][1]) and not math.isnan(points[1][1]):
+                ax.plot([points[0][1], points[1][1]], [points[0][2], points[1][2]], color=colour,
+                        linewidth=0.7, alpha=0.5)
             ax.annotate(key, (points[0][1], points[0][2]), fontsize=8, xytext=(4, 4),
                         textcoords="offset points")
         ax.scatter([], [], marker="s", color="gray", label="standard LoRA (early stopping)")

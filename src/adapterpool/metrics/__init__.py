@@ -12,11 +12,20 @@ from .logme import logme
 from .nce import nce
 from .nleep import nleep
 from .probes import knn_accuracy, linear_probe_accuracy
-from .registry import METRICS, MetricSpec, UnknownMetricError, compute_metric, get_metric
+from .registry import (
+    ENSEMBLE,
+    ENSEMBLE_MEMBERS,
+    METRICS,
+    MetricSpec,
+    UnknownMetricError,
+    compute_metric,
+    get_metric,
+    per_candidate_metrics,
+)
 from .transrate import transrate
 
 __all__ = [
-    "METRICS", "MetricInputError", "MetricSpec", "UnknownMetricError", "compute_metric",
+    "ENSEMBLE", "ENSEMBLE_MEMBERS", "per_candidate_metrics", "METRICS", "MetricInputError", "MetricSpec", "UnknownMetricError", "compute_metric",
     "ensemble", "gbc", "get_metric", "h_score", "knn_accuracy", "leep", "linear_probe_accuracy",
     "logme", "nce", "nleep", "regularized_h_score", "transrate",
 ]

@@ -9,6 +9,7 @@ from typing import Literal
 import numpy as np
 
 from ..errors import did_you_mean
+from .ensemble import ensemble
 from .gbc import gbc
 from .hscore import h_score, regularized_h_score
 from .leep import leep
@@ -27,7 +28,7 @@ class UnknownMetricError(ValueError):
 class MetricSpec:
     name: str
     fn: Callable[..., float]
-    needs: Literal["features", "source_probs", "source_labels"]
+    needs: Literal["features", "source_probs", "source_labels", "candidates"]
     description: str
     seeded: bool = False
 
@@ -51,18 +52,40 @@ METRICS: dict[str, MetricSpec] = {
 }
 
 
+# Scored across the candidates of one ranking (ranks are relative), not per candidate.
+ENSEMBLE = "ensemble"
+ENSEMBLE_MEMBERS = ("logme", "leep", "knn")
+ENSEMBLE_SPEC = MetricSpec(ENSEMBLE, ensemble, "candidates",
+                           f"rank average of {', '.join(ENSEMBLE_MEMBERS)}")
+
+
 def get_metric(name: str) -> MetricSpec:
     if name in METRICS:
         return METRICS[name]
-    hint = did_you_mean(name, METRICS)
+    if name == ENSEMBLE:
+        return ENSEMBLE_SPEC
+    names = [*METRICS, ENSEMBLE]
     raise UnknownMetricError(
-        f"unknown metric {name!r}{hint}; choose from: {', '.join(METRICS)}"
+        f"unknown metric {name!r}{did_you_mean(name, names)}; choose from: {', '.join(names)}"
     )
+
+
+def per_candidate_metrics(metrics: list[str]) -> list[str]:
+    """The metrics computed on each candidate: the named ones, the ensemble's members instead of it."""
+    expanded: list[str] = []
+    for name in metrics:
+        get_metric(name)
+        for member in (ENSEMBLE_MEMBERS if name == ENSEMBLE else (name,)):
+            if member not in expanded:
+                expanded.append(member)
+    return expanded
 
 
 def compute_metric(name: str, *, features, source_probs, labels, seed: int = 0) -> float:
     """Route the right input of one forward pass to metric ``name``."""
     spec = get_metric(name)
+    if spec.needs == "candidates":
+        raise ValueError(f"{name!r} ranks a set of candidates; use ensemble({{metric: scores}})")
     if spec.needs == "features":
         inputs = features
     elif spec.needs == "source_probs":
