@@ -35,7 +35,8 @@ def test_ranking_quality_hand_computed():
     assert perfect["regret_at_3"] == 0.0
     wrong = ranking_quality([4, 1, 2, 3], ACC)  # picks 0.70 first; top 3 = .70 .60 .80
     assert wrong["top1_hit"] == 0.0
-    assert wrong["regret_at_1"] == pytest.approx(20.0) and wrong["regret_at_3"] == pytest.approx(10.0)
+    assert wrong["regret_at_1"] == pytest.approx(20.0)
+    assert wrong["regret_at_3"] == pytest.approx(10.0)
     assert wrong["weighted_tau"] == pytest.approx(weightedtau([4, 1, 2, 3], ACC)[0])
     reversed_ = ranking_quality([3, 0, 1, 4], ACC)
     assert reversed_["weighted_tau"] == pytest.approx(-1.0)
@@ -86,7 +87,8 @@ def _hand_target() -> dict:
     """Three candidates; logme ranks b > a > c, leep a > b > c. Truth: b .85, a .80, c .70."""
     def run(val, test, seconds):
         return {"validation": {"accuracy": val}, "test": {"accuracy": test},
-                "train_seconds": seconds, "epochs": 2.0, "kwh": seconds / 100, "co2_kg": seconds / 1000}
+                "train_seconds": seconds, "epochs": 2.0, "kwh": seconds / 100,
+                "co2_kg": seconds / 1000}
 
     def score(logme, leep):
         return {"scores": {"logme": logme, "leep": leep}, "seconds": 5.0, "forward_seconds": 2.0,
@@ -135,7 +137,8 @@ def bench_folders(tmp_path):
         for split in ("train", "validation", "test"):
             records = task.split(split)
             folder.joinpath(f"{split}.jsonl").write_text("".join(
-                json.dumps({"text": t, "label": y}) + "\n" for t, y in zip(records.text, records.label)))
+                json.dumps({"text": t, "label": y}) + "\n"
+                for t, y in zip(records.text, records.label, strict=True)))
         folder.joinpath("meta.json").write_text(json.dumps(
             {"name": name, "task_type": "single", "label_names": list(task.label_names)}))
     (root / "not-a-task").mkdir()  # no meta.json: not discovered
@@ -167,8 +170,8 @@ def test_bench_runs_resumes_and_reports(tiny_base_model, bench_folders, tmp_path
 
     # an interruption: one fine-tune and one source's record lost (the adapter is in the pool)
     saved = json.loads((tmp_path / "run" / "state.json").read_text())
-    del saved["targets"]["speech-party"]["finetune"][sorted(saved["targets"]["speech-party"]
-                                                           ["finetune"])[0]]
+    del saved["targets"]["speech-party"]["finetune"][min(saved["targets"]["speech-party"]
+                                                        ["finetune"])]
     del saved["sources"]["builtin-subjectivity"]
     (tmp_path / "run" / "state.json").write_text(json.dumps(saved))
     resumed = BenchRun(config, show_progress=False, measure_energy=False)

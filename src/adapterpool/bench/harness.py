@@ -153,7 +153,8 @@ class BenchRun:
                 self.state.put(_record_from_pool(existing[0]), "sources", key)
                 continue
             task = self._task(spec)
-            self._announce(f"[bold]source[/bold] {key}: standard LoRA on {len(task.train)} examples, "
+            self._announce(f"[bold]source[/bold] {key}: standard LoRA on {len(task.train)} "
+                           "examples, "
                            f"{self.config.source_epochs} epochs")
             result = train_standard(
                 task, pool.base_model, self._train_config(self.config.source_epochs),
@@ -225,7 +226,8 @@ class BenchRun:
             self._announce(f"[bold]{key}[/bold]: standard LoRA baseline, early stopping, at most "
                            f"{self.config.baseline_max_epochs} epochs")
             config = self._train_config(self.config.baseline_max_epochs, evals_per_epoch=1)
-            result = train_standard(task, pool.base_model, config, description=f"{key} standard LoRA",
+            result = train_standard(task, pool.base_model, config,
+                                    description=f"{key} standard LoRA",
                                     show_progress=self.show_progress,
                                     measure_energy=self.measure_energy)
             self.state.trained += 1

@@ -59,7 +59,8 @@ def random_ranking_quality(accuracies: list[float]) -> dict:
     acc = np.asarray(accuracies, dtype=np.float64)
     best = acc.max()
     k = min(3, acc.size)
-    regret3 = np.mean([best - max(acc[list(c)]) for c in itertools.combinations(range(acc.size), k)])
+    subsets = itertools.combinations(range(acc.size), k)
+    regret3 = np.mean([best - max(acc[list(c)]) for c in subsets])
     return {
         "weighted_tau": 0.0,
         "pearson": 0.0,
@@ -137,7 +138,8 @@ def loop_versus_standard(runs: list[dict], baseline: Baseline) -> dict:
     """Mean over subset seeds of the loop's accuracy, wall time, energy and CO2, each divided by
     standard LoRA's (ratio of means); plus how often a transfer passed and the tries it took."""
     return {
-        "accuracy_ratio": _ratio(np.mean([r["test_accuracy"] for r in runs]), baseline.test_accuracy),
+        "accuracy_ratio": _ratio(np.mean([r["test_accuracy"] for r in runs]),
+                                 baseline.test_accuracy),
         "time_ratio": _ratio(np.mean([r["seconds"] for r in runs]), baseline.train_seconds),
         "energy_ratio": _ratio(np.mean([r["kwh"] for r in runs]), baseline.kwh),
         "co2_ratio": _ratio(np.mean([r.get("co2_kg", 0.0) for r in runs]), baseline.co2_kg),

@@ -133,7 +133,8 @@ def summarize_target(target: dict, config: dict) -> dict:
                               random_scores=method == "random")
             result = loop_versus_standard(runs, baseline)
             sweep[method][f"{fraction:g}"] = {
-                k: result[k] for k in ("accuracy_ratio", "time_ratio", "co2_ratio", "transfer_rate")}
+                k: result[k]
+                for k in ("accuracy_ratio", "time_ratio", "co2_ratio", "transfer_rate")}
             if fraction == config["threshold_fraction"]:
                 loop[method] = result
     return {
@@ -152,7 +153,8 @@ def summarize_target(target: dict, config: dict) -> dict:
                      "train_seconds": baseline.train_seconds, "kwh": base["kwh"],
                      "co2_kg": base["co2_kg"], "epochs": base["epochs"]},
         "threshold": config["threshold_fraction"] * baseline.validation_accuracy,
-        "scoring_energy": ("measured" if all(target["scores"][i].get("kwh") is not None for i in ids)
+        "scoring_energy": ("measured"
+                           if all(target["scores"][i].get("kwh") is not None for i in ids)
                            else "estimated at the target's training power"),
         "quality": quality,
         "loop": loop,
@@ -178,7 +180,8 @@ def summarize(state: dict) -> dict:
     for m in methods:
         row = {}
         if m != "oracle":
-            row |= {k: _nanmean(t["quality"][m][k] for t in per_target.values()) for k in QUALITY_KEYS}
+            row |= {k: _nanmean(t["quality"][m][k] for t in per_target.values())
+                    for k in QUALITY_KEYS}
         row |= {k: _nanmean(t["loop"][m][k] for t in per_target.values()) for k in LOOP_KEYS}
         mean[m] = row
     sweep = {
@@ -289,8 +292,9 @@ def markdown(summary: dict) -> str:
     lines = [
         "# adapterpool benchmark: transferability metrics and the loop vs standard LoRA",
         "",
-        "Produced by `adapterpool bench` (`src/adapterpool/bench`); regenerate the reports from the "
-        "recorded state with `adapterpool bench --config benchmarks/bench_config.json --report-only`.",
+        "Produced by `adapterpool bench` (`src/adapterpool/bench`); regenerate the reports from "
+        "the recorded state with `adapterpool bench --config benchmarks/bench_config.json "
+        "--report-only`.",
         "",
         "## Setup",
         "",
@@ -310,14 +314,16 @@ def markdown(summary: dict) -> str:
         "target training examples (one forward pass per candidate).",
         f"- Ground truth: the {'/'.join(sorted(truth)) or 'test'} accuracy after fine-tuning "
         "from each candidate (same seed and budget for all).",
-        f"- Loop replay: seeded random subset N={c['subset']}, best-first K={c['max_tries']} tries, "
+        f"- Loop replay: seeded random subset N={c['subset']}, best-first K={c['max_tries']} "
+        "tries, "
         f"pass when validation accuracy >= {c['threshold_fraction']} x the standard-LoRA "
         "validation accuracy of that target, else standard LoRA (its recorded cost and result); "
         f"mean over {len(c['loop_seeds'])} subset seeds. Each try is the recorded ground-truth "
         "fine-tune from that candidate; the scoring cost counted is the forward pass plus the "
         "one metric (the ensemble pays for each member). Ratios: loop / standard LoRA (mean "
         "accuracy, wall time, energy, CO2).",
-        f"- Compute recorded: {compute['total'] / 60:.0f} min (sources {compute['sources'] / 60:.0f}, "
+        f"- Compute recorded: {compute['total'] / 60:.0f} min "
+        f"(sources {compute['sources'] / 60:.0f}, "
         f"scoring {compute['scoring'] / 60:.1f}, transfers {compute['finetune'] / 60:.0f}, "
         f"baselines {compute['baseline'] / 60:.0f}). Energy and CO2 from codecarbon "
         "(estimated from CPU load where no power meter is readable).",
@@ -341,14 +347,17 @@ def markdown(summary: dict) -> str:
     best = summary["best_metric"]
     if best and best in summary["threshold_sweep"]:
         lines += [f"### Threshold sensitivity ({best}; fraction of standard-LoRA validation "
-                  "accuracy)", "", "| fraction | acc ratio | time ratio | CO2 ratio | transfer rate |",
+                  "accuracy)", "",
+                  "| fraction | acc ratio | time ratio | CO2 ratio | transfer rate |",
                   "|---|---|---|---|---|"]
         for fraction, row in summary["threshold_sweep"][best].items():
-            lines.append(f"| {fraction} | {_fmt(row['accuracy_ratio'])} | {_fmt(row['time_ratio'])} "
+            lines.append(f"| {fraction} | {_fmt(row['accuracy_ratio'])} | "
+                         f"{_fmt(row['time_ratio'])} "
                          f"| {_fmt(row['co2_ratio'])} | {_fmt(row['transfer_rate'], 2)} |")
         lines.append("")
     lines += ["![weighted tau per target](metric_quality.png)", "",
-              "![accuracy vs wall time](accuracy_vs_time.png) ![accuracy vs CO2](accuracy_vs_co2.png)",
+              "![accuracy vs wall time](accuracy_vs_time.png) "
+              "![accuracy vs CO2](accuracy_vs_co2.png)",
               "", "## Per target", ""]
     for key, target in targets.items():
         base = target["baseline"]
@@ -357,10 +366,11 @@ def markdown(summary: dict) -> str:
             f"Standard LoRA: accuracy {base['accuracy']:.3f} in {base['train_seconds']:.0f} s "
             f"({base['epochs']:.1f} epochs). Threshold: validation accuracy >= "
             f"{target['threshold']:.3f}. Scoring energy: {target['scoring_energy']}.", "",
-            "| candidate (source task) | accuracy after transfer | transfer s | scoring forward s |",
+            "| candidate (source task) | accuracy after transfer | transfer s "
+            "| scoring forward s |",
             "|---|---|---|---|",
         ]
-        for c_id, cand in sorted(target["candidates"].items(), key=lambda kv: -kv[1]["accuracy"]):
+        for _, cand in sorted(target["candidates"].items(), key=lambda kv: -kv[1]["accuracy"]):
             lines.append(f"| {cand['source_task']} | {cand['accuracy']:.3f} | "
                          f"{cand['train_seconds']:.0f} | {cand['scoring_forward_seconds']:.1f} |")
         lines += ["", "| metric | weighted tau | Pearson | top-1 | regret@1 | regret@3 | acc ratio "
