@@ -1,7 +1,8 @@
 """Pool throughput: adds per second with 4 concurrent writer processes on SQLite and (when
-ADAPTERPOOL_TEST_POSTGRES_URL is set) PostgreSQL; upload and download MB/s of the pool server.
+ADAPTERPOOL_TEST_POSTGRES_URL is set) PostgreSQL; upload and download MB/s of the pool server;
+and crash safety: a writer killed with SIGKILL at random instants, then `verify` on the pool.
 
-    .venv/bin/python benchmarks/bench_pool.py [--adds 10]
+    .venv/bin/python benchmarks/bench_pool.py [--adds 10] [--kills 50] [--seed 0]
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +24,10 @@ from sqlalchemy import create_engine, text
 
 from adapterpool.loop import adapter_metadata, train_standard
 from adapterpool.modeling import save_adapter
+import numpy as np
+
 from adapterpool.pool import AdapterPool
+from adapterpool.pool.maintenance import verify
 from adapterpool.pool.remote import RemotePool
 from adapterpool.pool.tokens import create_token
 from adapterpool.tasks import load_task
@@ -31,11 +36,16 @@ from adapterpool.training import TrainConfig
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _writer(pool: AdapterPool, source: Path, worker: int, count: int) -> subprocess.Popen:
+    """A process adding ``count`` perturbed copies of ``source`` (-1: until killed)."""
+    return subprocess.Popen([sys.executable, "-m", "adapterpool.pool.stress", str(pool.path),
+                             str(source), str(worker), str(count)],
+                            stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
+
+
 def writers(pool: AdapterPool, source: Path, count: int, processes: int = 4) -> float:
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    procs = [subprocess.Popen([sys.executable, "-m", "adapterpool.pool.stress", str(pool.path),
-                               str(source), str(w), str(count)],
-                              stdout=subprocess.PIPE, text=True, env=env) for w in range(processes)]
+    procs = [_writer(pool, source, w, count) for w in range(processes)]
     for proc in procs:  # wait until every writer has imported everything
         assert proc.stdout.readline().strip() == "ready"
     start = time.perf_counter()
@@ -44,9 +54,31 @@ def writers(pool: AdapterPool, source: Path, count: int, processes: int = 4) -> 
     return processes * count / (time.perf_counter() - start)
 
 
+def crashes(pool: AdapterPool, source: Path, kills: int, seed: int) -> dict:
+    """Kill a writer with SIGKILL ``kills`` times, each after a seeded random 0.05-1.5 s of adds;
+    then ``verify``: every catalogued adapter must be whole, with its recorded sha256."""
+    rng = np.random.default_rng(seed)
+    completed = 0
+    for cycle in range(kills):
+        proc = _writer(pool, source, 1000 + cycle, -1)
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(float(rng.uniform(0.05, 1.5)))
+        proc.send_signal(signal.SIGKILL)
+        out, _ = proc.communicate()
+        completed += sum(line.startswith("added") for line in out.splitlines())
+    report = verify(pool)
+    repaired = verify(pool, repair=True)
+    return {"kills": kills, "adds_reported": completed, "catalogued": len(pool.list()),
+            "verified": report["verified"], "consistent": report["consistent"],
+            "orphans": len(report["orphans"]), "leftovers": len(report["leftovers"]),
+            "consistent_after_repair": repaired["consistent"] and verify(pool)["consistent"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--adds", type=int, default=10, help="adds per writer")
+    parser.add_argument("--kills", type=int, default=50, help="SIGKILLs during adds (0: skip)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the kill instants")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp())
     try:
@@ -74,6 +106,13 @@ def main() -> None:
                 conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
         else:
             print("PostgreSQL: skipped (set ADAPTERPOOL_TEST_POSTGRES_URL)")
+        if args.kills:
+            c = crashes(AdapterPool.init(tmp / "crash"), source, args.kills, args.seed)
+            print(f"kill -9 during adds: {c['kills']} kills (seed {args.seed}), "
+                  f"{c['adds_reported']} adds reported done, {c['catalogued']} catalogued, "
+                  f"{c['verified']} verified, consistent={c['consistent']}, "
+                  f"{c['orphans']} orphans + {c['leftovers']} staging leftovers "
+                  f"(repair -> consistent={c['consistent_after_repair']})")
         served = AdapterPool.init(tmp / "served")
         token = create_token(served, "bench")
         with socket.socket() as sock:

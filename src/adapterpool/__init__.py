@@ -11,6 +11,10 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+# The metric `rank` and `adapt` use unless told otherwise: the best by weighted Kendall tau in
+# benchmarks/results/README.md (kept here so the command line can name it without loading it).
+DEFAULT_METRIC = "knn"
+
 _EXPORTS = {
     "AdapterPool": "adapterpool.pool",
     "load_task": "adapterpool.tasks",
@@ -21,7 +25,7 @@ _EXPORTS = {
     "LoraSettings": "adapterpool.modeling",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = ["DEFAULT_METRIC", "__version__", *_EXPORTS]
 
 
 def __getattr__(name: str) -> Any:

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import __version__
+from . import DEFAULT_METRIC, __version__
 
 
 def _add_task_args(parser: argparse.ArgumentParser) -> None:
@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     rank = sub.add_parser("rank", help="score a random subset of the pool on a task")
     _add_task_args(rank)
     _add_pool_arg(rank)
-    rank.add_argument("--metric", action="append", help="repeatable; default logme")
+    rank.add_argument("--metric", action="append",
+                      help=f"repeatable; default {DEFAULT_METRIC}")
     rank.add_argument("--subset", type=int, default=5, help="number of adapters drawn (N)")
     rank.add_argument("--max-samples", type=int, default=1000, help="target examples scored")
     rank.add_argument("--max-length", type=int, default=128)
@@ -80,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     adapt = sub.add_parser("adapt", help="the whole loop: rank, warm-start, check, fall back")
     _add_task_args(adapt)
     _add_pool_arg(adapt)
-    adapt.add_argument("--metric", default=None, help="transferability metric (default logme)")
+    adapt.add_argument("--metric", default=None,
+                       help=f"transferability metric (default {DEFAULT_METRIC})")
     adapt.add_argument("--subset", type=int, default=5, help="number of adapters drawn (N)")
     adapt.add_argument("--max-tries", type=int, default=2, help="transfer attempts (K)")
     adapt.add_argument("--threshold", type=float, default=0.0)
@@ -151,7 +153,7 @@ def _train_config(args: argparse.Namespace, *, epochs: int):
 
 
 def _run_adapt(args: argparse.Namespace, *, max_tries: int, metric: str | None) -> dict:
-    from .loop import DEFAULT_METRIC, adapt
+    from .loop import adapt
     from .summary import print_adapt_report
 
     task = _load_task(args)
@@ -204,7 +206,7 @@ def _cmd_tasks(args: argparse.Namespace) -> None:
 
 
 def _cmd_rank(args: argparse.Namespace) -> None:
-    from .loop import DEFAULT_METRIC, rank
+    from .loop import rank
     from .summary import console, ranking_table
 
     metrics = args.metric or [DEFAULT_METRIC]

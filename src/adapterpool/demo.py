@@ -16,8 +16,9 @@ from pathlib import Path
 
 from platformdirs import user_cache_dir
 
+from . import DEFAULT_METRIC
 from .base_model import DEFAULT_BASE_MODEL
-from .loop import DEFAULT_METRIC, adapt, adapter_metadata, train_standard
+from .loop import adapt, adapter_metadata, train_standard
 from .modeling import save_adapter
 from .pool import AdapterPool
 from .summary import comparison_table, console, print_adapt_report

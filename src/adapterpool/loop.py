@@ -13,7 +13,7 @@ from pathlib import Path
 from accelerate.utils import set_seed
 from peft import PeftModel
 
-from . import __version__
+from . import DEFAULT_METRIC, __version__
 from .energy import EnergyMeter, EnergyReading
 from .errors import UsageError
 from .metrics import get_metric
@@ -22,8 +22,6 @@ from .pool import AdapterPool
 from .scoring import CandidateScore, score_candidates
 from .tasks import Task
 from .training import SELECTION_METRICS, TrainConfig, TrainResult, train
-
-DEFAULT_METRIC = "logme"
 
 
 @dataclass
