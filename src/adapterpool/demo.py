@@ -25,15 +25,19 @@ from .summary import comparison_table, console, print_adapt_report
 from .tasks.builtin import load_builtin
 from .training import TrainConfig
 
-SOURCES = ("subjectivity", "speech-party", "noun-category", "debate-role")
-TARGET = "movie-sentiment"
+# The target is not in the pool, but one source is related (review sentiment for review
+# subjectivity), as in the published setting (SST-2 in the pool for IMDB).
+SOURCES = ("movie-sentiment", "speech-party", "noun-category", "debate-role")
+TARGET = "subjectivity"
 SEED = 0
 SOURCE_BUDGET = {"max_train": 500, "max_eval": 200, "epochs": 2}
 TARGET_BUDGET = {"max_train": 600, "max_eval": 400}
 MAX_LENGTH = 64
-THRESHOLD = 0.70
+THRESHOLD = 0.80  # "good enough" for this user; standard LoRA reaches about 0.89 here
 TRANSFER_EPOCHS = 2
-STANDARD_EPOCHS = 3
+# Standard LoRA as the benchmark and the published experiment run it: until early stopping on
+# validation (one evaluation an epoch, patience 3), at most 10 epochs.
+STANDARD = {"epochs": 10, "evals_per_epoch": 1, "patience": 3}
 
 
 def _settings_key() -> str:
@@ -89,7 +93,7 @@ def run_demo(*, cache_dir: Path | None = None, rebuild: bool = False,
     transfer = adapt(
         task, pool, metric=DEFAULT_METRIC, subset=len(SOURCES), max_tries=2,
         threshold=THRESHOLD, epochs=TRANSFER_EPOCHS,
-        train_config=TrainConfig(epochs=STANDARD_EPOCHS, max_length=MAX_LENGTH), seed=SEED,
+        train_config=TrainConfig(max_length=MAX_LENGTH, **STANDARD), seed=SEED,
         max_samples=500,
         out_dir=out_dir / "adapt",
     ).report
@@ -97,7 +101,7 @@ def run_demo(*, cache_dir: Path | None = None, rebuild: bool = False,
     console.rule("[bold]standard LoRA from scratch on the same data")
     standard = adapt(
         task, pool, max_tries=0, threshold=THRESHOLD,
-        train_config=TrainConfig(epochs=STANDARD_EPOCHS, max_length=MAX_LENGTH),
+        train_config=TrainConfig(max_length=MAX_LENGTH, **STANDARD),
         seed=SEED, out_dir=out_dir / "standard",
     ).report
     console.print(comparison_table([("adapt (transfer)", transfer), ("standard LoRA", standard)]))
