@@ -54,15 +54,16 @@ def writers(pool: AdapterPool, source: Path, count: int, processes: int = 4) -> 
     return processes * count / (time.perf_counter() - start)
 
 
-def crashes(pool: AdapterPool, source: Path, kills: int, seed: int) -> dict:
-    """Kill a writer with SIGKILL ``kills`` times, each after a seeded random 0.05-1.5 s of adds;
+def crashes(pool: AdapterPool, source: Path, kills: int, seed: int, max_wait: float) -> dict:
+    """Kill a writer with SIGKILL ``kills`` times, each after a seeded random 0.05-``max_wait`` s
+    of adds (the first add of a process takes about 2 s: loading the base model's fingerprint);
     then ``verify``: every catalogued adapter must be whole, with its recorded sha256."""
     rng = np.random.default_rng(seed)
     completed = 0
     for cycle in range(kills):
-        proc = _writer(pool, source, 1000 + cycle, -1)
+        proc = _writer(pool, source, cycle + 1, -1)
         assert proc.stdout.readline().strip() == "ready"
-        time.sleep(float(rng.uniform(0.05, 1.5)))
+        time.sleep(float(rng.uniform(0.05, max_wait)))
         proc.send_signal(signal.SIGKILL)
         out, _ = proc.communicate()
         completed += sum(line.startswith("added") for line in out.splitlines())
@@ -79,6 +80,8 @@ def main() -> None:
     parser.add_argument("--adds", type=int, default=10, help="adds per writer")
     parser.add_argument("--kills", type=int, default=50, help="SIGKILLs during adds (0: skip)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill instants")
+    parser.add_argument("--max-wait", type=float, default=6.0,
+                        help="longest time a writer runs before its kill (s)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp())
     try:
@@ -107,8 +110,10 @@ def main() -> None:
         else:
             print("PostgreSQL: skipped (set ADAPTERPOOL_TEST_POSTGRES_URL)")
         if args.kills:
-            c = crashes(AdapterPool.init(tmp / "crash"), source, args.kills, args.seed)
-            print(f"kill -9 during adds: {c['kills']} kills (seed {args.seed}), "
+            c = crashes(AdapterPool.init(tmp / "crash"), source, args.kills, args.seed,
+                        args.max_wait)
+            print(f"kill -9 during adds: {c['kills']} kills (seed {args.seed}, within "
+                  f"{args.max_wait:g} s), "
                   f"{c['adds_reported']} adds reported done, {c['catalogued']} catalogued, "
                   f"{c['verified']} verified, consistent={c['consistent']}, "
                   f"{c['orphans']} orphans + {c['leftovers']} staging leftovers "
