@@ -2,7 +2,7 @@
 ADAPTERPOOL_TEST_POSTGRES_URL is set) PostgreSQL; upload and download MB/s of the pool server;
 and crash safety: a writer killed with SIGKILL at random instants, then `verify` on the pool.
 
-    .venv/bin/python benchmarks/bench_pool.py [--adds 10] [--kills 50] [--seed 0]
+    .venv/bin/python benchmarks/bench_pool.py [--adds 10] [--kills 50] [--max-wait 6] [--seed 0]
 """
 
 from __future__ import annotations
@@ -20,12 +20,11 @@ import uuid
 from pathlib import Path
 
 import httpx
+import numpy as np
 from sqlalchemy import create_engine, text
 
 from adapterpool.loop import adapter_metadata, train_standard
 from adapterpool.modeling import save_adapter
-import numpy as np
-
 from adapterpool.pool import AdapterPool
 from adapterpool.pool.maintenance import verify
 from adapterpool.pool.remote import RemotePool
