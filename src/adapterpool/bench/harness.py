@@ -154,8 +154,7 @@ class BenchRun:
                 continue
             task = self._task(spec)
             self._announce(f"[bold]source[/bold] {key}: standard LoRA on {len(task.train)} "
-                           "examples, "
-                           f"{self.config.source_epochs} epochs")
+                           f"examples, {self.config.source_epochs} epochs")
             result = train_standard(
                 task, pool.base_model, self._train_config(self.config.source_epochs),
                 description=f"source {key}", show_progress=self.show_progress,

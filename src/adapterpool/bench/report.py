@@ -315,8 +315,7 @@ def markdown(summary: dict) -> str:
         f"- Ground truth: the {'/'.join(sorted(truth)) or 'test'} accuracy after fine-tuning "
         "from each candidate (same seed and budget for all).",
         f"- Loop replay: seeded random subset N={c['subset']}, best-first K={c['max_tries']} "
-        "tries, "
-        f"pass when validation accuracy >= {c['threshold_fraction']} x the standard-LoRA "
+        f"tries, pass when validation accuracy >= {c['threshold_fraction']} x the standard-LoRA "
         "validation accuracy of that target, else standard LoRA (its recorded cost and result); "
         f"mean over {len(c['loop_seeds'])} subset seeds. Each try is the recorded ground-truth "
         "fine-tune from that candidate; the scoring cost counted is the forward pass plus the "
