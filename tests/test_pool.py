@@ -147,3 +147,55 @@ def test_sample_is_seeded(tiny_pool):
     assert len(set(ids(0))) == 2
     assert {tuple(ids(s)) for s in range(10)} != {tuple(ids(0))}
     assert len(tiny_pool.sample(10, 0)) == 3
+
+
+def _plain_peft_adapter(base_folder: str, out: Path) -> Path:
+    """A LoRA adapter made with plain peft on a model loaded from ``base_folder`` by path."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(0)
+    base = AutoModelForSequenceClassification.from_pretrained(base_folder, num_labels=2)
+    model = get_peft_model(base, LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["query"]))
+    model.save_pretrained(out)
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == (
+        base_folder)
+    return out
+
+
+META = {"task": {"name": "plain-peft", "kind": "single", "label_names": ["neg", "pos"]}}
+
+
+def test_packaged_model_folder_is_the_default_base_model(tmp_path):
+    """An adapter built on the packaged MiniLM loaded by path fits a pool for the default model:
+    recognised by the weights' fingerprint, recorded under the pool's name."""
+    from adapterpool.base_model import DEFAULT_BASE_MODEL, resolve_base_model
+
+    pool = AdapterPool.init(tmp_path / "pool")
+    adapter = _plain_peft_adapter(resolve_base_model(None), tmp_path / "adapter")
+    record = pool.add(adapter, meta=META)
+    assert record.base_model == DEFAULT_BASE_MODEL
+    stored = json.loads((pool.adapter_dir(record.id) / "adapter_config.json").read_text())
+    assert stored["base_model_name_or_path"] == DEFAULT_BASE_MODEL
+
+
+def test_a_local_folder_with_other_weights_is_refused(pool_copy, tmp_path):
+    """Same architecture and config as the pool's tiny model, different weights: refused."""
+    import torch
+    from transformers import AutoModel
+
+    other = tmp_path / "other-model"
+    model = AutoModel.from_pretrained(pool_copy.base_model)
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    model.save_pretrained(other)
+    adapter = _plain_peft_adapter(str(other), tmp_path / "adapter")
+    before = _snapshot(pool_copy)
+    with pytest.raises(AdapterRejected, match="trained on base model .*other-model"):
+        pool_copy.add(adapter, meta=META)
+    assert _snapshot(pool_copy) == before
+    same = tmp_path / "same-model"  # a copy of the pool's own model folder is accepted
+    shutil.copytree(pool_copy.base_model, same)
+    record = pool_copy.add(_plain_peft_adapter(str(same), tmp_path / "adapter2"), meta=META)
+    assert record.base_model == pool_copy.base_model

@@ -51,24 +51,91 @@ def test_four_concurrent_writers_lose_nothing(pool_and_source):
     assert report["consistent"] and report["verified"] == before + 40 and not report["orphans"]
 
 
+def test_repair_beside_running_imports_deletes_nothing_catalogued(pool_and_source):
+    """The data-loss defect: repair used to treat adapters committed while it hashed as orphans."""
+    pool, source = pool_and_source
+    workers = [_worker(pool, source, w, 12) for w in range(3)]
+    repairs = 0
+    while any(w.poll() is None for w in workers) or repairs < 3:
+        report = verify(pool, repair=True)
+        assert report["consistent"], report
+        repairs += 1
+    outputs = [w.communicate(timeout=240) for w in workers]
+    assert all(w.returncode == 0 for w in workers), [o[1][-2000:] for o in outputs]
+    added = [line.split()[1] for out, _ in outputs for line in out.splitlines() if line.startswith("added")]
+    assert len(added) == 36 and repairs > 3
+    listed = {r.id for r in pool.list()}
+    assert set(added) <= listed
+    for adapter_id in added:  # whole on disk, hash as catalogued
+        assert pool.storage.weights_sha(adapter_id) == pool.get(adapter_id).sha256
+    final = verify(pool)
+    assert final["consistent"] and final["verified"] == len(listed) and not final["orphans"]
+
+
+def test_repair_leaves_young_staging_and_orphans_alone(pool_and_source):
+    pool, _ = pool_and_source
+    staging = pool.path / ".staging" / "import-in-progress"
+    staging.mkdir(parents=True)
+    (staging / "adapter_config.json").write_text("{}")
+    orphan = pool.path / "adapters" / "orphan-0000000001"
+    orphan.mkdir()
+    report = verify(pool, repair=True)  # default grace: both are young, both stay
+    assert sorted(report["recent"]) == [".staging/import-in-progress", "orphan-0000000001"]
+    assert report["orphans"] == [] and report["leftovers"] == []
+    assert staging.is_dir() and orphan.is_dir()
+    old = time.time() - 3600
+    for path in (staging, orphan):
+        os.utime(path, (old, old))
+    report = verify(pool, repair=True)
+    assert report["orphans"] == ["orphan-0000000001"] and report["recent"] == []
+    assert report["leftovers"] == [".staging/import-in-progress"]
+    assert not staging.exists() and not orphan.exists()
+
+
+def test_repair_waits_for_the_catalog_lock(pool_and_source):
+    """An add that has inserted its row holds the lock: repair cannot run between publish and
+    commit, where the folder exists but its row is not yet visible."""
+    import threading
+
+    from adapterpool.pool.catalog import catalog_write_lock
+
+    pool, _ = pool_and_source
+    orphan = pool.path / "adapters" / "orphan-0000000002"
+    orphan.mkdir()
+    finished = threading.Event()
+    with catalog_write_lock(pool.engine):
+        thread = threading.Thread(
+            target=lambda: (verify(pool, repair=True, grace_seconds=0), finished.set()))
+        thread.start()
+        time.sleep(1.0)
+        assert not finished.is_set() and orphan.is_dir()  # blocked behind the writer
+    thread.join(timeout=60)
+    assert finished.is_set() and not orphan.exists()
+
+
 def test_kill_9_during_adds_leaves_a_consistent_pool(pool_and_source):
     pool, source = pool_and_source
+    before = len(pool.list())
     rng = np.random.default_rng(0)
-    kills = 0
-    for cycle in range(8):
+    completed, cycle = 0, 0
+    # At least 8 kills, and more (up to 24) until one has landed inside an add.
+    while cycle < 8 or (cycle < 24 and not any((pool.path / ".staging").glob("*"))):
         worker = _worker(pool, source, cycle + 10, -1)
-        assert worker.stdout.readline().strip() == "ready"
-        time.sleep(float(rng.uniform(0.05, 1.5)))
+        assert worker.stdout.readline().strip() == "ready"  # warm: adds start at once
+        time.sleep(float(rng.uniform(0.3, 1.5)))
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=30)
-        kills += 1
+        completed += sum(line.startswith("added") for line in worker.stdout.read().splitlines())
+        cycle += 1
     report = verify(pool)
-    assert kills == 8 and report["consistent"], report
-    assert report["verified"] == len(pool.list())
-    repaired = verify(pool, repair=True)
+    assert report["consistent"], report
+    assert report["verified"] == len(pool.list()) >= before + completed
+    assert completed > 0  # the kills landed among adds, not before the first one
+    repaired = verify(pool, repair=True, grace_seconds=0)  # the writers are dead
     assert repaired["consistent"]
+    assert repaired["leftovers"] or repaired["orphans"]  # some kills landed inside an add
     clean = verify(pool)
-    assert clean["orphans"] == [] and clean["leftovers"] == []
+    assert clean["orphans"] == [] and clean["leftovers"] == [] and clean["recent"] == []
     for record in pool.list():  # every catalogued adapter is whole and loadable
         assert (pool.adapter_dir(record.id) / "adapter_config.json").is_file()
 
@@ -79,7 +146,7 @@ def test_verify_reports_tampering_and_repair_keeps_catalogued_files(pool_and_sou
     weights = pool.path / "adapters" / victim.id / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")
     (pool.path / "adapters" / "orphan-0000000000").mkdir()
-    report = verify(pool, repair=True)
+    report = verify(pool, repair=True, grace_seconds=0)
     assert report["corrupt"] == [victim.id] and report["orphans"] == ["orphan-0000000000"]
     assert not report["consistent"]
     assert weights.exists() and not (pool.path / "adapters" / "orphan-0000000000").exists()
@@ -126,7 +193,7 @@ def test_adapter_files_on_an_fsspec_store(tiny_pool, tmp_path):
     assert folder.name == record.sha256
     assert verify(pool)["consistent"]
     pool.storage.fs.pipe(f"{pool.storage.root}/orphan-0000000000/x", b"1")
-    report = verify(pool, repair=True)
+    report = verify(pool, repair=True, grace_seconds=0)
     assert report["orphans"] == ["orphan-0000000000"] and pool.storage.ids() == [record.id]
     pool.remove(record.id)
     assert pool.storage.ids() == [] and pool.list() == []

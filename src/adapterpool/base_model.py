@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 from functools import lru_cache
 from pathlib import Path
 
@@ -97,5 +96,26 @@ def base_model_fingerprint(name_or_path: str | None = None) -> dict:
     }
 
 
-def fingerprint_json(fingerprint: dict) -> str:
-    return json.dumps(fingerprint, sort_keys=True)
+@lru_cache(maxsize=16)
+def _folder_fingerprint(folder: str, _stamp: tuple) -> dict:
+    return base_model_fingerprint(folder)
+
+
+def is_same_base_model(declared: str, base_model: str, fingerprint: dict | None) -> bool:
+    """Whether an adapter that declares ``declared`` fits a pool for ``base_model``.
+
+    Equal canonical names match. Otherwise a local model folder matches when its fingerprint
+    (config and a digest of every weight) equals the pool's: a user who loaded the default model
+    from its package folder, or saved the pool's model elsewhere, can contribute; another model,
+    or a path that is not here to fingerprint, does not match.
+    """
+    if canonical_name(declared) == canonical_name(base_model):
+        return True
+    folder = Path(declared)
+    if not fingerprint or not (folder / "config.json").is_file():
+        return False
+    stamp = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size)
+                  for p in sorted(folder.iterdir()) if p.is_file())
+    theirs = _folder_fingerprint(str(folder.resolve()), stamp)
+    return (theirs["weights_sha256"], theirs["config"]) == (
+        fingerprint.get("weights_sha256"), fingerprint.get("config"))

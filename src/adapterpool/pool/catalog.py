@@ -6,6 +6,8 @@ SQLite runs in WAL mode with a busy timeout so that several processes can add at
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -21,7 +23,7 @@ from sqlalchemy import (
     create_engine,
     event,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 metadata = MetaData()
 
@@ -110,7 +112,7 @@ class AdapterRecord:
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, a busy timeout and foreign-key enforcement."""
+    """An engine for ``url``; SQLite gets WAL, a busy timeout and full fsync on commit."""
     engine = create_engine(url, future=True, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
 
@@ -127,3 +129,28 @@ def make_engine(url: str) -> Engine:
 
 def create_schema(engine: Engine) -> None:
     metadata.create_all(engine)
+
+
+@contextmanager
+def catalog_write_lock(engine: Engine) -> Iterator[Connection]:
+    """A connection holding the catalog's write lock until the block ends.
+
+    An add inserts its row and publishes its files inside one transaction, so while this lock is
+    held no add is half-published and none can commit: the catalog read through this connection
+    and the files in storage agree, and a folder without a row is a true orphan. Writers wait
+    (SQLite's busy timeout, PostgreSQL's lock queue) and go on when the block ends.
+    """
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        elif engine.dialect.name == "postgresql":
+            # Conflicts with the ROW EXCLUSIVE lock every INSERT/DELETE takes, and with itself.
+            conn.exec_driver_sql("LOCK TABLE adapters IN SHARE ROW EXCLUSIVE MODE")
+        else:
+            raise NotImplementedError(
+                f"no write lock for catalog dialect {engine.dialect.name!r}; use SQLite or PostgreSQL"
+            )
+        try:
+            yield conn
+        finally:
+            conn.rollback()

@@ -146,18 +146,25 @@ def check_tensors(shapes: dict[str, tuple[int, ...]], expected: dict[str, tuple[
         raise AdapterRejected(f"adapter lacks tensor {missing[0]!r} ({len(missing)} missing)")
 
 
-def validate_adapter_dir(adapter_dir: Path, *, base_model: str, meta: dict) -> dict:
-    """Run every check; returns the parsed adapter config."""
-    from ..base_model import canonical_name
+def validate_adapter_dir(
+    adapter_dir: Path, *, base_model: str, meta: dict, fingerprint: dict | None = None
+) -> dict:
+    """Run every check; returns the parsed adapter config.
+
+    ``fingerprint`` is the pool's base-model fingerprint: a declared local folder holding the
+    same weights is the same base model whatever its path.
+    """
+    from ..base_model import is_same_base_model
 
     check_files(adapter_dir)
     check_metadata(meta)
     config = read_config(adapter_dir)
     shapes = read_tensor_shapes(adapter_dir / ADAPTER_WEIGHTS)
     declared = config.get("base_model_name_or_path")
-    if declared and canonical_name(declared) != canonical_name(base_model):
+    if declared and not is_same_base_model(declared, base_model, fingerprint):
         raise AdapterRejected(
-            f"adapter was trained on base model {declared!r}, this pool is for {base_model!r}"
+            f"adapter was trained on base model {declared!r}, this pool is for {base_model!r} "
+            "(a local folder counts as the pool's model when it holds the same weights)"
         )
     num_labels = len(meta["task"]["label_names"])
     clean = {k: v for k, v in config.items() if k != "base_model_name_or_path"}

@@ -9,6 +9,8 @@ POOL_COMMANDS = {"pool", "serve", "token"}
 
 
 def add_pool_parsers(sub: argparse._SubParsersAction) -> None:
+    from .maintenance import DEFAULT_GRACE_SECONDS
+
     serve = sub.add_parser("serve", help="serve a pool over HTTP")
     serve.add_argument("path")
     serve.add_argument("--host", default="127.0.0.1")
@@ -39,7 +41,13 @@ def add_pool_parsers(sub: argparse._SubParsersAction) -> None:
     remove.add_argument("id")
     verify = pool_sub.add_parser("verify", help="recompute hashes, find orphans and leftovers")
     verify.add_argument("path")
-    verify.add_argument("--repair", action="store_true", help="delete orphans and leftovers")
+    verify.add_argument("--repair", action="store_true",
+                        help="delete orphans and leftovers (never a catalogued adapter's files); "
+                             "safe while others add: orphans are decided under the catalog's lock")
+    verify.add_argument("--grace", type=float, default=DEFAULT_GRACE_SECONDS, metavar="SECONDS",
+                        help="leave staging folders and orphans younger than this alone: an import "
+                             "in progress stages its files before it takes the catalog lock "
+                             "(default: %(default)s)")
     verify.add_argument("--json", action="store_true")
     export = pool_sub.add_parser("export", help="a PEFT folder with a model card")
     export.add_argument("path")
@@ -93,7 +101,7 @@ def run_pool_command(args: argparse.Namespace) -> None:
 
         if not isinstance(pool, AdapterPool):
             raise PoolError("verify runs where the pool's files are: on the server's pool folder")
-        report = verify(pool, repair=args.repair)
+        report = verify(pool, repair=args.repair, grace_seconds=args.grace)
         if args.json:
             print(json.dumps(report, indent=2))
         else:
@@ -102,6 +110,8 @@ def run_pool_command(args: argparse.Namespace) -> None:
                 f"{report['corrupt'] or 'none'}; missing files: {report['missing_files'] or 'none'}; "
                 f"orphans: {report['orphans'] or 'none'}; leftovers: {report['leftovers'] or 'none'}"
                 + (" (orphans and leftovers removed)" if args.repair else "")
+                + (f"; left alone, younger than {args.grace:g} s: {report['recent']}"
+                   if report["recent"] else "")
             )
         if not report["consistent"]:
             raise PoolError("the pool has catalogued adapters whose files are missing or altered")

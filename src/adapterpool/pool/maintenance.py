@@ -4,18 +4,35 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
+from sqlalchemy import select
+
+from ..errors import UsageError
 from ..peft_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTERPOOL_META
+from .catalog import adapters_table, catalog_write_lock
 from .checks import AdapterRejected
 from .store import AdapterPool, PoolError
 
 
-def verify(pool: AdapterPool, *, repair: bool = False) -> dict:
+DEFAULT_GRACE_SECONDS = 600.0
+
+
+def verify(
+    pool: AdapterPool, *, repair: bool = False, grace_seconds: float = DEFAULT_GRACE_SECONDS
+) -> dict:
     """Recompute every hash; find orphan folders and leftovers of interrupted adds/removes.
 
-    ``repair`` deletes orphans and leftovers (never a catalogued adapter's files).
+    ``repair`` deletes orphans and leftovers, never a catalogued adapter's files, and is safe
+    beside running writers: orphans are decided and deleted under the catalog's write lock (no add
+    is half-published then, none commits meanwhile); staging folders and orphans younger than
+    ``grace_seconds`` are left alone and reported as ``recent`` (an import stages its files before
+    it takes the lock); a missing or corrupt finding is checked again against the catalog as it is
+    afterwards, so an adapter removed meanwhile is not reported missing.
     """
+    if grace_seconds < 0:
+        raise UsageError(f"grace period must be >= 0 seconds, got {grace_seconds}")
     records = {r.id: r for r in pool.list()}
     corrupt, missing = [], []
     for adapter_id, record in records.items():
@@ -24,20 +41,40 @@ def verify(pool: AdapterPool, *, repair: bool = False) -> dict:
             missing.append(adapter_id)
         elif sha != record.sha256:
             corrupt.append(adapter_id)
-    orphans = [name for name in pool.storage.ids() if name not in records]
-    leftovers = sorted(
-        str(p.relative_to(pool.path))
-        for folder in (".staging", ".trash") if (pool.path / folder).is_dir()
-        for p in (pool.path / folder).iterdir()
-    ) + pool.storage.leftovers()
-    if repair:
-        for name in orphans:
-            pool.storage.delete(name)
-        for rel in leftovers:
-            if "://" in rel:
-                pool.storage.fs.rm(rel, recursive=True)
-            else:
-                shutil.rmtree(pool.path / rel, ignore_errors=True)
+    if corrupt or missing:  # confirm against the catalog as it is now
+        current = {r.id: r.sha256 for r in pool.list()}
+        gone = {i for i in corrupt + missing if current.get(i) != records[i].sha256}
+        corrupt = [i for i in corrupt if i not in gone]
+        missing = [i for i in missing if i not in gone and pool.storage.weights_sha(i) is None]
+        records = {i: r for i, r in records.items() if i not in gone}
+    now = time.time()
+
+    def young(modified: float | None) -> bool:
+        return modified is not None and now - modified < grace_seconds
+
+    orphans, recent = [], []
+    with catalog_write_lock(pool.engine) as conn:
+        catalogued = set(conn.execute(select(adapters_table.c.id)).scalars())
+        for name in pool.storage.ids():
+            if name not in catalogued:
+                (recent if young(pool.storage.modified(name)) else orphans).append(name)
+        leftovers = []
+        for folder in (".staging", ".trash"):
+            for path in sorted((pool.path / folder).iterdir()) if (pool.path / folder).is_dir() else []:
+                rel = str(path.relative_to(pool.path))
+                if folder == ".staging" and young(_mtime(path)):
+                    recent.append(rel)
+                else:
+                    leftovers.append(rel)
+        leftovers += pool.storage.leftovers()  # remote staging exists only inside an add's lock
+        if repair:
+            for name in orphans:
+                pool.storage.delete(name)
+            for rel in leftovers:
+                if "://" in rel:
+                    pool.storage.fs.rm(rel, recursive=True)
+                else:
+                    shutil.rmtree(pool.path / rel, ignore_errors=True)
     return {
         "adapters": len(records),
         "verified": len(records) - len(corrupt) - len(missing),
@@ -45,9 +82,18 @@ def verify(pool: AdapterPool, *, repair: bool = False) -> dict:
         "missing_files": missing,
         "orphans": orphans,
         "leftovers": leftovers,
+        "recent": recent,
+        "grace_seconds": grace_seconds,
         "repaired": repair,
         "consistent": not (corrupt or missing),
     }
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return None
 
 
 def model_card(record, config: dict) -> str:

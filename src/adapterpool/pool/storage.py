@@ -55,6 +55,13 @@ class LocalStorage:
     def ids(self) -> list[str]:
         return sorted(p.name for p in self.root.iterdir()) if self.root.is_dir() else []
 
+    def modified(self, adapter_id: str) -> float | None:
+        """When the folder last changed (epoch seconds), None if it is gone."""
+        try:
+            return (self.root / adapter_id).stat().st_mtime
+        except FileNotFoundError:
+            return None
+
     def leftovers(self) -> list[str]:
         return []
 
@@ -116,6 +123,20 @@ class FsspecStorage:
             return []
         names = [e.rstrip("/").rsplit("/", 1)[-1] for e in self.fs.ls(self.root, detail=False)]
         return sorted(n for n in names if not n.startswith("."))
+
+    def modified(self, adapter_id: str) -> float | None:
+        """When the folder's weights were written (epoch seconds), None when the store can't say."""
+        try:
+            info = self.fs.info(self._path(adapter_id, ADAPTER_WEIGHTS))
+        except FileNotFoundError:
+            return None
+        for key in ("mtime", "LastModified", "last_modified", "created"):
+            value = info.get(key)
+            if isinstance(value, (int, float)):
+                return float(value)
+            if hasattr(value, "timestamp"):
+                return float(value.timestamp())
+        return None
 
     def leftovers(self) -> list[str]:
         staging = self._path(".staging")

@@ -182,14 +182,20 @@ class AdapterPool:
                     "(`pool import --task-name --kind --labels`)"
                 )
             meta = json.loads(meta_path.read_text())
-        validate_adapter_dir(source, base_model=self.base_model, meta=meta)
+        fingerprint = self.info.get("fingerprint")
+        config = validate_adapter_dir(
+            source, base_model=self.base_model, meta=meta, fingerprint=fingerprint
+        )
         if parent_id is not None:
             self.get(parent_id)
         staging = self.path / ".staging" / uuid.uuid4().hex
         staging.mkdir(parents=True)
         try:
-            for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
-                shutil.copyfile(source / name, staging / name)
+            shutil.copyfile(source / ADAPTER_WEIGHTS, staging / ADAPTER_WEIGHTS)
+            # Recorded under the pool's name: a copy that loads anywhere, not from the
+            # contributor's folder (which validation found to hold the same weights).
+            config["base_model_name_or_path"] = self.base_model
+            (staging / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True))
             (staging / ADAPTERPOOL_META).write_text(json.dumps(meta, indent=2, sort_keys=True))
             config = validate_adapter_dir(staging, base_model=self.base_model, meta=meta)
             sha = sha256_file(staging / ADAPTER_WEIGHTS)
