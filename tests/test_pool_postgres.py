@@ -50,3 +50,23 @@ def test_postgres_catalog_add_list_remove_and_concurrent_writers(tiny_pool, tmp_
     assert verify(pool)["consistent"]
     pool.remove(record.id)
     assert len(pool.list()) == 20
+
+
+def test_postgres_repair_beside_writers_deletes_nothing_catalogued(tiny_pool, tmp_path,
+                                                                   database_url):
+    pool = AdapterPool.init(tmp_path / "pool", base_model=tiny_pool.base_model,
+                            catalog_url=database_url)
+    source = tmp_path / "source"
+    shutil.copytree(tiny_pool.adapter_dir(tiny_pool.list()[0].id), source)
+    workers = [_worker(pool, source, w, 8) for w in range(3)]
+    repairs = 0
+    while any(w.poll() is None for w in workers) or repairs < 3:
+        assert verify(pool, repair=True)["consistent"]
+        repairs += 1
+    outputs = [w.communicate(timeout=240) for w in workers]
+    assert all(w.returncode == 0 for w in workers), [o[1][-2000:] for o in outputs]
+    added = {line.split()[1] for out, _ in outputs for line in out.splitlines()
+             if line.startswith("added")}
+    assert len(added) == 24 and added == {r.id for r in pool.list()}
+    final = verify(pool)
+    assert final["consistent"] and final["verified"] == 24 and not final["orphans"]
