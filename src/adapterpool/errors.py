@@ -1,20 +1,54 @@
-"""Errors that are the user's to fix: the command line prints their message, not a traceback."""
+"""Every exception adapterpool raises on purpose, in one leaf module (it imports nothing of the
+package, as scikit-learn's ``exceptions.py``). All derive from :class:`AdapterPoolError`, which the
+command lines catch to print the message instead of a traceback; each also keeps the builtin base
+(``ValueError``/``RuntimeError``) callers already catch."""
 
 from __future__ import annotations
 
 
-class UsageError(ValueError):
+class AdapterPoolError(Exception):
+    """Base of every error that is the user's to fix; the message says what and how."""
+
+
+class UsageError(AdapterPoolError, ValueError):
     """An option or argument out of range."""
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    from .base_model import BaseModelError
-    from .metrics import UnknownMetricError
-    from .pool.checks import AdapterRejected
-    from .pool.store import PoolError
-    from .tasks.task import TaskDataError
+class TaskDataError(AdapterPoolError, ValueError):
+    """Unusable task data; the message names the file/field/package and the fix."""
 
-    return (UsageError, TaskDataError, AdapterRejected, PoolError, BaseModelError, UnknownMetricError)
+
+class MetricInputError(AdapterPoolError, ValueError):
+    """The arrays given to a metric are unusable; the message says which and why."""
+
+
+class UnknownMetricError(AdapterPoolError, ValueError):
+    """A metric name that is not in the registry."""
+
+
+class BaseModelError(AdapterPoolError, RuntimeError):
+    """The base model cannot be found or loaded; the message says how to provide it."""
+
+
+class AdapterRejected(AdapterPoolError, ValueError):
+    """The adapter may not enter the pool; the message says which rule it broke."""
+
+
+class PoolError(AdapterPoolError, RuntimeError):
+    """A pool cannot be opened or an operation on it is impossible."""
+
+
+class DuplicateAdapterError(PoolError):
+    """The same weights (same sha256) are already in the pool."""
+
+    def __init__(self, message: str, existing_id: str) -> None:
+        super().__init__(message)
+        self.existing_id = existing_id
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """What a command line reports as a message (kept for callers; prefer AdapterPoolError)."""
+    return (AdapterPoolError,)
 
 
 def did_you_mean(name: str, choices) -> str:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-class MetricInputError(ValueError):
-    """The arrays given to a metric are unusable; the message says which and why."""
+from ..errors import MetricInputError
 
 
 def encode_labels(labels, n: int | None = None) -> tuple[np.ndarray, int]:

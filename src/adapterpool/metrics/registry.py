@@ -8,7 +8,7 @@ from typing import Literal
 
 import numpy as np
 
-from ..errors import did_you_mean
+from ..errors import UnknownMetricError, did_you_mean
 from .ensemble import ensemble
 from .gbc import gbc
 from .hscore import h_score, regularized_h_score
@@ -18,10 +18,6 @@ from .nce import nce
 from .nleep import nleep
 from .probes import knn_accuracy, linear_probe_accuracy
 from .transrate import transrate
-
-
-class UnknownMetricError(ValueError):
-    """A metric name that is not in :data:`METRICS`."""
 
 
 @dataclass(frozen=True)

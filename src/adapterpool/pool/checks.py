@@ -13,6 +13,7 @@ from pathlib import Path
 
 from safetensors import safe_open
 
+from ..errors import AdapterRejected
 from ..peft_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTERPOOL_META
 
 ALLOWED_FILES = {ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTERPOOL_META, "README.md"}
@@ -20,10 +21,6 @@ PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib",
 SUPPORTED_PEFT_TYPES = {"LORA", "ADALORA", "IA3", "PREFIX_TUNING", "PROMPT_TUNING", "P_TUNING"}
 MAX_ADAPTER_BYTES = 512 * 1024 * 1024
 ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,126}[a-z0-9]$")
-
-
-class AdapterRejected(ValueError):
-    """The adapter may not enter the pool; the message says which rule it broke."""
 
 
 def slugify(name: str) -> str:

@@ -20,7 +20,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from ..base_model import canonical_name
-from ..errors import UsageError
+from ..errors import DuplicateAdapterError, PoolError, UsageError
 from ..peft_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTERPOOL_META
 from .catalog import AdapterRecord, adapters_table, create_schema, make_engine
 from .checks import ALLOWED_FILES, AdapterRejected, check_id, slugify, validate_adapter_dir
@@ -28,18 +28,6 @@ from .storage import open_storage
 
 POOL_MARKER = "pool.json"
 FORMAT_VERSION = "1"
-
-
-class PoolError(RuntimeError):
-    """A pool cannot be opened or an operation on it is impossible."""
-
-
-class DuplicateAdapterError(PoolError):
-    """The same weights (same sha256) are already in the pool."""
-
-    def __init__(self, message: str, existing_id: str) -> None:
-        super().__init__(message)
-        self.existing_id = existing_id
 
 
 def sha256_file(path: Path) -> str:

@@ -13,12 +13,10 @@ from typing import Literal
 
 import numpy as np
 
+from ..errors import TaskDataError
+
 TaskKind = Literal["single", "pair"]
 SPLITS = ("train", "validation", "test")
-
-
-class TaskDataError(ValueError):
-    """Raised for unusable task data; the message names the file/field/package and the fix."""
 
 
 @dataclass
