@@ -16,7 +16,6 @@ from safetensors import safe_open
 from ..errors import AdapterRejected
 from ..peft_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTERPOOL_META
 
-ALLOWED_FILES = {ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTERPOOL_META, "README.md"}
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy"}
 SUPPORTED_PEFT_TYPES = {"LORA", "ADALORA", "IA3", "PREFIX_TUNING", "PROMPT_TUNING", "P_TUNING"}
 MAX_ADAPTER_BYTES = 512 * 1024 * 1024
@@ -61,7 +60,8 @@ def check_metadata(meta: dict) -> dict:
 
 
 def check_files(adapter_dir: Path) -> None:
-    """Refuse pickles and strays before anything is opened."""
+    """Refuse pickles and links before anything is opened; other files are ignored (an add
+    copies only the config and the weights)."""
     if not adapter_dir.is_dir():
         raise AdapterRejected(f"adapter folder {str(adapter_dir)!r} does not exist")
     total = 0

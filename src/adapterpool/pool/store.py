@@ -23,7 +23,7 @@ from ..base_model import canonical_name
 from ..errors import DuplicateAdapterError, PoolError, UsageError
 from ..peft_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTERPOOL_META
 from .catalog import AdapterRecord, adapters_table, create_schema, make_engine
-from .checks import ALLOWED_FILES, AdapterRejected, check_id, slugify, validate_adapter_dir
+from .checks import AdapterRejected, check_id, slugify, validate_adapter_dir
 from .storage import open_storage
 
 POOL_MARKER = "pool.json"
@@ -248,4 +248,4 @@ class AdapterPool:
         return record
 
 
-__all__ = ["AdapterPool", "AdapterRejected", "DuplicateAdapterError", "PoolError", "ALLOWED_FILES"]
+__all__ = ["AdapterPool", "AdapterRejected", "DuplicateAdapterError", "PoolError"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .task import SPLITS, Records, Task, TaskDataError, build_task, class_counts
+from .task import SPLITS, Records, Task, TaskDataError, build_task
 
-__all__ = ["SPLITS", "Records", "Task", "TaskDataError", "build_task", "class_counts", "load_task"]
+__all__ = ["SPLITS", "Records", "Task", "TaskDataError", "build_task", "load_task"]
 
 
 def load_task(

@@ -6,7 +6,6 @@ so validation, carving of a missing validation split and subsampling happen in e
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -36,15 +35,6 @@ class Records:
             text=[self.text[i] for i in idx],
             label=[self.label[i] for i in idx],
             text_pair=None if self.text_pair is None else [self.text_pair[i] for i in idx],
-        )
-
-    def concat(self, other: Records) -> Records:
-        if (self.text_pair is None) != (other.text_pair is None):
-            raise TaskDataError("cannot join single-text and text-pair records")
-        return Records(
-            text=self.text + other.text,
-            label=self.label + other.label,
-            text_pair=None if self.text_pair is None else self.text_pair + (other.text_pair or []),
         )
 
 
@@ -214,8 +204,3 @@ def build_task(
         notes=notes,
     )
 
-
-def class_counts(records: Records, label_names: Sequence[str]) -> dict[str, int]:
-    """Examples per label name, for listings and reports."""
-    counts = Counter(records.label)
-    return {label_names[i]: counts.get(i, 0) for i in range(len(label_names))}
