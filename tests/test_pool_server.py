@@ -8,10 +8,14 @@ import os
 import pickle
 import shutil
 import socket
+import stat as stat_module
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Self
 
 import httpx
 import pytest
@@ -41,7 +45,9 @@ def server(tiny_pool, tmp_path_factory):
     pool = AdapterPool(root / "pool")
     token = create_token(pool, "alice")
     port = _free_port()
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    temp = root / "server-tmp"  # the server's TMPDIR: every temp file it makes lands here
+    temp.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), TMPDIR=str(temp))
     process = subprocess.Popen(
         [sys.executable, "-m", "adapterpool.cli", "serve", str(pool.path), "--port", str(port),
          "--max-upload-mb", "2"],
@@ -58,7 +64,8 @@ def server(tiny_pool, tmp_path_factory):
     else:
         process.kill()
         pytest.fail("server did not start: " + process.stderr.read()[-2000:])
-    yield {"url": url, "token": token, "pool": pool, "cache": root / "cache"}
+    yield {"url": url, "token": token, "pool": pool, "cache": root / "cache", "temp": temp,
+           "pid": process.pid}
     process.terminate()
     process.wait(timeout=20)
 
@@ -171,3 +178,271 @@ def test_rank_and_adapt_from_a_remote_pool(server, tmp_path):
     assert report["outcome"] == "transfer"
     assert len(remote.list()) == before + 1
     assert remote.get(report["contributed_adapter_id"]).parent_id == report["attempts"][0]["adapter_id"]
+
+
+# -- bounded uploads ----------------------------------------------------------------------------
+LIMIT = 2 * 1024 * 1024  # the fixture's --max-upload-mb 2
+SLACK = 256 * 1024
+BOUNDARY = "adapterpool-test-boundary"
+MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
+
+
+def _temp_bytes(folder: Path, pid: int) -> int:
+    """Bytes the server holds under its temp folder: named files there, plus files it has open
+    there that have no name (``tempfile.TemporaryFile`` uses O_TMPFILE on Linux, which a walk of
+    the folder cannot see, but /proc/<pid>/fd can)."""
+    sizes: dict[tuple[int, int], int] = {}
+    for root, _, names in os.walk(folder):  # os.walk skips folders deleted while it runs
+        for name in names:
+            try:
+                stat = os.lstat(os.path.join(root, name))
+            except FileNotFoundError:
+                continue
+            if stat_module.S_ISREG(stat.st_mode):
+                sizes[stat.st_dev, stat.st_ino] = stat.st_size
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except FileNotFoundError:
+        fds = []
+    for fd in fds:
+        try:  # stat, name, stat: the fd number may be closed and reused between the calls
+            before = os.stat(f"/proc/{pid}/fd/{fd}")
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            stat = os.stat(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        key = (stat.st_dev, stat.st_ino)
+        if (before.st_dev, before.st_ino) == key and stat_module.S_ISREG(stat.st_mode) \
+                and target.startswith(str(folder) + os.sep):
+            sizes[key] = stat.st_size
+    return sum(sizes.values())
+
+
+class _TempWatch:
+    """Polls the server's temp use in a thread while a request runs; ``peak`` is the most seen."""
+
+    def __init__(self, server: dict) -> None:
+        self.server = server
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _temp_bytes(self.server["temp"], self.server["pid"]))
+            time.sleep(0.002)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class _LazyForm:
+    """A valid multipart form whose adapter_model part is ``size`` zero bytes, made on demand
+    (never held in memory); ``sent`` counts what the client has pulled from it so far. httpx
+    sends an iterable body chunked, without Content-Length."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.sent = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        def part(name: str, filename: str) -> bytes:
+            return (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"; "
+                    f"filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+                    ).encode()
+
+        chunks = [part("adapter_config", "adapter_config.json") + b"{}\r\n",
+                  part("metadata", "adapterpool.json") + b"{}\r\n",
+                  part("adapter_model", "adapter_model.safetensors")]
+        for chunk in chunks:
+            self.sent += len(chunk)
+            yield chunk
+        zeros = b"\0" * (64 * 1024)
+        remaining = self.size
+        while remaining > 0:
+            chunk = zeros[:remaining]
+            remaining -= len(chunk)
+            self.sent += len(chunk)
+            yield chunk
+        yield f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+def _state(server) -> list[str]:
+    return [r.id for r in server["pool"].list()]
+
+
+def _assert_temp_empty(server, within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while _temp_bytes(server["temp"], server["pid"]) or any(server["temp"].iterdir()):
+        assert time.monotonic() < deadline, f"left in the server's temp folder: " \
+            f"{sorted(p.name for p in server['temp'].rglob('*'))}"
+        time.sleep(0.05)
+
+
+def _raw_request(server, headers: dict[str, str], body: bytes = b"") -> socket.socket:
+    """A POST /api/adapters written by hand on a socket, so a test controls when (and whether)
+    the body follows the headers."""
+    port = int(server["url"].rsplit(":", 1)[1])
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    sock.sendall(f"POST /api/adapters HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}\r\n".encode() + body)
+    return sock
+
+
+def _chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+def test_missing_or_wrong_token_refused_before_the_body(server):
+    """401 comes back while the client is still sending: the body is not read, not stored."""
+    before = _state(server)
+    sock = _raw_request(server, {"Content-Type": MULTIPART, "Transfer-Encoding": "chunked"})
+    with sock:
+        sock.settimeout(5)
+        try:
+            answer = sock.recv(4096)
+        except TimeoutError:
+            pytest.fail("no answer to a token-less upload whose body has not been sent yet")
+    assert answer.startswith(b"HTTP/1.1 401")
+    for headers in ({}, {"Authorization": "Bearer apw_wrong"}):
+        body = _LazyForm(64 * 1024 * 1024)
+        with _TempWatch(server) as watch:
+            response = httpx.post(server["url"] + "/api/adapters", content=body, timeout=60,
+                                  headers={"Content-Type": MULTIPART, **headers})
+        assert response.status_code == 401
+        assert body.sent < 16 * 1024 * 1024, f"{body.sent} bytes of the body were taken"
+        assert watch.peak == 0
+    _assert_temp_empty(server)
+    assert _state(server) == before
+
+
+def test_chunked_upload_over_the_limit_stops_at_the_limit(server):
+    """Without Content-Length the limit is enforced while counting: 413, at most the limit in
+    the temp folder at any instant, nothing left there afterwards, the pool unchanged."""
+    before = _state(server)
+    body = _LazyForm(20 * 1024 * 1024)
+    with _TempWatch(server) as watch:
+        response = httpx.post(server["url"] + "/api/adapters", content=body, timeout=60,
+                              headers={"Content-Type": MULTIPART,
+                                       "Authorization": f"Bearer {server['token']}"})
+    assert watch.peak <= LIMIT + SLACK, f"peak temp use {watch.peak} bytes"
+    assert body.sent < 16 * 1024 * 1024, f"{body.sent} bytes of the body were taken"
+    assert response.status_code == 413 and "limit" in response.json()["detail"]
+    _assert_temp_empty(server)
+    assert _state(server) == before
+
+
+def test_declared_length_over_the_limit_refused_before_the_body(server):
+    sock = _raw_request(server, {"Content-Type": MULTIPART, "Content-Length": str(100 * 2**20),
+                                 "Authorization": f"Bearer {server['token']}"})
+    with sock:
+        sock.settimeout(5)
+        assert sock.recv(4096).startswith(b"HTTP/1.1 413")
+
+
+def test_temp_folder_cleaned_on_every_outcome(server, tmp_path):
+    """201, 400 (bad multipart, rejected weights, missing field), 409 and a client that goes away
+    mid-body: the server's temp folder is empty after each, and only the 201 changes the pool."""
+    folder = _incoming(server, tmp_path, 5e-3)
+    remote = _remote(server, token=server["token"])
+    before = _state(server)
+    record = remote.add(folder)
+    _assert_temp_empty(server)
+    assert _state(server) == before + [record.id]
+    with pytest.raises(DuplicateAdapterError):
+        remote.add(folder)
+    _assert_temp_empty(server)
+    headers = {"Authorization": f"Bearer {server['token']}"}
+    files = {name: (name, (folder / stored).read_bytes()) for name, stored in (
+        ("adapter_config", "adapter_config.json"), ("adapter_model", "adapter_model.safetensors"),
+        ("metadata", "adapterpool.json"))}
+    rejected = dict(files, adapter_model=("adapter_model.safetensors", b"not safetensors"))
+    response = httpx.post(server["url"] + "/api/adapters", headers=headers, files=rejected)
+    assert response.status_code == 400
+    _assert_temp_empty(server)
+    missing = {k: v for k, v in files.items() if k != "metadata"}
+    response = httpx.post(server["url"] + "/api/adapters", headers=headers, files=missing)
+    assert response.status_code == 422 and "metadata" in response.text
+    _assert_temp_empty(server)
+    response = httpx.post(server["url"] + "/api/adapters", content=b"--x\r\ngarbage",
+                          headers={**headers, "Content-Type": "multipart/form-data; boundary=y"})
+    assert response.status_code == 400
+    _assert_temp_empty(server)
+    sock = _raw_request(server, {**headers, "Content-Type": MULTIPART,
+                                 "Transfer-Encoding": "chunked"})
+    with sock:
+        sock.sendall(_chunk(b"".join(list(iter(_LazyForm(LIMIT // 2)))[:-1])))
+        time.sleep(0.5)
+    _assert_temp_empty(server)
+    assert _state(server) == before + [record.id]
+
+
+def test_slow_upload_does_not_stall_reads(server):
+    """An upload whose client pauses mid-body holds no thread and no lock: reads answer at once."""
+    before = _state(server)
+    sock = _raw_request(server, {"Content-Type": MULTIPART, "Transfer-Encoding": "chunked",
+                                 "Authorization": f"Bearer {server['token']}"})
+    with sock:
+        sock.sendall(_chunk(next(iter(_LazyForm(1)))))
+        for _ in range(3):
+            for path in ("/api/info", "/api/adapters"):
+                start = time.monotonic()
+                assert httpx.get(server["url"] + path, timeout=5).status_code == 200
+                assert time.monotonic() - start < 1.0, f"GET {path} stalled behind the upload"
+            time.sleep(0.5)
+    _assert_temp_empty(server)
+    assert _state(server) == before
+
+
+def test_blocking_add_runs_off_the_event_loop(tiny_pool, tmp_path, monkeypatch):
+    """While an add is busy (made to take 3 s here), reads still answer within a second: the
+    add runs in a worker thread, not on the event loop. An in-process server, so the add can be
+    slowed down."""
+    import uvicorn
+
+    from adapterpool.server import app as app_module
+
+    entered = threading.Event()
+
+    class SlowPool(AdapterPool):
+        def add(self, *args, **kwargs):
+            entered.set()
+            time.sleep(3)
+            return super().add(*args, **kwargs)
+
+    shutil.copytree(tiny_pool.path, tmp_path / "pool")
+    token = create_token(AdapterPool(tmp_path / "pool"), "bob")
+    monkeypatch.setattr(app_module, "AdapterPool", SlowPool)
+    port = _free_port()
+    config = uvicorn.Config(app_module.create_app(tmp_path / "pool"), host="127.0.0.1",
+                            port=port, log_level="warning")
+    uv = uvicorn.Server(config)
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while not uv.started:
+            assert time.monotonic() < deadline, "in-process server did not start"
+            time.sleep(0.05)
+        served = {"url": url, "pool": AdapterPool(tmp_path / "pool"), "cache": tmp_path / "cache"}
+        folder = _incoming(served, tmp_path, 6e-3)
+        result: dict = {}
+        upload = threading.Thread(target=lambda: result.update(
+            record=_remote(served, token=token).add(folder)))
+        upload.start()
+        assert entered.wait(30)
+        for path in ("/api/info", "/api/adapters"):
+            start = time.monotonic()
+            assert httpx.get(url + path, timeout=5).status_code == 200
+            assert time.monotonic() - start < 1.0, f"GET {path} waited for the add"
+        upload.join(30)
+        assert result["record"].id in {r.id for r in served["pool"].list()}
+    finally:
+        uv.should_exit = True
+        thread.join(20)
