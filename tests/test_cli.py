@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 
 import pytest
 
-from adapterpool.cli import main
+from adapterpool.cli import adapt_config_from_args, build_parser, main
+from adapterpool.config import AdaptConfig, TrainConfig
 
 
 def test_cli_train_contribute_then_adapt_with_minilm(tmp_path, capsys):
@@ -46,6 +48,10 @@ def test_cli_train_contribute_then_adapt_with_minilm(tmp_path, capsys):
     (["rank", "/nonexistent/task", "--pool", "POOL"], "does not exist"),
     (["rank", "builtin:subjectivity", "--pool", "POOL", "--metric", "logmee"], "unknown metric"),
     (["train", "builtin:subjectivity", "--pool", "POOL", "--epochs", "0"], "epochs must be"),
+    (["adapt", "builtin:subjectivity", "--pool", "POOL", "--strategy", "early-pas,cutoff"],
+     "did you mean 'early-pass'"),
+    (["adapt", "builtin:subjectivity", "--pool", "POOL", "--min-score", "0.5"],
+     "needs the 'cutoff' strategy"),
 ])
 def test_cli_errors_are_clear_and_exit_2(tmp_path, capsys, argv, message):
     if "POOL" in argv:
@@ -55,6 +61,41 @@ def test_cli_errors_are_clear_and_exit_2(tmp_path, capsys, argv, message):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("adapterpool: error:") and message in err.lower()
+
+
+def _parse(command: str, *options: str):
+    return build_parser().parse_args([command, "builtin:subjectivity", "--pool", "p", *options])
+
+
+def test_cli_defaults_are_the_dataclass_defaults():
+    assert adapt_config_from_args(_parse("adapt")) == AdaptConfig()
+    assert adapt_config_from_args(_parse("train")) == AdaptConfig(max_tries=0)
+    args = _parse("adapt")
+    assert args.fallback_epochs == TrainConfig().epochs  # --standard-epochs
+    assert args.transfer_epochs == AdaptConfig().transfer_epochs  # --epochs
+    assert _parse("train").fallback_epochs == TrainConfig().epochs  # train's --epochs
+    rank = _parse("rank")
+    assert (rank.subset, rank.max_samples, rank.max_length, rank.seed) == (
+        AdaptConfig().subset, AdaptConfig().max_samples, TrainConfig().max_length, AdaptConfig().seed)
+    # every AdaptConfig field but the fallback (its own options) has an adapt option
+    assert {f.name for f in fields(AdaptConfig)} - set(vars(args)) == {"fallback"}
+
+
+def test_cli_options_reach_the_config():
+    config = adapt_config_from_args(_parse(
+        "adapt", "--strategy", "cutoff,early-pass,racing", "--epochs", "1.5", "--standard-epochs",
+        "10", "--evals-per-epoch", "1", "--patience", "2", "--min-score", "0.25", "--race-size",
+        "2", "--probe-epochs", "0.5", "--no-pass-fallback", "--cutoff-fallback", "--seed", "4",
+        "--threshold-metric", "f1_macro", "--cutoff-max-gain", "0.1", "--contribute",
+    ))
+    assert config == AdaptConfig(
+        strategy=("early-pass", "cutoff", "racing"), transfer_epochs=1.5,
+        fallback=TrainConfig(epochs=10, evals_per_epoch=1, patience=2, seed=4,
+                             selection_metric="f1_macro"),
+        min_score=0.25, race_size=2, probe_epochs=0.5, pass_fallback=False, cutoff_fallback=True,
+        seed=4, threshold_metric="f1_macro", cutoff_max_gain_per_epoch=0.1, contribute=True,
+    )
+    assert config.transfer_epochs == 1.5 and _parse("adapt", "--epochs", "2").transfer_epochs == 2
 
 
 def test_unreachable_hub_base_model_says_so_and_suggests_a_local_path(tmp_path):
@@ -68,7 +109,7 @@ def test_unreachable_hub_base_model_says_so_and_suggests_a_local_path(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "adapterpool.cli", "pool", "init", str(tmp_path / "p"),
          "--base-model", "someone/not-a-model"],
-        capture_output=True, text=True, env=env, timeout=120,
+        capture_output=True, text=True, env=env, timeout=120, check=False,
     )
     assert result.returncode == 2
     assert "cannot reach base model 'someone/not-a-model'" in result.stderr

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
 
-from adapterpool import adapt, load_task, rank
+from adapterpool import AdaptConfig, adapt, load_task, rank
+from adapterpool.errors import UsageError
 from adapterpool.pool import AdapterPool
 from adapterpool.training import TrainConfig
 
 FAST = TrainConfig(epochs=1, max_length=32, evals_per_epoch=1)
+CONFIG = AdaptConfig(metric="logme", subset=3, max_tries=2, transfer_epochs=1, fallback=FAST,
+                     seed=0, max_samples=48)
 REPORT_KEYS = {"adapterpool_version", "seed", "base_model", "task", "metric", "threshold", "subset",
-               "scores", "attempts", "outcome", "contributed_adapter_id", "timing", "energy"}
+               "scores", "attempts", "outcome", "contributed_adapter_id", "timing", "energy",
+               "strategy", "skipped", "settings", "adapter_dir"}
+ATTEMPT_KEYS = {"kind", "adapter_id", "epochs", "train_seconds", "validation", "test", "passed",
+                "energy", "history", "stop_reason", "head_kept", "final"}
 
 
 @pytest.fixture(scope="module")
@@ -27,11 +34,10 @@ def pool_copy(tiny_pool, tmp_path) -> AdapterPool:
     return AdapterPool(tmp_path / "pool")
 
 
-def _adapt(task, pool, tmp_path, **kwargs):
-    settings = dict(metric="logme", subset=3, max_tries=2, epochs=1, train_config=FAST,
-                    out_dir=tmp_path / "run", seed=0, max_samples=48, show_progress=False,
-                    measure_energy=False)
-    return adapt(task, pool, **(settings | kwargs))
+def _adapt(task, pool, tmp_path, *, out: bool = True, **changes):
+    return adapt(task, pool, replace(CONFIG, **changes),
+                 out_dir=tmp_path / "run" if out else None, show_progress=False,
+                 measure_energy=False)
 
 
 def test_threshold_zero_passes_at_first_try(target, tiny_pool, tmp_path):
@@ -49,6 +55,15 @@ def test_threshold_zero_passes_at_first_try(target, tiny_pool, tmp_path):
     assert report["task"]["n_train"] == 64 and report["seed"] == 0
     assert report["contributed_adapter_id"] is None
     assert report["timing"]["total_seconds"] >= report["timing"]["training_seconds"] > 0
+    assert report["strategy"] == ["plain"] and report["skipped"] is None
+    assert ATTEMPT_KEYS <= set(report["attempts"][0])
+    assert report["attempts"][0]["stop_reason"] == "budget"
+    assert report["attempts"][0]["final"] is True
+    assert all({"step", "epoch", "seconds", "accuracy"} <= set(h)
+               for h in report["attempts"][0]["history"])
+    assert AdaptConfig.from_dict(report["settings"]["config"]) == replace(CONFIG, threshold=0.0)
+    assert result.outcome == "transfer" and result.scores[0].adapter_id == report["scores"][0][
+        "adapter_id"]
 
 
 def test_unreachable_threshold_ends_in_standard_lora_after_k_tries(target, tiny_pool, tmp_path):
@@ -59,6 +74,8 @@ def test_unreachable_threshold_ends_in_standard_lora_after_k_tries(target, tiny_
         s["adapter_id"] for s in report["scores"][:2]]
     assert report["attempts"][2]["adapter_id"] is None
     assert not any(a["passed"] for a in report["attempts"])
+    best = max(report["attempts"], key=lambda a: a["validation"]["accuracy"])
+    assert [a["final"] for a in report["attempts"]] == [a is best for a in report["attempts"]]
     assert report["outcome"] == "failed"
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
 
@@ -117,6 +134,42 @@ def test_unknown_metric_fails_before_any_work(target, tiny_pool, tmp_path):
     with pytest.raises(UnknownMetricError, match="logme"):
         _adapt(target, tiny_pool, tmp_path, metric="logmee")
     assert not (tmp_path / "run").exists()
+
+
+def test_without_out_dir_nothing_is_written_until_save_pretrained(
+    target, pool_copy, tmp_path, monkeypatch
+):
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    before = {r.id for r in pool_copy.list()}
+    result = _adapt(target, pool_copy, tmp_path, out=False, threshold=0.0, contribute=True)
+    assert list(cwd.iterdir()) == [] and not (tmp_path / "run").exists()
+    assert result.report["adapter_dir"] is None
+    added = {r.id for r in pool_copy.list()} - before  # contributing still works
+    assert added == {result.report["contributed_adapter_id"]}
+
+    saved = result.save_pretrained(tmp_path / "saved")
+    report = json.loads((saved / "report.json").read_text())
+    assert report == result.to_dict() and report["adapter_dir"] == str(saved / "adapter")
+    base = AutoModelForSequenceClassification.from_pretrained(pool_copy.base_model, num_labels=2)
+    model = PeftModel.from_pretrained(base, str(saved / "adapter"))
+    assert model.peft_config["default"].peft_type.value == "LORA"
+
+
+def test_old_keyword_arguments_still_work_with_a_deprecation_warning(target, tiny_pool, tmp_path):
+    with pytest.warns(DeprecationWarning, match="AdaptConfig"):
+        result = adapt(target, tiny_pool, metric="logme", subset=3, max_tries=1, epochs=1,
+                       train_config=FAST, threshold=0.0, max_samples=48, show_progress=False,
+                       measure_energy=False)
+    assert result.outcome == "transfer"
+    assert result.report["settings"]["epochs"] == 1
+    assert result.report["settings"]["train"] == replace(FAST, seed=0).as_dict()
+    with pytest.raises(UsageError, match="did you mean 'max_tries'"):
+        adapt(target, tiny_pool, max_trys=1)
 
 
 def test_rank_by_the_ensemble_of_metrics(target, tiny_pool):

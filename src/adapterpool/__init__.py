@@ -20,12 +20,14 @@ _EXPORTS = {
     "load_task": "adapterpool.tasks",
     "rank": "adapterpool.loop",
     "adapt": "adapterpool.loop",
+    "AdaptConfig": "adapterpool.config",
+    "AdaptResult": "adapterpool.loop",
     "train_standard": "adapterpool.loop",
     "TrainConfig": "adapterpool.training",
     "LoraSettings": "adapterpool.modeling",
 }
 
-__all__ = ["DEFAULT_METRIC", "__version__", *_EXPORTS]
+__all__ = ["DEFAULT_METRIC", "__version__"] + list(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:

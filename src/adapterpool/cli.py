@@ -5,9 +5,32 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from . import DEFAULT_METRIC, __version__
+from .config import SELECTION_METRICS, AdaptConfig, TrainConfig, field_default, field_help
+from .strategies import STRATEGIES
+
+
+def _number(text: str) -> int | float:
+    """An int where the text is one (``--epochs 2`` reports 2, not 2.0), else a float."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def _option(group, flag: str, cls: type, name: str, *, dest: str | None = None, **kwargs) -> None:
+    """An option whose default and help come from dataclass field ``cls.name`` (defined once)."""
+    default = field_default(cls, name)
+    if "action" not in kwargs and "type" not in kwargs and "choices" not in kwargs:
+        kwargs["type"] = _number if isinstance(default, int | float) else str
+    shown = ",".join(default) if isinstance(default, tuple) else default
+    if kwargs.get("action") is None and "choices" not in kwargs:
+        kwargs.setdefault("metavar", flag.lstrip("-").upper().replace("-", "_"))
+    group.add_argument(flag, dest=dest or name, default=default,
+                       help=f"{field_help(cls, name)} (default: {shown})", **kwargs)
 
 
 def _add_task_args(parser: argparse.ArgumentParser) -> None:
@@ -17,7 +40,7 @@ def _add_task_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-field", default="text")
     parser.add_argument("--text-pair-field")
     parser.add_argument("--label-field", default="label")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+    _option(parser, "--seed", AdaptConfig, "seed", type=int)
 
 
 def _add_pool_arg(parser: argparse.ArgumentParser) -> None:
@@ -28,21 +51,51 @@ def _add_pool_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_train_args(parser: argparse.ArgumentParser, *, epochs: int) -> None:
+def _add_threshold_args(parser: argparse.ArgumentParser) -> None:
+    _option(parser, "--threshold", AdaptConfig, "threshold", type=float)
+    _option(parser, "--threshold-metric", AdaptConfig, "threshold_metric",
+            choices=SELECTION_METRICS)
+
+
+# TrainConfig fields on the command line; dest "fallback_<field>" (the fallback's settings).
+TRAIN_OPTIONS = (("--learning-rate", "learning_rate"), ("--batch-size", "batch_size"),
+                 ("--max-length", "max_length"), ("--patience", "patience"),
+                 ("--evals-per-epoch", "evals_per_epoch"))
+LORA_OPTIONS = (("--lora-r", "r", int), ("--lora-alpha", "alpha", int),
+                ("--lora-dropout", "dropout", float))
+
+
+def _add_train_args(parser: argparse.ArgumentParser, *, epochs_flag: str) -> None:
     group = parser.add_argument_group("training")
-    group.add_argument("--epochs", type=int, default=epochs)
-    group.add_argument("--learning-rate", type=float, default=1e-3)
-    group.add_argument("--batch-size", type=int, default=32)
-    group.add_argument("--max-length", type=int, default=128)
-    group.add_argument("--patience", type=int, default=3, help="evaluations without gain before stop")
-    group.add_argument("--lora-r", type=int, default=16)
-    group.add_argument("--lora-alpha", type=int, default=32)
-    group.add_argument("--lora-dropout", type=float, default=0.1)
-    group.add_argument("--target-modules", default="query,key,value")
+    _option(group, epochs_flag, TrainConfig, "epochs", dest="fallback_epochs")
+    for flag, name in TRAIN_OPTIONS:
+        _option(group, flag, TrainConfig, name, dest=f"fallback_{name}")
+    for flag, name, kind in LORA_OPTIONS:
+        group.add_argument(flag, type=kind, help=f"LoRA {name} (default: LoraSettings.{name})")
+    group.add_argument("--target-modules",
+                       help="comma-separated LoRA target modules (default: LoraSettings')")
     group.add_argument("--no-energy", action="store_true", help="do not run codecarbon")
-    parser.add_argument("--out", help="output folder for report.json and adapter/")
-    parser.add_argument("--contribute", action="store_true", help="add a passing adapter to the pool")
+    parser.add_argument("--out", help="output folder for report.json and adapter/ "
+                        "(default: adapterpool-runs/TASK-TIME)")
+    _option(parser, "--contribute", AdaptConfig, "contribute", action="store_true")
     parser.add_argument("--json", action="store_true", help="print report.json instead of tables")
+
+
+def _add_strategy_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "strategies", "; ".join(f"{name}: {text}" for name, text in STRATEGIES.items())
+    )
+    _option(group, "--strategy", AdaptConfig, "strategy", type=str, metavar="NAME[,NAME...]")
+    _option(group, "--pass-evals-per-epoch", AdaptConfig, "pass_evals_per_epoch", type=int)
+    _option(group, "--pass-fallback", AdaptConfig, "pass_fallback",
+            action=argparse.BooleanOptionalAction)
+    _option(group, "--cutoff-min-epochs", AdaptConfig, "cutoff_min_epochs", type=float)
+    _option(group, "--cutoff-max-gain", AdaptConfig, "cutoff_max_gain_per_epoch", type=float)
+    _option(group, "--cutoff-fallback", AdaptConfig, "cutoff_fallback",
+            action=argparse.BooleanOptionalAction)
+    _option(group, "--min-score", AdaptConfig, "min_score", type=float)
+    _option(group, "--race-size", AdaptConfig, "race_size", type=int)
+    _option(group, "--probe-epochs", AdaptConfig, "probe_epochs", type=float)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,35 +116,30 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="standard LoRA on a task (optionally contribute it)")
     _add_task_args(train)
     _add_pool_arg(train)
-    train.add_argument("--threshold", type=float, default=0.0, help="contribute only at or above")
-    train.add_argument("--threshold-metric", default="accuracy",
-                       choices=["accuracy", "f1_macro", "f1_weighted"])
-    _add_train_args(train, epochs=3)
+    _add_threshold_args(train)
+    _add_train_args(train, epochs_flag="--epochs")
 
     rank = sub.add_parser("rank", help="score a random subset of the pool on a task")
     _add_task_args(rank)
     _add_pool_arg(rank)
     rank.add_argument("--metric", action="append",
                       help=f"repeatable; default {DEFAULT_METRIC}")
-    rank.add_argument("--subset", type=int, default=5, help="number of adapters drawn (N)")
-    rank.add_argument("--max-samples", type=int, default=1000, help="target examples scored")
-    rank.add_argument("--max-length", type=int, default=128)
+    _option(rank, "--subset", AdaptConfig, "subset", type=int)
+    _option(rank, "--max-samples", AdaptConfig, "max_samples", type=int)
+    _option(rank, "--max-length", TrainConfig, "max_length", type=int)
     rank.add_argument("--json", action="store_true")
 
     adapt = sub.add_parser("adapt", help="the whole loop: rank, warm-start, check, fall back")
     _add_task_args(adapt)
     _add_pool_arg(adapt)
-    adapt.add_argument("--metric", default=None,
-                       help=f"transferability metric (default {DEFAULT_METRIC})")
-    adapt.add_argument("--subset", type=int, default=5, help="number of adapters drawn (N)")
-    adapt.add_argument("--max-tries", type=int, default=2, help="transfer attempts (K)")
-    adapt.add_argument("--threshold", type=float, default=0.0)
-    adapt.add_argument("--threshold-metric", default="accuracy",
-                       choices=["accuracy", "f1_macro", "f1_weighted"])
-    adapt.add_argument("--max-samples", type=int, default=1000, help="target examples scored")
-    adapt.add_argument("--standard-epochs", type=int, default=3,
-                       help="budget of the standard-LoRA fallback")
-    _add_train_args(adapt, epochs=2)
+    _option(adapt, "--metric", AdaptConfig, "metric")
+    _option(adapt, "--subset", AdaptConfig, "subset", type=int)
+    _option(adapt, "--max-tries", AdaptConfig, "max_tries", type=int)
+    _add_threshold_args(adapt)
+    _option(adapt, "--max-samples", AdaptConfig, "max_samples", type=int)
+    _option(adapt, "--epochs", AdaptConfig, "transfer_epochs")
+    _add_strategy_args(adapt)
+    _add_train_args(adapt, epochs_flag="--standard-epochs")
 
     demo = sub.add_parser("demo", help="the loop vs standard LoRA on the embedded default")
     demo.add_argument("--cache-dir", help="where the demo pool is kept")
@@ -130,51 +178,46 @@ def _open_pool(args: argparse.Namespace):
     return pool
 
 
-def _train_config(args: argparse.Namespace, *, epochs: int):
-    from .modeling import LoraSettings
-    from .training import TrainConfig
+def adapt_config_from_args(args: argparse.Namespace) -> AdaptConfig:
+    """The AdaptConfig an ``adapt`` or ``train`` command line means (``train``: max_tries 0).
 
-    config = TrainConfig(
-        epochs=epochs,
-        learning_rate=args.learning_rate,
-        batch_size=args.batch_size,
-        max_length=args.max_length,
-        patience=args.patience,
-        selection_metric=args.threshold_metric,
+    Options that a command lacks keep the dataclass default; the fallback's seed and selection
+    metric are the loop's, as AdaptConfig.resolved_fallback() runs them anyway.
+    """
+    train = TrainConfig(
+        **{f.name: getattr(args, f"fallback_{f.name}") for f in fields(TrainConfig)
+           if hasattr(args, f"fallback_{f.name}")},
         seed=args.seed,
+        selection_metric=args.threshold_metric,
     )
-    lora = LoraSettings(
-        r=args.lora_r,
-        alpha=args.lora_alpha,
-        dropout=args.lora_dropout,
-        target_modules=[m.strip() for m in args.target_modules.split(",") if m.strip()],
-    )
-    return config, lora
+    values = {f.name: getattr(args, f.name) for f in fields(AdaptConfig) if hasattr(args, f.name)}
+    if args.command == "train":
+        values["max_tries"] = 0
+    return AdaptConfig(**values, fallback=train)
 
 
-def _run_adapt(args: argparse.Namespace, *, max_tries: int, metric: str | None) -> dict:
-    from .loop import adapt
+def _lora_settings(args: argparse.Namespace):
+    from .modeling import LoraSettings
+
+    given = {name: getattr(args, flag[2:].replace("-", "_")) for flag, name, _ in LORA_OPTIONS}
+    given = {name: value for name, value in given.items() if value is not None}
+    if args.target_modules is not None:
+        given["target_modules"] = [m.strip() for m in args.target_modules.split(",") if m.strip()]
+    return LoraSettings(**given)
+
+
+def _run_adapt(args: argparse.Namespace) -> dict:
+    config = adapt_config_from_args(args)  # a bad setting stops here, before any work
+
+    from .loop import adapt, default_run_dir
     from .summary import print_adapt_report
 
     task = _load_task(args)
     pool = _open_pool(args)
-    standard_epochs = getattr(args, "standard_epochs", args.epochs)
-    config, lora = _train_config(args, epochs=standard_epochs)
     result = adapt(
-        task,
-        pool,
-        metric=metric or DEFAULT_METRIC,
-        subset=getattr(args, "subset", 1),
-        max_tries=max_tries,
-        threshold=args.threshold,
-        threshold_metric=args.threshold_metric,
-        epochs=args.epochs,
-        train_config=config,
-        lora=lora,
-        contribute=args.contribute,
-        out_dir=args.out,
-        seed=args.seed,
-        max_samples=getattr(args, "max_samples", None),
+        task, pool, config,
+        lora=_lora_settings(args),
+        out_dir=args.out or default_run_dir(task.name),
         show_progress=not args.json,
         measure_energy=not args.no_energy,
     )
@@ -234,11 +277,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command in POOL_COMMANDS:
             run_pool_command(args)
         elif args.command == "train":
-            _run_adapt(args, max_tries=0, metric=None)
+            _run_adapt(args)
         elif args.command == "rank":
             _cmd_rank(args)
         elif args.command == "adapt":
-            _run_adapt(args, max_tries=args.max_tries, metric=args.metric)
+            _run_adapt(args)
         elif args.command == "bench":
             from .bench.cli import run_bench_command
 

@@ -11,13 +11,14 @@ import json
 import os
 import shutil
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from platformdirs import user_cache_dir
 
 from . import DEFAULT_METRIC
 from .base_model import DEFAULT_BASE_MODEL
+from .config import AdaptConfig
 from .loop import adapt, adapter_metadata, train_standard
 from .modeling import save_adapter
 from .pool import AdapterPool
@@ -35,6 +36,8 @@ TARGET_BUDGET = {"max_train": 600, "max_eval": 400}
 MAX_LENGTH = 64
 THRESHOLD = 0.80  # "good enough" for this user; standard LoRA reaches about 0.89 here
 TRANSFER_EPOCHS = 2
+# The loop's strategy: the default until the benchmark decides which strategies to turn on.
+STRATEGY = AdaptConfig().strategy
 # Standard LoRA as the benchmark and the published experiment run it: until early stopping on
 # validation (one evaluation an epoch, patience 3), at most 10 epochs.
 STANDARD = {"epochs": 10, "evals_per_epoch": 1, "patience": 3}
@@ -83,27 +86,25 @@ def run_demo(*, cache_dir: Path | None = None, rebuild: bool = False,
     """Build/reuse the pool, run adapt and standard LoRA on the target, print them side by side."""
     cache_dir = cache_dir or Path(user_cache_dir("adapterpool"))
     pool = build_demo_pool(cache_dir, rebuild=rebuild)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     out_dir = out_dir or cache_dir / "demo-runs" / stamp
     task = load_builtin(TARGET, seed=SEED, **TARGET_BUDGET)
     console.rule(f"[bold]Target builtin:{TARGET}: {len(task.train)} train, "
                  f"{len(task.validation)} validation, {len(task.test or [])} test")
     console.print(f"pool: {len(pool.list())} adapters ({', '.join(r.task_name for r in pool.list())})")
     console.rule("[bold]adapt: rank, warm-start from the best, check the threshold")
-    transfer = adapt(
-        task, pool, metric=DEFAULT_METRIC, subset=len(SOURCES), max_tries=2,
-        threshold=THRESHOLD, epochs=TRANSFER_EPOCHS,
-        train_config=TrainConfig(max_length=MAX_LENGTH, **STANDARD), seed=SEED,
-        max_samples=500,
-        out_dir=out_dir / "adapt",
-    ).report
+    standard_config = TrainConfig(max_length=MAX_LENGTH, **STANDARD)
+    loop = AdaptConfig(
+        metric=DEFAULT_METRIC, subset=len(SOURCES), max_tries=2, threshold=THRESHOLD,
+        transfer_epochs=TRANSFER_EPOCHS, fallback=standard_config, seed=SEED, max_samples=500,
+        strategy=STRATEGY,
+    )
+    transfer = adapt(task, pool, loop, out_dir=out_dir / "adapt").report
     print_adapt_report(transfer)
     console.rule("[bold]standard LoRA from scratch on the same data")
-    standard = adapt(
-        task, pool, max_tries=0, threshold=THRESHOLD,
-        train_config=TrainConfig(max_length=MAX_LENGTH, **STANDARD),
-        seed=SEED, out_dir=out_dir / "standard",
-    ).report
+    standard_only = AdaptConfig(max_tries=0, threshold=THRESHOLD, fallback=standard_config,
+                                seed=SEED)
+    standard = adapt(task, pool, standard_only, out_dir=out_dir / "standard").report
     console.print(comparison_table([("adapt (transfer)", transfer), ("standard LoRA", standard)]))
     summary = {"target": TARGET, "sources": list(SOURCES), "seed": SEED,
                "adapt": transfer, "standard_lora": standard}

@@ -5,23 +5,27 @@ threshold, try the next, fall back to standard LoRA, contribute what passes.
 from __future__ import annotations
 
 import json
+import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Literal
 
 from accelerate.utils import set_seed
 from peft import PeftModel
 
 from . import DEFAULT_METRIC, __version__
+from .config import AdaptConfig
 from .energy import EnergyMeter, EnergyReading
-from .errors import UsageError
 from .metrics import get_metric
 from .modeling import LoraSettings, load_tokenizer, new_model, save_adapter, warm_start_model
 from .pool import AdapterPool
 from .scoring import CandidateScore, score_candidates
+from .strategies import CutoffRule, PassRule, StopRule, first_reason
 from .tasks import Task
-from .training import SELECTION_METRICS, TrainConfig, TrainResult, train
+from .training import TrainConfig, TrainResult, train
 
 
 @dataclass
@@ -82,12 +86,24 @@ def rank(
     )
 
 
+Outcome = Literal["transfer", "standard_lora", "warm_fallback", "failed"]
+AttemptKind = Literal["transfer", "probe", "standard_lora", "warm_fallback"]
+
+
 @dataclass
 class Attempt:
-    kind: str  # "transfer" | "standard_lora"
-    adapter_id: str | None
+    """One training run of the loop.
+
+    ``result.model`` is the live model; a racing winner's continuation and the warm fallback keep
+    training the model object of the attempt they start from, so that object ends up holding the
+    later attempt's weights (the numbers in ``result`` stay this attempt's).
+    """
+
+    kind: AttemptKind
+    adapter_id: str | None  # the pool adapter it started from (None: from scratch)
     result: TrainResult
     passed: bool
+    head_kept: bool = False  # same-labels: started with the source adapter's own head
 
     def as_json(self) -> dict:
         return {
@@ -98,6 +114,8 @@ class Attempt:
             "validation": self.result.validation,
             "test": self.result.test,
             "passed": self.passed,
+            "stop_reason": self.result.stop_reason,
+            "head_kept": self.head_kept,
             "energy": self.result.energy.as_report(),
             "history": self.result.history,
         }
@@ -105,14 +123,42 @@ class Attempt:
 
 @dataclass
 class AdaptResult:
-    report: dict
-    model: PeftModel | None
-    adapter_dir: Path | None
-    attempts: list[Attempt] = field(default_factory=list)
+    """What :func:`adapt` returns; nothing is on disk until ``save_pretrained`` (or ``out_dir``)."""
 
-    @property
-    def outcome(self) -> str:
-        return self.report["outcome"]
+    outcome: Outcome
+    attempts: list[Attempt]
+    scores: list[CandidateScore]
+    model: PeftModel | None  # the final adapter: the passing attempt's, else the best one's
+    report: dict  # JSON-able; what report.json holds
+    adapter_dir: Path | None = None  # where the final adapter was last saved
+    adapter_meta: dict | None = field(default=None, repr=False)  # its adapterpool.json
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(self.report))
+
+    def save_adapter(self, directory: str | Path) -> Path | None:
+        """The final adapter alone, in PEFT format (plus adapterpool.json), to ``directory``."""
+        if self.model is None or self.adapter_meta is None:
+            return None
+        self.adapter_dir = save_adapter(self.model, directory, self.adapter_meta)
+        self.report["adapter_dir"] = str(self.adapter_dir)
+        return self.adapter_dir
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """``directory/report.json`` and the final adapter in ``directory/adapter/``, which
+        ``PeftModel.from_pretrained(base, directory / "adapter")`` loads directly.
+        """
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.save_adapter(directory / "adapter")
+        self.write_report(directory)
+        return directory
+
+    def write_report(self, directory: str | Path) -> Path:
+        path = Path(directory) / "report.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.report, indent=2))
+        return path
 
 
 def adapter_metadata(task: Task, result: TrainResult, *, parent_id: str | None, seed: int) -> dict:
@@ -126,7 +172,7 @@ def adapter_metadata(task: Task, result: TrainResult, *, parent_id: str | None, 
         "energy_kwh": result.energy.kwh,
         "co2_kg": result.energy.co2_kg,
         "seed": seed,
-        "created_at": datetime.now(timezone.utc).isoformat(),
+        "created_at": datetime.now(UTC).isoformat(),
     }
 
 
@@ -152,104 +198,222 @@ def train_standard(
 def adapt(
     task: Task,
     pool: AdapterPool,
+    config: AdaptConfig | None = None,
     *,
-    metric: str = DEFAULT_METRIC,
-    subset: int = 5,
-    max_tries: int = 2,
-    threshold: float = 0.0,
-    threshold_metric: str = "accuracy",
-    epochs: int = 2,
-    train_config: TrainConfig | None = None,
     lora: LoraSettings | None = None,
-    contribute: bool = False,
-    out_dir: str | Path | None = None,
-    seed: int = 0,
-    max_samples: int | None = 1000,
     show_progress: bool = True,
     measure_energy: bool = True,
+    out_dir: str | Path | None = None,
+    **overrides: Any,
 ) -> AdaptResult:
-    """Run the whole loop on ``task``; writes ``out_dir/report.json`` and ``out_dir/adapter/``."""
-    if threshold_metric not in SELECTION_METRICS:
-        raise UsageError(f"threshold metric {threshold_metric!r} unknown; use one of {SELECTION_METRICS}")
-    if max_tries < 0:
-        raise UsageError(f"max_tries must be >= 0, got {max_tries}")
+    """Run the whole loop on ``task`` as ``config`` says (default: ``AdaptConfig()``).
+
+    Writes nothing unless ``out_dir`` is given (then ``out_dir/report.json`` and
+    ``out_dir/adapter/``); ``contribute`` adds a passing adapter to the pool either way.
+    ``overrides`` (deprecated, for one release) are the old keyword arguments (``metric=``,
+    ``epochs=``, ``train_config=``, ...) applied on top of ``config``.
+    """
+    config = (config or AdaptConfig()).with_overrides(overrides)  # unknown names fail here
+    if overrides:
+        warnings.warn(
+            f"adapt(..., {', '.join(sorted(overrides))}=...) is deprecated; "
+            "pass adapt(task, pool, AdaptConfig(...)) instead",
+            DeprecationWarning,
+            stacklevel=2,
+        )
     start = time.perf_counter()
-    base_config = replace(train_config or TrainConfig(), seed=seed, selection_metric=threshold_metric)
-    if max_tries > 0:
+    if config.max_tries > 0:
         ranking = rank(
-            task, pool, [metric], subset=subset, seed=seed, max_samples=max_samples,
-            max_length=base_config.max_length, show_progress=show_progress,
-            measure_energy=measure_energy,
+            task, pool, [config.metric], subset=config.subset, seed=config.seed,
+            max_samples=config.max_samples, max_length=config.fallback.max_length,
+            show_progress=show_progress, measure_energy=measure_energy,
         )
     else:  # standard LoRA only (`adapterpool train`): nothing to rank
-        ranking = RankResult([metric], seed, [], [], 0.0, EnergyReading(), 0)
-    tokenizer = load_tokenizer(pool.base_model)
-    attempts: list[Attempt] = []
-    best: tuple[float, Attempt] | None = None
+        ranking = RankResult([config.metric], config.seed, [], [], 0.0, EnergyReading(), 0)
+    run = _LoopRun(task, pool, config, lora, show_progress, measure_energy)
+    skipped = run.skip_reason(ranking.scores)
+    passed: Attempt | None = None
+    if skipped is None and config.max_tries > 0 and ranking.scores:
+        passed = run.race(ranking.scores) if config.uses("racing") else run.tries(ranking.scores)
+    if passed is None:
+        passed = run.fallback()
 
-    def run(kind: str, adapter_id: str | None, model: PeftModel, config: TrainConfig) -> Attempt:
-        nonlocal best
-        label = f"{kind} {adapter_id or ''}".strip()
+    final = passed or run.best
+    outcome: Outcome = "failed" if passed is None else _OUTCOMES[passed.kind]
+    meta = None
+    if final is not None:
+        meta = adapter_metadata(task, final.result, parent_id=final.adapter_id, seed=config.seed)
+    report = _report(task, pool, config, ranking, run.attempts, final, outcome, skipped, start)
+    result = AdaptResult(
+        outcome, run.attempts, ranking.scores, final.result.model if final else None, report,
+        adapter_meta=meta,
+    )
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        result.save_adapter(out / "adapter")
+    if config.contribute and passed is not None:
+        with tempfile.TemporaryDirectory(prefix="adapterpool-") as tmp:
+            folder = result.adapter_dir or save_adapter(result.model, Path(tmp) / "adapter", meta)
+            report["contributed_adapter_id"] = pool.add(folder, parent_id=final.adapter_id).id
+    if out is not None:
+        result.write_report(out)
+    return result
+
+
+_OUTCOMES: dict[str, Outcome] = {
+    "transfer": "transfer", "probe": "transfer",
+    "standard_lora": "standard_lora", "warm_fallback": "warm_fallback",
+}
+
+
+class _LoopRun:
+    """The attempts of one ``adapt`` call and the strategies that shape them."""
+
+    def __init__(self, task: Task, pool: AdapterPool, config: AdaptConfig,
+                 lora: LoraSettings | None, show_progress: bool, measure_energy: bool) -> None:
+        self.task, self.pool, self.config, self.lora = task, pool, config, lora
+        self.show_progress, self.measure_energy = show_progress, measure_energy
+        self.tokenizer = load_tokenizer(pool.base_model)
+        self.attempts: list[Attempt] = []
+        self._live: list[Attempt] = []  # attempts whose model still holds their own weights
+        self.best: Attempt | None = None  # of those, the highest validation (threshold metric)
+
+    def value(self, attempt: Attempt) -> float:
+        return attempt.result.validation[self.config.threshold_metric]
+
+    def skip_reason(self, scores: list[CandidateScore]) -> dict | None:
+        """cutoff's ``min_score``: no transfer when even the top candidate scores too low."""
+        c = self.config
+        if not (c.uses("cutoff") and c.min_score is not None and scores):
+            return None
+        top = scores[0]
+        if top.scores[c.metric] >= c.min_score:
+            return None
+        return {"adapter_id": top.adapter_id, "score": top.scores[c.metric],
+                "min_score": c.min_score, "metric": c.metric}
+
+    def stop_rule(self, *, fallback: bool, head_kept: bool) -> StopRule | None:
+        c = self.config
+        passing = None
+        if c.uses("early-pass") and (c.pass_fallback or not fallback):
+            passing = PassRule(c.threshold, c.threshold_metric)
+        elif head_kept:  # same-labels: accept the source as it is, before any step
+            passing = PassRule(c.threshold, c.threshold_metric, at_start_only=True)
+        cutoff = None
+        if c.uses("cutoff") and (c.cutoff_fallback or not fallback):
+            cutoff = CutoffRule(c.threshold, c.threshold_metric, c.cutoff_min_epochs,
+                                c.cutoff_max_gain_per_epoch)
+        return first_reason(passing, cutoff)
+
+    def attempt(self, kind: AttemptKind, adapter_id: str | None, model: PeftModel,
+                train_config: TrainConfig, *, head_kept: bool = False,
+                eval_at_start: bool = False) -> Attempt:
+        fallback = kind in ("standard_lora", "warm_fallback")
         result = train(
-            model, task, tokenizer, config,
-            description=label, show_progress=show_progress, measure_energy=measure_energy,
+            model, self.task, self.tokenizer, train_config,
+            description=f"{kind} {adapter_id or ''}".strip(),
+            show_progress=self.show_progress, measure_energy=self.measure_energy,
+            stop_rule=self.stop_rule(fallback=fallback, head_kept=head_kept),
+            eval_at_start=eval_at_start or head_kept,
         )
-        attempt = Attempt(kind, adapter_id, result, result.validation[threshold_metric] >= threshold)
-        attempts.append(attempt)
-        value = result.validation[threshold_metric]
-        if best is None or value > best[0]:
-            best = (value, attempt)
+        passed = result.validation[self.config.threshold_metric] >= self.config.threshold
+        attempt = Attempt(kind, adapter_id, result, passed, head_kept)
+        self.attempts.append(attempt)
+        # An attempt that continued an earlier one's model leaves that one's numbers describing
+        # weights the model no longer holds, so only the latest user of a model may be the best.
+        self._live = [a for a in self._live if a.result.model is not model] + [attempt]
+        self.best = max(self._live, key=self.value)  # the earliest on ties
         return attempt
 
-    passed: Attempt | None = None
-    for candidate in ranking.scores[:max_tries]:
-        set_seed(seed)
-        model = warm_start_model(pool.base_model, task.label_names, pool.adapter_dir(candidate.adapter_id))
-        attempt = run("transfer", candidate.adapter_id, model, replace(base_config, epochs=epochs))
-        if attempt.passed:
-            passed = attempt
-            break
-    if passed is None:
-        set_seed(seed)
-        model = new_model(pool.base_model, task.label_names, (lora or LoraSettings()).to_peft())
-        attempt = run("standard_lora", None, model, base_config)
-        passed = attempt if attempt.passed else None
+    def warm_start(self, adapter_id: str) -> tuple[PeftModel, bool]:
+        """The candidate's adapter with a fresh head, or (same-labels) with its own head."""
+        keep = self.config.uses("same-labels") and (
+            list(self.pool.get(adapter_id).label_names) == list(self.task.label_names)
+        )
+        set_seed(self.config.seed)
+        model = warm_start_model(self.pool.base_model, self.task.label_names,
+                                 self.pool.adapter_dir(adapter_id), keep_head=keep)
+        return model, keep
 
-    final = passed or (best[1] if best else None)
-    out = Path(out_dir) if out_dir else default_run_dir(task.name)
-    out.mkdir(parents=True, exist_ok=True)
-    adapter_dir = None
-    contributed = None
-    if final is not None:
-        meta = adapter_metadata(task, final.result, parent_id=final.adapter_id, seed=seed)
-        adapter_dir = save_adapter(final.result.model, out / "adapter", meta)
-        if contribute and passed is not None:
-            contributed = pool.add(adapter_dir, parent_id=final.adapter_id).id
+    def tries(self, scores: list[CandidateScore]) -> Attempt | None:
+        """Best-ranked first, up to ``max_tries``, until one passes."""
+        for candidate in scores[: self.config.max_tries]:
+            model, keep = self.warm_start(candidate.adapter_id)
+            attempt = self.attempt("transfer", candidate.adapter_id, model,
+                                   self.config.transfer_config(), head_kept=keep)
+            if attempt.passed:
+                return attempt
+        return None
+
+    def race(self, scores: list[CandidateScore]) -> Attempt | None:
+        """racing: probe the top ``race_size`` for ``probe_epochs`` each, continue only the best.
+
+        A probe runs the first ``probe_epochs`` of a full transfer's learning-rate schedule; the
+        winner (highest probe validation, the better-ranked on ties) continues its own model for
+        the rest of the transfer budget, evaluated first so it never comes out worse.
+        """
+        c = self.config
+        transfer = c.transfer_config()
+        probe_config = replace(transfer, epochs=c.probe_epochs, schedule_epochs=c.transfer_epochs)
+        probes: list[Attempt] = []
+        for candidate in scores[: c.race_size]:
+            model, keep = self.warm_start(candidate.adapter_id)
+            probe = self.attempt("probe", candidate.adapter_id, model, probe_config, head_kept=keep)
+            if probe.passed:
+                return probe
+            probes.append(probe)
+        winner = max(probes, key=self.value)  # max keeps the first (better-ranked) on ties
+        rest = replace(transfer, epochs=c.transfer_epochs - c.probe_epochs)
+        attempt = self.attempt("transfer", winner.adapter_id, winner.result.model, rest,
+                               head_kept=winner.head_kept, eval_at_start=True)
+        return attempt if attempt.passed else None
+
+    def fallback(self) -> Attempt | None:
+        """Standard LoRA from scratch; with warm-fallback, the best attempt's model continued
+        (its best weights, restored by ``train``) with the same standard-LoRA budget.
+        """
+        config = self.config.resolved_fallback()
+        source = self.best if self.config.uses("warm-fallback") else None
+        if source is not None:
+            attempt = self.attempt("warm_fallback", source.adapter_id, source.result.model,
+                                   config, eval_at_start=True)
+        else:
+            set_seed(self.config.seed)
+            model = new_model(self.pool.base_model, self.task.label_names,
+                              (self.lora or LoraSettings()).to_peft())
+            attempt = self.attempt("standard_lora", None, model, config)
+        return attempt if attempt.passed else None
+
+
+def _report(task: Task, pool: AdapterPool, config: AdaptConfig, ranking: RankResult,
+            attempts: list[Attempt], final: Attempt | None, outcome: Outcome,
+            skipped: dict | None, start: float) -> dict:
     energy = ranking.energy
     for attempt in attempts:
         energy = energy + attempt.result.energy
-    report = {
+    return {
         "adapterpool_version": __version__,
-        "seed": seed,
+        "seed": config.seed,
         "base_model": pool.base_model,
         "task": task.describe() | {"source": task.source, "notes": task.notes},
-        "metric": metric,
-        "threshold": {"metric": threshold_metric, "value": threshold},
+        "metric": config.metric,
+        "threshold": {"metric": config.threshold_metric, "value": config.threshold},
+        "strategy": list(config.strategy),
         "subset": ranking.subset,
         "scores": [
             {
                 "adapter_id": s.adapter_id,
                 "source_task": s.source_task,
-                "score": s.scores[metric],
+                "score": s.scores[config.metric],
                 "seconds": s.seconds,
             }
             for s in ranking.scores
         ],
-        "attempts": [a.as_json() for a in attempts],
-        "outcome": (
-            "failed" if passed is None else ("transfer" if passed.kind == "transfer" else "standard_lora")
-        ),
-        "contributed_adapter_id": contributed,
+        "skipped": skipped,
+        # "final": the attempt whose adapter is the result (passing, else the best)
+        "attempts": [a.as_json() | {"final": a is final} for a in attempts],
+        "outcome": outcome,
+        "contributed_adapter_id": None,
         "timing": {
             "scoring_seconds": ranking.seconds,
             "training_seconds": sum(a.result.train_seconds for a in attempts),
@@ -257,18 +421,18 @@ def adapt(
         },
         "energy": energy.as_report(),
         "settings": {
-            "subset": subset,
-            "max_tries": max_tries,
-            "epochs": epochs,
-            "max_samples": max_samples,
-            "train": base_config.as_dict(),
+            "subset": config.subset,
+            "max_tries": config.max_tries,
+            "epochs": config.transfer_epochs,
+            "max_samples": config.max_samples,
+            "train": config.resolved_fallback().as_dict(),
+            "config": config.to_dict(),
         },
-        "adapter_dir": str(adapter_dir) if adapter_dir else None,
+        "adapter_dir": None,
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    return AdaptResult(report, final.result.model if final else None, adapter_dir, attempts)
 
 
 def default_run_dir(task_name: str) -> Path:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    """Where the command line puts a run's report when ``--out`` is not given."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return Path("adapterpool-runs") / f"{task_name}-{stamp}"

@@ -107,20 +107,33 @@ def adapter_state(adapter_dir: str | Path, *, with_head: bool) -> dict[str, torc
 
 
 def warm_start_model(
-    base_model: str | None, label_names: list[str] | tuple[str, ...], adapter_dir: str | Path
+    base_model: str | None,
+    label_names: list[str] | tuple[str, ...],
+    adapter_dir: str | Path,
+    *,
+    keep_head: bool = False,
 ) -> PeftModel:
     """A trainable model whose adapter starts from ``adapter_dir`` and whose head is fresh.
 
     The source head has the source task's labels, so only the adapter weights carry over.
+    ``keep_head=True`` carries the head too: for a source whose label names are the target's
+    (same order), whose head then already means the right thing (the ``same-labels`` strategy).
     """
     config = read_adapter_config(adapter_dir)
     config.inference_mode = False
     model = new_model(base_model, label_names, config)
     state = get_peft_model_state_dict(model, save_embedding_layers=False)  # fresh head included
-    carried = adapter_state(adapter_dir, with_head=False)
+    carried = adapter_state(adapter_dir, with_head=keep_head)
     unknown = sorted(set(carried) - set(state))
     if unknown:
         raise ValueError(f"adapter {adapter_dir} has tensors the model lacks: {unknown[:3]}")
+    if keep_head:
+        wrong = [k for k in carried if carried[k].shape != state[k].shape]
+        if wrong:
+            raise ValueError(
+                f"adapter {adapter_dir}: head {wrong[0]} has shape {tuple(carried[wrong[0]].shape)},"
+                f" the target's {len(label_names)} labels need {tuple(state[wrong[0]].shape)}"
+            )
     result = set_peft_model_state_dict(model, state | carried)
     missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
     if missing:

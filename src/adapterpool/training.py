@@ -2,11 +2,18 @@
 
 It runs under Hugging Face Accelerate, so ``accelerate launch`` spreads the same code over several
 GPUs or nodes; on one CPU it is a plain loop.
+
+``TrainConfig`` lives in :mod:`adapterpool.config` (no torch there, so the command line can read
+its defaults without loading torch) and is re-exported here, where it has always been imported.
+Early stops (early pass, hopeless cutoff) are decided by a *stop rule* from
+:mod:`adapterpool.strategies`, so the trainer stays ignorant of thresholds and strategies.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -17,41 +24,16 @@ from sklearn.metrics import accuracy_score, f1_score
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
+from .config import SELECTION_METRICS, TrainConfig
 from .encoding import EncodedRecords, inference_loader, train_loader
 from .energy import EnergyMeter, EnergyReading
-from .errors import UsageError
+from .strategies import STOP_REASONS, StopRule
 from .tasks import Task
 
-SELECTION_METRICS = ("accuracy", "f1_macro", "f1_weighted")
-
-
-@dataclass
-class TrainConfig:
-    """Budget and optimiser settings; ``epochs`` is the most the run may take."""
-
-    epochs: int = 3
-    learning_rate: float = 1e-3
-    batch_size: int = 32
-    eval_batch_size: int = 128
-    warmup_ratio: float = 0.06
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    max_length: int = 128
-    evals_per_epoch: int = 2
-    patience: int = 3
-    selection_metric: str = "accuracy"
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.selection_metric not in SELECTION_METRICS:
-            raise UsageError(
-                f"selection metric {self.selection_metric!r} unknown; use one of {SELECTION_METRICS}"
-            )
-        if self.epochs < 1:
-            raise UsageError(f"epochs must be >= 1, got {self.epochs}")
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+__all__ = [
+    "SELECTION_METRICS", "STOP_REASONS", "StopRule", "TrainConfig", "TrainResult",
+    "classification_scores", "evaluate", "train",
+]
 
 
 @dataclass
@@ -63,6 +45,8 @@ class TrainResult:
     best_step: int
     energy: EnergyReading
     history: list[dict] = field(default_factory=list)
+    # why it ended: "passed" / "cutoff" (a stop rule), "budget" (all epochs), "early_stopping"
+    stop_reason: str = "budget"
 
     @property
     def train_seconds(self) -> float:
@@ -117,8 +101,19 @@ def train(
     description: str = "train",
     measure_energy: bool = True,
     show_progress: bool = True,
+    stop_rule: StopRule | None = None,
+    eval_at_start: bool = False,
 ) -> TrainResult:
-    """Fine-tune ``model`` on ``task.train``, select on ``task.validation``, report test too."""
+    """Fine-tune ``model`` on ``task.train``, select on ``task.validation``, report test too.
+
+    ``stop_rule(history, config)`` is asked after every evaluation and may end the run with a
+    reason from :data:`STOP_REASONS`; without one the run ends on its budget or on patience.
+    ``eval_at_start`` evaluates before the first step (history entry at step 0) and counts those
+    weights as a candidate for the best: a model carried over from earlier training (same-labels,
+    a racing winner, the warm fallback) is then never returned worse than it came in.
+    Every history entry has ``step``, ``epoch``, ``seconds`` (wall time since training started,
+    the clock of ``train_seconds``) and the validation scores.
+    """
     set_seed(config.seed)
     accelerator = Accelerator()
     train_data = EncodedRecords(task.train, tokenizer, config.max_length)
@@ -135,25 +130,58 @@ def train(
         ],
         lr=config.learning_rate,
     )
-    total_steps = config.epochs * len(loader)
+    steps_per_epoch = len(loader)
+    total_steps = _steps(config.epochs, steps_per_epoch)
+    schedule_steps = max(total_steps, _steps(config.schedule_epochs or 0, steps_per_epoch))
     scheduler = get_linear_schedule_with_warmup(
-        optimizer, int(config.warmup_ratio * total_steps), total_steps
+        optimizer, int(config.warmup_ratio * schedule_steps), schedule_steps
     )
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
-    eval_every = max(1, len(loader) // max(1, config.evals_per_epoch))
+    eval_every = max(1, steps_per_epoch // max(1, config.evals_per_epoch))
     history: list[dict] = []
     best_score, best_step, best_state, stale = -np.inf, 0, None, 0
     step = 0
-    stop = False
+    stop_reason: str | None = None
+
+    def checkpoint(start: float) -> str | None:
+        """Evaluate, keep the best weights, then ask the stop rule and patience."""
+        nonlocal best_score, best_step, best_state, stale
+        scores = evaluate(
+            model, validation_data, tokenizer,
+            batch_size=config.eval_batch_size, accelerator=accelerator,
+        )
+        history.append({
+            "step": step, "epoch": step / steps_per_epoch,
+            "seconds": time.perf_counter() - start, **scores,
+        })
+        if scores[config.selection_metric] > best_score:
+            best_score, best_step, stale = scores[config.selection_metric], step, 0
+            unwrapped = accelerator.unwrap_model(model)
+            best_state = {
+                k: v.detach().cpu().clone()
+                for k, v in get_peft_model_state_dict(unwrapped, save_embedding_layers=False).items()
+            }
+        else:
+            stale += 1
+        reason = stop_rule(history, config) if stop_rule is not None else None
+        if reason is not None and reason not in STOP_REASONS:
+            raise ValueError(f"stop rule returned {reason!r}; expected one of {STOP_REASONS}")
+        if reason is None and stale >= config.patience:
+            reason = "early_stopping"
+        return reason
+
     with EnergyMeter(enabled=measure_energy) as meter:
+        start = time.perf_counter()
         bar = tqdm(
             total=total_steps,
             desc=description,
             disable=not show_progress or not accelerator.is_local_main_process,
             leave=False,
         )
+        if eval_at_start:
+            stop_reason = checkpoint(start)
         model.train()
-        for epoch in range(config.epochs):
+        while stop_reason is None and step < total_steps:
             for batch in loader:
                 loss = model(**batch).loss
                 accelerator.backward(loss)
@@ -165,27 +193,9 @@ def train(
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.3f}")
                 if step % eval_every == 0 or step == total_steps:
-                    scores = evaluate(
-                        model, validation_data, tokenizer,
-                        batch_size=config.eval_batch_size, accelerator=accelerator,
-                    )
-                    history.append({"step": step, "epoch": step / len(loader), **scores})
-                    if scores[config.selection_metric] > best_score:
-                        best_score, best_step, stale = scores[config.selection_metric], step, 0
-                        unwrapped = accelerator.unwrap_model(model)
-                        best_state = {
-                            k: v.detach().cpu().clone()
-                            for k, v in get_peft_model_state_dict(
-                                unwrapped, save_embedding_layers=False
-                            ).items()
-                        }
-                    else:
-                        stale += 1
-                        if stale >= config.patience:
-                            stop = True
-                            break
-            if stop:
-                break
+                    stop_reason = checkpoint(start)
+                if stop_reason is not None or step >= total_steps:
+                    break
         bar.close()
     model = accelerator.unwrap_model(model)
     if best_state is not None:
@@ -198,13 +208,20 @@ def train(
             model, EncodedRecords(task.test, tokenizer, config.max_length), tokenizer,
             batch_size=config.eval_batch_size,
         )
-    accelerator.free_memory()
+    if accelerator.device.type != "cpu":  # on CPU only a costly gc.collect() with no gain
+        accelerator.free_memory()
     return TrainResult(
         model=model,
         validation=validation,
         test=test,
-        epochs_run=step / len(loader),
+        epochs_run=step / steps_per_epoch,
         best_step=best_step,
         energy=meter.reading,
         history=history,
+        stop_reason=stop_reason or "budget",
     )
+
+
+def _steps(epochs: float, steps_per_epoch: int) -> int:
+    """Optimiser steps in ``epochs`` (fractions round up; a run takes at least one step)."""
+    return max(1, math.ceil(epochs * steps_per_epoch - 1e-9))

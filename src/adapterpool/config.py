@@ -1,0 +1,253 @@
+"""Settings of a training run (:class:`TrainConfig`) and of the whole loop (:class:`AdaptConfig`).
+
+Plain dataclasses with ``metadata={"help": ...}`` on every field (as peft's ``LoraConfig``): the
+command line builds its options from these fields, so every default exists exactly once. Nothing
+heavy is imported here, so that the command line starts fast.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from typing import Any
+
+from . import DEFAULT_METRIC
+from .errors import UsageError, did_you_mean
+from .strategies import PLAIN, parse_strategies
+
+SELECTION_METRICS = ("accuracy", "f1_macro", "f1_weighted")
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class TrainConfig:
+    """Budget and optimiser settings; ``epochs`` is the most the run may take."""
+
+    epochs: float = field(default=3, metadata=_help("most epochs the run may take (fractions ok)"))
+    learning_rate: float = field(default=1e-3, metadata=_help("AdamW peak learning rate"))
+    batch_size: int = field(default=32, metadata=_help("training batch size"))
+    eval_batch_size: int = field(default=128, metadata=_help("evaluation batch size"))
+    warmup_ratio: float = field(default=0.06, metadata=_help("share of steps in linear warm-up"))
+    weight_decay: float = field(default=0.01, metadata=_help("AdamW weight decay"))
+    max_grad_norm: float = field(default=1.0, metadata=_help("gradient clipping norm"))
+    max_length: int = field(default=128, metadata=_help("tokens kept per example"))
+    evals_per_epoch: int = field(default=2, metadata=_help("validation evaluations per epoch"))
+    patience: int = field(
+        default=3, metadata=_help("evaluations without gain before early stopping")
+    )
+    selection_metric: str = field(
+        default="accuracy", metadata=_help("validation metric that picks the best weights")
+    )
+    seed: int = field(default=0, metadata=_help("seed of shuffling and initialisation"))
+    schedule_epochs: float | None = field(
+        default=None,
+        metadata=_help(
+            "epochs the warm-up/decay schedule spans (None: epochs); longer than epochs when the "
+            "run is the first part of a longer budget, as a racing probe is"
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        if self.selection_metric not in SELECTION_METRICS:
+            raise UsageError(
+                f"selection metric {self.selection_metric!r} unknown; use one of {SELECTION_METRICS}"
+            )
+        if not self.epochs > 0:
+            raise UsageError(f"epochs must be > 0, got {self.epochs}")
+        if self.evals_per_epoch < 1:
+            raise UsageError(f"evals_per_epoch must be >= 1, got {self.evals_per_epoch}")
+
+    def as_dict(self) -> dict:
+        """The settings; ``schedule_epochs`` only when set, so that records (and the demo pool's
+        cache key) from before it existed stay equal.
+        """
+        data = asdict(self)
+        if data["schedule_epochs"] is None:
+            del data["schedule_epochs"]
+        return data
+
+
+# Old keyword arguments of `adapt` that name a field differently (kept for one release).
+LEGACY_NAMES = {"epochs": "transfer_epochs", "train_config": "fallback"}
+
+
+@dataclass
+class AdaptConfig:
+    """Every setting of the loop (:func:`adapterpool.adapt`); JSON-able via ``to_dict``."""
+
+    metric: str = field(
+        default=DEFAULT_METRIC, metadata=_help("transferability metric that ranks the candidates")
+    )
+    subset: int = field(default=5, metadata=_help("pool adapters drawn at random (N)"))
+    max_tries: int = field(
+        default=2,
+        metadata=_help("transfer attempts before the fallback (K); 0: standard LoRA only"),
+    )
+    threshold: float = field(
+        default=0.0, metadata=_help("validation score at or above which an attempt passes")
+    )
+    threshold_metric: str = field(
+        default="accuracy", metadata=_help(f"metric of the threshold: {', '.join(SELECTION_METRICS)}")
+    )
+    transfer_epochs: float = field(default=2, metadata=_help("budget of one transfer attempt"))
+    max_samples: int | None = field(
+        default=1000, metadata=_help("target training examples scored per candidate (None: all)")
+    )
+    fallback: TrainConfig = field(
+        default_factory=TrainConfig,
+        metadata=_help(
+            "standard-LoRA fallback's budget and optimiser; transfer attempts use the same "
+            "optimiser settings with transfer_epochs. Its seed and selection_metric follow this "
+            "config's seed and threshold_metric (see resolved_fallback())"
+        ),
+    )
+    strategy: tuple[str, ...] = field(
+        default=(PLAIN,),
+        metadata=_help(
+            "time-saving strategies, combinable (comma-separated on the command line); names and "
+            "descriptions in adapterpool.strategies.STRATEGIES"
+        ),
+    )
+    contribute: bool = field(
+        default=False, metadata=_help("add a passing adapter to the pool, its parent recorded")
+    )
+    seed: int = field(default=0, metadata=_help("seed of every random choice"))
+    # early-pass
+    pass_evals_per_epoch: int = field(
+        default=4, metadata=_help("early-pass: validation evaluations per epoch of a transfer")
+    )
+    pass_fallback: bool = field(
+        default=True, metadata=_help("early-pass: stop the fallback too once it passes")
+    )
+    # cutoff
+    cutoff_min_epochs: float = field(
+        default=0.5, metadata=_help("cutoff: epochs an attempt runs before it may be cut off")
+    )
+    cutoff_max_gain_per_epoch: float = field(
+        default=0.2,
+        metadata=_help(
+            "cutoff: most validation gain an epoch is assumed to bring; cut off when best + "
+            "gain * remaining epochs < threshold (to be calibrated on the benchmark)"
+        ),
+    )
+    cutoff_fallback: bool = field(
+        default=False, metadata=_help("cutoff: apply the cutoff to the fallback too")
+    )
+    min_score: float | None = field(
+        default=None,
+        metadata=_help(
+            "cutoff: skip transfer when the top candidate's score (metric units) is below this "
+            "(None: never skip)"
+        ),
+    )
+    # racing
+    race_size: int = field(default=3, metadata=_help("racing: top candidates probed (M)"))
+    probe_epochs: float = field(default=0.25, metadata=_help("racing: epochs of each probe"))
+
+    def __post_init__(self) -> None:
+        self.strategy = parse_strategies(self.strategy)
+        if isinstance(self.fallback, Mapping):
+            self.fallback = _train_config_from_dict(self.fallback)
+        if self.threshold_metric not in SELECTION_METRICS:
+            raise UsageError(
+                f"threshold metric {self.threshold_metric!r} unknown; "
+                f"use one of {SELECTION_METRICS}"
+            )
+        checks = [
+            (self.max_tries >= 0, f"max_tries must be >= 0, got {self.max_tries}"),
+            (self.subset >= 1, f"subset must be >= 1, got {self.subset}"),
+            (self.transfer_epochs > 0, f"transfer epochs must be > 0, got {self.transfer_epochs}"),
+            (self.max_samples is None or self.max_samples >= 1,
+             f"max_samples must be >= 1 or None, got {self.max_samples}"),
+            (self.pass_evals_per_epoch >= 1,
+             f"pass_evals_per_epoch must be >= 1, got {self.pass_evals_per_epoch}"),
+            (self.cutoff_min_epochs >= 0,
+             f"cutoff_min_epochs must be >= 0, got {self.cutoff_min_epochs}"),
+            (self.cutoff_max_gain_per_epoch >= 0,
+             f"cutoff_max_gain_per_epoch must be >= 0, got {self.cutoff_max_gain_per_epoch}"),
+            (self.race_size >= 1, f"race_size must be >= 1, got {self.race_size}"),
+            (not self.uses("racing") or 0 < self.probe_epochs < self.transfer_epochs,
+             f"racing: probe_epochs must be > 0 and < transfer_epochs ({self.transfer_epochs})"
+             + f", got {self.probe_epochs}"),
+            (self.min_score is None or self.uses("cutoff"),
+             "min_score needs the 'cutoff' strategy"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UsageError(message)
+        defaults = TrainConfig()
+        if self.fallback.seed not in (self.seed, defaults.seed) or (
+            self.fallback.selection_metric not in (self.threshold_metric, defaults.selection_metric)
+        ):
+            warnings.warn(
+                f"AdaptConfig: the fallback's seed ({self.fallback.seed}) and selection metric "
+                f"({self.fallback.selection_metric}) are not used: every attempt uses the loop's "
+                f"seed ({self.seed}) and threshold_metric ({self.threshold_metric})",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    def uses(self, name: str) -> bool:
+        """Whether strategy ``name`` is selected."""
+        return name in self.strategy
+
+    def resolved_fallback(self) -> TrainConfig:
+        """The fallback's TrainConfig as run: seed and selection metric are the loop's."""
+        return replace(self.fallback, seed=self.seed, selection_metric=self.threshold_metric)
+
+    def transfer_config(self) -> TrainConfig:
+        """A transfer attempt's TrainConfig: the fallback's settings, ``transfer_epochs`` long."""
+        evals = self.pass_evals_per_epoch if self.uses("early-pass") else self.fallback.evals_per_epoch
+        return replace(self.resolved_fallback(), epochs=self.transfer_epochs, evals_per_epoch=evals)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["strategy"] = list(self.strategy)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AdaptConfig:
+        """The inverse of ``to_dict``; unknown keys are a UsageError naming the closest field."""
+        _check_names(data, {f.name for f in fields(cls)}, "AdaptConfig")
+        return cls(**dict(data))
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> AdaptConfig:
+        """A copy with ``overrides`` applied; the old names ``epochs`` and ``train_config`` of
+        :func:`adapterpool.adapt`'s keyword arguments map to ``transfer_epochs`` and ``fallback``.
+        """
+        _check_names(overrides, {f.name for f in fields(self)} | set(LEGACY_NAMES), "adapt setting")
+        mapped = {LEGACY_NAMES.get(name, name): value for name, value in overrides.items()}
+        if mapped.get("fallback", 0) is None:  # the old default train_config=None
+            mapped.pop("fallback")
+        return replace(self, **mapped)
+
+
+def field_default(cls: type, name: str) -> Any:
+    """The default of dataclass field ``name`` (the command line's option defaults)."""
+    for f in fields(cls):
+        if f.name == name:
+            if f.default is not MISSING:
+                return f.default
+            if f.default_factory is not MISSING:
+                return f.default_factory()
+            raise KeyError(f"{cls.__name__}.{name} has no default")
+    raise KeyError(f"{cls.__name__} has no field {name!r}")
+
+
+def field_help(cls: type, name: str) -> str:
+    return next(f.metadata.get("help", "") for f in fields(cls) if f.name == name)
+
+
+def _check_names(data: Mapping[str, Any], known: set[str], what: str) -> None:
+    for name in data:
+        if name not in known:
+            raise UsageError(f"unknown {what} {name!r}{did_you_mean(name, sorted(known))}")
+
+
+def _train_config_from_dict(data: Mapping[str, Any]) -> TrainConfig:
+    _check_names(data, {f.name for f in fields(TrainConfig)}, "TrainConfig field")
+    return TrainConfig(**dict(data))

@@ -1,0 +1,356 @@
+"""The loop's strategies for real on a tiny random BERT, the stop rules, and AdaptConfig.
+
+Each loop test checks the mechanism itself (where an attempt stopped, which tensors a run started
+from, which head a model has), so that it fails when the mechanism breaks, not only when the
+outcome changes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from adapterpool import AdaptConfig, adapt, load_task
+from adapterpool.errors import UsageError
+from adapterpool.pool import AdapterPool
+from adapterpool.strategies import CutoffRule, PassRule, first_reason, parse_strategies
+from adapterpool.training import TrainConfig
+
+# batch 8 on 64 examples: 8 steps an epoch, so evaluations can fall inside an epoch
+FALLBACK = TrainConfig(epochs=1, max_length=32, batch_size=8, evals_per_epoch=1)
+BASE = AdaptConfig(metric="logme", subset=3, max_tries=1, transfer_epochs=1, fallback=FALLBACK,
+                   max_samples=48)
+
+
+@pytest.fixture(scope="module")
+def target():
+    return load_task("builtin:movie-sentiment", max_train=64, max_eval=32, seed=0)
+
+
+def _adapt(task, pool, config: AdaptConfig, **changes):
+    return adapt(task, pool, replace(config, **changes), show_progress=False,
+                 measure_energy=False)
+
+
+def _state(model) -> dict[str, torch.Tensor]:
+    from peft import get_peft_model_state_dict
+
+    return {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+
+
+def _scores(history: list[dict]) -> list[tuple]:
+    return [(h["step"], h["accuracy"], h["f1_macro"]) for h in history]
+
+
+# -- stop rules (no model) -----------------------------------------------------------------------
+
+def _entry(step: int, epoch: float, accuracy: float) -> dict:
+    return {"step": step, "epoch": epoch, "seconds": 0.0, "accuracy": accuracy}
+
+
+def test_pass_rule_looks_at_the_latest_evaluation_only():
+    rule, config = PassRule(0.8, "accuracy"), TrainConfig(epochs=2)
+    assert rule([_entry(2, 0.5, 0.79)], config) is None
+    assert rule([_entry(2, 0.5, 0.9), _entry(4, 1.0, 0.7)], config) is None
+    assert rule([_entry(2, 0.5, 0.7), _entry(4, 1.0, 0.8)], config) == "passed"
+    at_start = PassRule(0.8, "accuracy", at_start_only=True)
+    assert at_start([_entry(0, 0.0, 0.9)], config) == "passed"
+    assert at_start([_entry(0, 0.0, 0.1), _entry(2, 0.5, 0.9)], config) is None
+
+
+def test_cutoff_rule_waits_min_epochs_then_projects_the_best_so_far():
+    rule = CutoffRule(0.9, "accuracy", min_epochs=0.5, max_gain_per_epoch=0.2)
+    config = TrainConfig(epochs=2)
+    assert rule([_entry(1, 0.25, 0.1)], config) is None  # too early to judge
+    # best 0.55 + 0.2 * 1.5 remaining = 0.85 < 0.9
+    assert rule([_entry(2, 0.5, 0.55)], config) == "cutoff"
+    # best 0.65 + 0.2 * 1.5 = 0.95 >= 0.9; the best, not the latest, counts
+    assert rule([_entry(2, 0.5, 0.65), _entry(3, 0.75, 0.5)], config) is None
+    both = first_reason(PassRule(0.5, "accuracy"), rule)
+    assert both([_entry(2, 0.5, 0.55)], config) == "passed"
+    assert first_reason(None, None) is None
+
+
+def test_strategy_names_are_checked_with_a_suggestion():
+    assert parse_strategies("cutoff,early_pass") == ("early-pass", "cutoff")
+    assert parse_strategies(["racing", "warm-fallback"]) == ("warm-fallback", "racing")
+    assert parse_strategies("") == ("plain",)
+    with pytest.raises(UsageError, match="did you mean 'early-pass'"):
+        parse_strategies("early-pas")
+    with pytest.raises(UsageError, match="combines with nothing"):
+        parse_strategies("plain,cutoff")
+
+
+# -- AdaptConfig ---------------------------------------------------------------------------------
+
+def test_adapt_config_round_trips_through_json():
+    config = AdaptConfig(metric="leep", strategy="racing,cutoff,early-pass", min_score=-3.5,
+                         fallback=TrainConfig(epochs=10, evals_per_epoch=1), max_samples=None,
+                         race_size=2, probe_epochs=0.5, threshold=0.8)
+    data = json.loads(json.dumps(config.to_dict()))
+    assert data["strategy"] == ["early-pass", "cutoff", "racing"]
+    assert AdaptConfig.from_dict(data) == config
+    assert AdaptConfig.from_dict(AdaptConfig().to_dict()) == AdaptConfig()
+
+
+def test_adapt_config_refuses_unknown_and_inconsistent_settings():
+    with pytest.raises(UsageError, match="did you mean 'max_tries'"):
+        AdaptConfig.from_dict({"max_trys": 1})
+    with pytest.raises(UsageError, match="did you mean 'patience'"):
+        AdaptConfig.from_dict({"fallback": {"patiense": 2}})
+    with pytest.raises(UsageError, match="needs the 'cutoff' strategy"):
+        AdaptConfig(min_score=0.5)
+    with pytest.raises(UsageError, match="probe_epochs"):
+        AdaptConfig(strategy="racing", transfer_epochs=1, probe_epochs=1)
+    with pytest.raises(UsageError, match="did you mean 'epochs'"):
+        AdaptConfig().with_overrides({"epoch": 1})
+
+
+def test_fallback_seed_and_selection_metric_follow_the_loop_visibly():
+    config = AdaptConfig(seed=3, threshold_metric="f1_macro", fallback=TrainConfig(epochs=5))
+    assert config.fallback.seed == 0  # the given config is left as it was ...
+    run = config.resolved_fallback()  # ... and what runs is derived, in plain sight
+    assert (run.seed, run.selection_metric, run.epochs) == (3, "f1_macro", 5)
+    assert config.transfer_config().epochs == config.transfer_epochs
+    assert config.transfer_config().seed == 3
+    with pytest.warns(UserWarning, match="not used"):
+        AdaptConfig(seed=1, fallback=TrainConfig(seed=7))
+
+
+def test_old_keyword_arguments_map_onto_fields():
+    config = AdaptConfig().with_overrides({"epochs": 1, "train_config": FALLBACK, "seed": 2})
+    assert (config.transfer_epochs, config.fallback, config.seed) == (1, FALLBACK, 2)
+    assert AdaptConfig().with_overrides({"train_config": None}).fallback == TrainConfig()
+
+
+# -- the strategies in the loop ------------------------------------------------------------------
+
+def test_early_pass_stops_at_the_first_evaluation_meeting_the_threshold(target, tiny_pool):
+    patient = replace(FALLBACK, patience=100)  # no early stopping: the whole curve
+    config = replace(BASE, transfer_epochs=2, threshold=1.01, fallback=patient)
+    # the same schedule of evaluations without early passing: the curve to compare with
+    curve = _adapt(target, tiny_pool, config,
+                   fallback=replace(patient, evals_per_epoch=4)).attempts[0].result.history
+    assert len(curve) == 8 and curve[0]["step"] == 2
+    threshold = max(h["accuracy"] for h in curve[1:])
+    first = next(i for i, h in enumerate(curve) if h["accuracy"] >= threshold)
+    result = _adapt(target, tiny_pool, config, strategy="early-pass", threshold=threshold)
+    attempt = result.attempts[0]
+    assert attempt.result.stop_reason == "passed" and attempt.passed
+    assert _scores(attempt.result.history) == _scores(curve[: first + 1])
+    assert result.outcome == "transfer" and len(result.attempts) == 1
+    assert result.report["attempts"][0]["stop_reason"] == "passed"
+    assert result.report["strategy"] == ["early-pass"]
+
+    zero = _adapt(target, tiny_pool, config, strategy="early-pass", threshold=0.0)
+    history = zero.attempts[0].result.history
+    assert len(history) == 1 and history[0]["step"] == 2  # 1/4 epoch of 8 steps
+    assert zero.attempts[0].result.stop_reason == "passed"
+    assert zero.attempts[0].result.epochs_run == pytest.approx(0.25)
+
+
+def test_cutoff_stops_a_hopeless_attempt_before_its_budget(target, tiny_pool):
+    config = replace(BASE, transfer_epochs=2, threshold=1.01)
+    plain = _adapt(target, tiny_pool, config).attempts
+    cut = _adapt(target, tiny_pool, config, strategy="cutoff").attempts
+    assert plain[0].result.stop_reason == "budget" and plain[0].result.epochs_run == 2
+    assert cut[0].result.stop_reason == "cutoff"
+    assert config.cutoff_min_epochs <= cut[0].result.epochs_run < 2
+    assert cut[0].result.history[-1]["step"] < plain[0].result.history[-1]["step"]
+    # the fallback is not cut off unless asked (cutoff_fallback)
+    assert [a.kind for a in cut] == ["transfer", "standard_lora"]
+    assert cut[1].result.stop_reason != "cutoff"
+
+
+def test_cutoff_skips_transfer_when_the_top_score_is_too_low(target, tiny_pool):
+    result = _adapt(target, tiny_pool, BASE, strategy="cutoff", min_score=math.inf,
+                    threshold=0.0)
+    assert [a.kind for a in result.attempts] == ["standard_lora"]
+    skipped = result.report["skipped"]
+    assert skipped["adapter_id"] == result.report["scores"][0]["adapter_id"]
+    assert skipped["score"] == result.report["scores"][0]["score"]
+    assert result.outcome == "standard_lora"
+    kept = _adapt(target, tiny_pool, BASE, strategy="cutoff", min_score=-math.inf,
+                  threshold=0.0)
+    assert kept.report["skipped"] is None and kept.attempts[0].kind == "transfer"
+
+
+class _Recorder:
+    """Stands in for the loop's ``train``: records the model's tensors on entry and at every
+    evaluation (through a spying stop rule), and can replace a call's validation scores.
+    """
+
+    def __init__(self, monkeypatch, fake_validation: dict[int, float] | None = None) -> None:
+        from adapterpool import loop
+
+        self.real_train = loop.train
+        self.fake_validation = fake_validation or {}
+        self.calls: list[dict] = []
+        monkeypatch.setattr(loop, "train", self)
+
+    def __call__(self, model, *args, stop_rule=None, **kwargs):
+        call = {"entry": _state(model), "at_step": {}}
+
+        def spy(history, config):
+            call["at_step"][history[-1]["step"]] = _state(model)
+            return stop_rule(history, config) if stop_rule is not None else None
+
+        result = self.real_train(model, *args, stop_rule=spy, **kwargs)
+        call["result"], call["real_validation"] = result, dict(result.validation)
+        if len(self.calls) in self.fake_validation:
+            result.validation = dict.fromkeys(result.validation, self.fake_validation[len(self.calls)])
+        self.calls.append(call)
+        return result
+
+    def best_state(self, index: int) -> dict[str, torch.Tensor]:
+        call = self.calls[index]
+        return call["at_step"][call["result"].best_step]
+
+
+def _equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_warm_fallback_continues_the_best_attempts_restored_weights(
+    target, tiny_pool, monkeypatch
+):
+    recorder = _Recorder(monkeypatch)
+    fallback_config = replace(FALLBACK, evals_per_epoch=4, patience=100)  # transfers too
+    result = _adapt(target, tiny_pool, BASE, strategy="warm-fallback", threshold=1.01,
+                    max_tries=2, fallback=fallback_config)
+    assert [a.kind for a in result.attempts] == ["transfer", "transfer", "warm_fallback"]
+    transfers, fallback = result.attempts[:2], result.attempts[2]
+    best = max(range(2), key=lambda i: transfers[i].result.validation["accuracy"])
+    assert fallback.adapter_id == transfers[best].adapter_id
+    # its tensors on entry are those of the best attempt's best evaluation (not its last step)
+    entry = recorder.calls[2]["entry"]
+    assert _equal(entry, recorder.best_state(best))
+    assert not _equal(entry, recorder.best_state(1 - best))
+    # evaluated before its first step: the best attempt's validation, exactly
+    first = fallback.result.history[0]
+    assert first["step"] == 0
+    assert {k: first[k] for k in transfers[best].result.validation} == (
+        transfers[best].result.validation)
+    assert fallback.result.validation["accuracy"] >= transfers[best].result.validation["accuracy"]
+    assert fallback.result.epochs_run == fallback_config.epochs  # the whole standard budget
+    assert result.outcome == "failed"
+    assert result.report["attempts"][2]["kind"] == "warm_fallback"
+    # the source's numbers no longer describe its model (the fallback trained it on), so the
+    # result is the fallback's or (earliest on ties) another attempt's with its own weights
+    finals = [a["final"] for a in result.report["attempts"]]
+    assert sum(finals) == 1 and not finals[best]
+    final = result.attempts[finals.index(True)]
+    assert final.result.validation["accuracy"] == fallback.result.validation["accuracy"]
+    assert result.model is final.result.model
+
+
+def test_warm_fallback_that_passes_is_its_own_outcome(target, tiny_pool):
+    config = replace(BASE, strategy="warm-fallback", transfer_epochs=0.5,
+                     fallback=replace(FALLBACK, epochs=3, evals_per_epoch=2))
+    first = _adapt(target, tiny_pool, config, threshold=1.01)
+    transfer, fallback = first.attempts
+    gained = fallback.result.validation["accuracy"]
+    assert gained > transfer.result.validation["accuracy"], "the tiny setup must learn here"
+    again = _adapt(target, tiny_pool, config, threshold=gained)
+    assert [a.kind for a in again.attempts] == ["transfer", "warm_fallback"]
+    assert again.outcome == "warm_fallback" and again.report["outcome"] == "warm_fallback"
+
+
+@pytest.fixture()
+def subjectivity_pool(tiny_pool, tmp_path) -> AdapterPool:
+    """A pool holding only the tiny pool's subjectivity adapter (labels: subjective, objective)."""
+    pool = AdapterPool.init(tmp_path / "single", base_model=tiny_pool.base_model)
+    (record,) = [r for r in tiny_pool.list() if r.task_name == "subjectivity"]
+    pool.add(tiny_pool.adapter_dir(record.id))
+    return pool
+
+
+def _logits(model, task, base_model: str) -> torch.Tensor:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    batch = tokenizer(list(task.validation.text[:16]), padding=True, truncation=True,
+                      max_length=32, return_tensors="pt")
+    device = next(model.parameters()).device  # train() moves a model to CUDA when present
+    model.eval()
+    with torch.no_grad():
+        return model(**{k: v.to(device) for k, v in batch.items()}).logits.cpu()
+
+
+def test_same_labels_evaluates_the_source_as_it_is_with_its_head(subjectivity_pool):
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    pool = subjectivity_pool
+    task = load_task("builtin:subjectivity", max_train=64, max_eval=32, seed=1)
+    (record,) = pool.list()
+    assert list(task.label_names) == record.label_names
+    result = _adapt(task, pool, BASE, strategy="same-labels", threshold=0.0)
+    (attempt,) = result.attempts
+    assert attempt.head_kept and attempt.passed
+    assert attempt.result.stop_reason == "passed" and attempt.result.epochs_run == 0
+    assert [h["step"] for h in attempt.result.history] == [0]
+    assert result.report["attempts"][0]["epochs"] == 0
+
+    base = AutoModelForSequenceClassification.from_pretrained(pool.base_model, num_labels=2)
+    source = PeftModel.from_pretrained(base, str(pool.adapter_dir(record.id)))
+    expected = _logits(source, task, pool.base_model)
+    assert torch.allclose(_logits(result.model, task, pool.base_model), expected, atol=1e-5)
+
+    # without the strategy the head is fresh (and the attempt trains)
+    plain = _adapt(task, pool, BASE, threshold=0.0).attempts[0]
+    assert not plain.head_kept and plain.result.epochs_run == 1
+    assert not torch.allclose(_logits(plain.result.model, task, pool.base_model), expected,
+                              atol=1e-3)
+
+
+def test_same_labels_leaves_other_label_sets_with_a_fresh_head(target, tiny_pool):
+    result = _adapt(target, tiny_pool, BASE, strategy="same-labels", threshold=0.0)
+    assert not result.attempts[0].head_kept
+    assert result.attempts[0].result.history[0]["step"] > 0
+
+
+def test_racing_probes_the_top_candidates_and_continues_only_the_best(
+    target, tiny_pool, monkeypatch
+):
+    # probe validations set to 0.1, 0.3, 0.2: the best probe is the second-ranked candidate
+    recorder = _Recorder(monkeypatch, fake_validation={0: 0.1, 1: 0.3, 2: 0.2})
+    result = _adapt(target, tiny_pool, BASE, strategy="racing", threshold=1.01,
+                    race_size=3, probe_epochs=0.25, transfer_epochs=1)
+    kinds = [a.kind for a in result.attempts]
+    assert kinds == ["probe", "probe", "probe", "transfer", "standard_lora"]
+    probes, continued = result.attempts[:3], result.attempts[3]
+    ranked = [s["adapter_id"] for s in result.report["scores"]]
+    assert [p.adapter_id for p in probes] == ranked[:3]
+    assert all(p.result.epochs_run == pytest.approx(0.25) for p in probes)
+    winner = probes[1]
+    assert continued.adapter_id == winner.adapter_id
+    assert continued.result.model is winner.result.model  # its model, not a restart
+    assert _equal(recorder.calls[3]["entry"], recorder.best_state(1))
+    assert continued.result.history[0]["step"] == 0
+    assert continued.result.history[0]["accuracy"] == recorder.calls[1]["real_validation"][
+        "accuracy"]
+    assert continued.result.epochs_run == pytest.approx(0.75)
+    assert result.report["attempts"][0]["kind"] == "probe"
+
+
+def test_racing_probe_that_passes_ends_the_race(target, tiny_pool):
+    result = _adapt(target, tiny_pool, BASE, strategy="racing", threshold=0.0, race_size=3)
+    assert [a.kind for a in result.attempts] == ["probe"]
+    assert result.outcome == "transfer"
+
+
+def test_strategies_combine(target, tiny_pool):
+    result = _adapt(target, tiny_pool, BASE, threshold=1.01, max_tries=2, transfer_epochs=2,
+                    strategy="early-pass,cutoff,warm-fallback")
+    assert [a.kind for a in result.attempts] == ["transfer", "transfer", "warm_fallback"]
+    assert [a.result.stop_reason for a in result.attempts[:2]] == ["cutoff", "cutoff"]
+    assert all(a.result.epochs_run < 2 for a in result.attempts[:2])
+    assert result.report["strategy"] == ["early-pass", "cutoff", "warm-fallback"]
+    for attempt in result.report["attempts"]:
+        seconds = [h["seconds"] for h in attempt["history"]]
+        assert seconds == sorted(seconds) and all(s >= 0 for s in seconds)
