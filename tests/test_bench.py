@@ -21,7 +21,13 @@ from adapterpool.bench.quality import (
     seeded_subset,
     simulate_loop,
 )
-from adapterpool.bench.report import summarize, summarize_target, write_reports
+from adapterpool.bench.report import (
+    choose_default_strategy,
+    summarize,
+    summarize_strategies,
+    summarize_target,
+    write_reports,
+)
 from adapterpool.pool.store import seeded_sample
 from adapterpool.tasks import load_task
 
@@ -152,12 +158,23 @@ def test_bench_runs_resumes_and_reports(tiny_base_model, bench_folders, tmp_path
         max_train=48, max_eval=24, max_length=32, source_epochs=1, transfer_epochs=1,
         baseline_max_epochs=2, scoring_samples=32, subset=2, max_tries=1, loop_seeds=[0, 1],
         base_model=tiny_base_model, run_dir=str(tmp_path / "run"), out_dir=str(tmp_path / "out"),
+        strategies=["plain", "early-pass,cutoff,warm-fallback"], strategy_seeds=[0],
+        strategy_targets=["debate-role"], strategy_metric="logme",
     )
     first = BenchRun(config, show_progress=False, measure_energy=False)
     state = first.run()
     # 3 sources, then per target 2 fine-tunes (the other two pool members) + 1 baseline
-    assert first.state.trained == 3 + 2 * (2 + 1)
-    assert first.state.computed == {"source": 3, "scores": 2, "finetune": 4, "baseline": 2}
+    assert first.state.trained == 3 + 2 * (2 + 1) + 2
+    assert first.state.computed == {"source": 3, "scores": 2, "finetune": 4, "baseline": 2,
+                                    "strategy": 2}
+    runs = state["targets"]["debate-role"]["strategies"]
+    assert set(runs) == {"plain", "early-pass,cutoff,warm-fallback"}
+    for strategy, by_seed in runs.items():
+        run = by_seed["0"]
+        assert run["strategy"] == strategy.split(",") and run["seconds"] > 0
+        assert run["outcome"] in {"transfer", "standard_lora", "warm_fallback", "failed"}
+        sources = {a["adapter_id"] for a in run["attempts"] if a["adapter_id"]}
+        assert not any(s.startswith("debate-role") for s in sources)  # leave-one-out
     assert set(state["targets"]) == {"debate-role", "speech-party"}
     for key, target in state["targets"].items():
         sources = {e["source_task"] for e in target["scores"].values()}
@@ -180,6 +197,9 @@ def test_bench_runs_resumes_and_reports(tiny_base_model, bench_folders, tmp_path
     assert BenchState(tmp_path / "run" / "state.json").data["sources"]["builtin-subjectivity"]
 
     summary = summarize(resumed.state.data)
+    assert set(summary["strategies"]) == {"plain", "early-pass,cutoff,warm-fallback"}
+    assert summary["default_strategy"] in summary["strategies"]
+    assert set(summary["targets"]["debate-role"]["strategies"]) == set(summary["strategies"])
     assert set(summary["mean"]) == {"logme", "leep", "nce", "ensemble", "random", "oracle"}
     assert summary["n_targets"] == 2 and not summary["incomplete_targets"]
     assert summary["best_metric"] in {"logme", "leep", "nce", "ensemble"}
@@ -191,6 +211,8 @@ def test_bench_runs_resumes_and_reports(tiny_base_model, bench_folders, tmp_path
                             "compute_seconds", "metric_seconds"}
     for target in written["targets"].values():
         assert len(target["candidates"]) == 2 and target["ground_truth"] == "test"
+        for cand in target["candidates"].values():  # raw scores beside the ground truth
+            assert set(cand["scores"]) == {"logme", "leep", "nce"}
         assert set(target["quality"]["logme"]) == {"weighted_tau", "pearson", "top1_hit",
                                                    "regret_at_1", "regret_at_3"}
         assert set(target["loop"]["logme"]) >= {"accuracy_ratio", "time_ratio", "energy_ratio",
@@ -207,6 +229,30 @@ def test_bench_runs_resumes_and_reports(tiny_base_model, bench_folders, tmp_path
     code = main(["--config", str(_write_config(config, tmp_path)), "--report-only", "--quiet",
                  "--out", str(tmp_path / "cli-out")])
     assert code == 0 and (tmp_path / "cli-out" / "README.md").is_file()
+
+
+def test_strategy_summary_and_default_choice():
+    def run(outcome, acc, seconds):
+        return {"outcome": outcome, "seconds": seconds, "kwh": seconds / 100,
+                "test": {"accuracy": acc}, "validation": {"accuracy": acc}, "attempts": [{}]}
+
+    target = {"baseline": {"validation": {"accuracy": 0.9}, "test": {"accuracy": 0.8},
+                           "train_seconds": 100.0, "kwh": 1.0},
+              "strategies": {"plain": {"0": run("standard_lora", 0.8, 120.0),
+                                       "1": run("transfer", 0.8, 40.0)},
+                             "fast": {"0": run("transfer", 0.76, 20.0),
+                                      "1": run("transfer", 0.76, 20.0)},
+                             "good": {"0": run("transfer", 0.8, 50.0),
+                                      "1": run("warm_fallback", 0.8, 70.0)}}}
+    rows = summarize_strategies(target)
+    assert rows["plain"]["time_ratio"] == pytest.approx(0.8)  # mean 80 s / 100 s
+    assert rows["plain"]["transfer_rate"] == 0.5 and rows["plain"]["accuracy_ratio"] == 1.0
+    assert rows["fast"]["accuracy_ratio"] == pytest.approx(0.95)
+    assert rows["good"]["energy_ratio"] == pytest.approx(0.6)
+    table = {name: {**row, "per_target": {"t": row}} for name, row in rows.items()}
+    assert choose_default_strategy(table) == "good"  # fast loses accuracy; good beats plain
+    table["good"]["per_target"]["t"] = {**rows["good"], "time_ratio": 1.2}
+    assert choose_default_strategy(table) == "plain"  # one target too costly disqualifies
 
 
 def _write_config(config: BenchConfig, tmp_path):

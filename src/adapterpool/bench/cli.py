@@ -108,7 +108,7 @@ def run_bench_command(args: argparse.Namespace) -> dict:
 
     config = build_config(args)
     if args.report_only:
-        state = BenchState(Path(config.run_dir) / "state.json").data
+        state = BenchState(Path(config.run_dir).expanduser() / "state.json").data
         if not state:
             from ..errors import UsageError
 

@@ -21,10 +21,20 @@ class BenchConfig:
     validation. The loop replay draws ``subset`` candidates per seed in ``loop_seeds``, tries at
     most ``max_tries`` of them, and passes when validation accuracy reaches ``threshold_fraction``
     x the standard-LoRA validation accuracy of that target (``threshold_sweep``: other fractions
-    reported for the same replay)."""
+    reported for the same replay). ``only_targets`` keeps the bench's cost in hand on a large
+    pool: every discovered task is a pool member, only those are targets.
+
+    Strategies (``strategies``, each a comma-separated combination as ``adapt --strategy`` takes)
+    change when attempts stop or which weights they start from, so each runs the real loop
+    (:func:`adapterpool.adapt`) on every target in ``strategy_targets`` (default: every target),
+    leave-one-out, once per seed in ``strategy_seeds``, with the same threshold, ranking metric
+    ``strategy_metric``, transfer budget and a fallback that trains like the baseline.
+    ``source_max_train`` / ``source_max_epochs`` (with early stopping, ``source_patience``
+    evaluations, one a epoch) size the pool members as a user would contribute them."""
 
     discover: list[str] = field(default_factory=list)
     targets: list[str] = field(default_factory=list)
+    only_targets: list[str] | None = None
     extra_sources: list[str] = field(default_factory=list)
     metrics: list[str] = field(default_factory=lambda: [
         "logme", "leep", "nce", "h-score", "regularized-h-score", "nleep", "transrate", "gbc",
@@ -34,6 +44,9 @@ class BenchConfig:
     max_eval: int = 250
     max_length: int = 64
     source_epochs: int = 2
+    source_max_train: int | None = None
+    source_max_epochs: int | None = None
+    source_patience: int = 3
     transfer_epochs: int = 2
     baseline_max_epochs: int = 10
     scoring_samples: int = 400
@@ -42,6 +55,10 @@ class BenchConfig:
     threshold_fraction: float = 0.97
     threshold_sweep: list[float] = field(default_factory=lambda: [0.9, 0.95, 0.97, 1.0])
     loop_seeds: list[int] = field(default_factory=lambda: list(range(20)))
+    strategies: list[str] = field(default_factory=list)
+    strategy_seeds: list[int] = field(default_factory=lambda: [0])
+    strategy_targets: list[str] | None = None
+    strategy_metric: str = "knn"
     seed: int = 0
     base_model: str | None = None
     run_dir: str = ".bench-cache/run"
@@ -73,6 +90,12 @@ class BenchConfig:
                 raise UsageError(f"bench: {name} must be >= 1, got {value}")
         if not self.loop_seeds:
             raise UsageError("bench: loop_seeds must not be empty")
+        from ..strategies import parse_strategies
+
+        for spec in self.strategies:
+            parse_strategies(spec)  # an unknown strategy fails before any work
+        if self.strategies and not self.strategy_seeds:
+            raise UsageError("bench: strategy_seeds must not be empty")
 
     def discovered(self) -> list[str]:
         """Task folders found under ``discover`` (sorted; the set may grow over time)."""
@@ -85,7 +108,26 @@ class BenchConfig:
         return found
 
     def all_targets(self) -> list[str]:
-        return self.discovered() + [t for t in self.targets if t not in self.discovered()]
+        """Discovered tasks and ``targets``; with ``only_targets`` (specs or short keys), only
+        those, picked among every task of the run (an extra source too, leave-one-out) — the
+        others stay pool members."""
+        from .harness import task_key
+
+        found = self.discovered() + [t for t in self.targets if t not in self.discovered()]
+        if self.only_targets is None:
+            return found
+        wanted = set(self.only_targets)
+        every = found + [s for s in self.extra_sources if s not in found]
+        return [t for t in every if t in wanted or task_key(t) in wanted]
+
+    def strategy_target_specs(self) -> list[str]:
+        """Targets the strategies run on: ``strategy_targets`` (spec or short key), or all."""
+        from .harness import task_key
+
+        if self.strategy_targets is None:
+            return self.all_targets()
+        wanted = set(self.strategy_targets)
+        return [t for t in self.all_targets() if t in wanted or task_key(t) in wanted]
 
     def all_sources(self) -> list[str]:
         return self.discovered() + [s for s in self.extra_sources if s not in self.discovered()]

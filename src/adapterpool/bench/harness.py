@@ -19,11 +19,14 @@ from pathlib import Path
 from accelerate.utils import set_seed
 from rich.console import Console
 
+from ..config import AdaptConfig
 from ..energy import EnergyMeter
-from ..loop import adapter_metadata, train_standard
+from ..errors import PoolError
+from ..loop import adapt, adapter_metadata, train_standard
 from ..metrics import get_metric
 from ..modeling import load_tokenizer, save_adapter, warm_start_model
 from ..pool import AdapterPool, AdapterRecord
+from ..pool.store import seeded_sample
 from ..scoring import score_candidates
 from ..tasks import Task, load_task
 from ..training import TrainConfig, TrainResult, train
@@ -94,6 +97,58 @@ def _record_from_pool(record: AdapterRecord) -> dict:
     }
 
 
+def _strategy_record(report: dict) -> dict:
+    """What the summary needs of one loop run: outcome, cost, accuracy, and every attempt."""
+    attempts = report["attempts"]
+    final = next((a for a in attempts if a.get("final")), None)
+    if final is None:  # the passing attempt, else the best by validation
+        passed = [a for a in attempts if a["passed"]]
+        final = passed[-1] if passed else max(
+            attempts, key=lambda a: a["validation"]["accuracy"], default=None)
+    return {
+        "outcome": report["outcome"],
+        "strategy": report.get("strategy"),
+        "seconds": report["timing"]["total_seconds"],
+        "scoring_seconds": report["timing"]["scoring_seconds"],
+        "kwh": (report.get("energy") or {}).get("kwh"),
+        "co2_kg": (report.get("energy") or {}).get("co2_kg"),
+        "test": final["test"] if final else None,
+        "validation": final["validation"] if final else None,
+        "skipped": report.get("skipped"),
+        "attempts": [
+            {k: a.get(k) for k in ("kind", "adapter_id", "epochs", "train_seconds", "validation",
+                                   "test", "passed", "stop_reason", "history")}
+            for a in attempts
+        ],
+    }
+
+
+class PoolView:
+    """A pool seen without some adapters (leave-one-out): what :func:`adapt` reads of a pool."""
+
+    def __init__(self, pool: AdapterPool, keep: set[str]) -> None:
+        self.pool, self.keep = pool, keep
+        self.base_model = pool.base_model
+
+    def list(self) -> list[AdapterRecord]:
+        return [r for r in self.pool.list() if r.id in self.keep]
+
+    def sample(self, n: int, seed: int) -> list[AdapterRecord]:
+        return seeded_sample(self.list(), n, seed)
+
+    def get(self, adapter_id: str) -> AdapterRecord:
+        if adapter_id not in self.keep:
+            raise PoolError(f"adapter {adapter_id} is left out of this view")
+        return self.pool.get(adapter_id)
+
+    def adapter_dir(self, adapter_id: str) -> Path:
+        self.get(adapter_id)
+        return self.pool.adapter_dir(adapter_id)
+
+    def add(self, *args, **kwargs) -> AdapterRecord:
+        raise PoolError("the benchmark never contributes")
+
+
 def task_key(spec: str) -> str:
     """A stable short name for a task spec: folder name, ``builtin-NAME``, ``hf-NAME-CONFIG``."""
     return spec.rstrip("/").split("/")[-1].replace("builtin:", "builtin-").replace(":", "-")
@@ -105,7 +160,7 @@ class BenchRun:
         for name in config.metrics:
             get_metric(name)  # an unknown metric fails before any work
         self.config = config
-        self.run_dir = Path(config.run_dir)
+        self.run_dir = Path(config.run_dir).expanduser()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.state = BenchState(self.run_dir / "state.json")
         self.show_progress = show_progress
@@ -114,13 +169,23 @@ class BenchRun:
         self._units_done = 0
         self._units_total = 0
 
-    def _task(self, spec: str) -> Task:
-        return load_task(spec, seed=self.config.seed, max_train=self.config.max_train,
+    def _task(self, spec: str, *, max_train: int | None = None) -> Task:
+        return load_task(spec, seed=self.config.seed, max_train=max_train or self.config.max_train,
                          max_eval=self.config.max_eval)
 
-    def _train_config(self, epochs: int, *, evals_per_epoch: int = 2) -> TrainConfig:
+    def _train_config(self, epochs: int, *, evals_per_epoch: int = 2, **more) -> TrainConfig:
         return TrainConfig(epochs=epochs, max_length=self.config.max_length, seed=self.config.seed,
-                           evals_per_epoch=evals_per_epoch)
+                           evals_per_epoch=evals_per_epoch, **more)
+
+    def _source_config(self) -> TrainConfig:
+        """As a user would contribute: until early stopping when ``source_max_epochs`` is set."""
+        if self.config.source_max_epochs:
+            return self._train_config(self.config.source_max_epochs, evals_per_epoch=1,
+                                      patience=self.config.source_patience)
+        return self._train_config(self.config.source_epochs)
+
+    def _baseline_config(self) -> TrainConfig:
+        return self._train_config(self.config.baseline_max_epochs, evals_per_epoch=1)
 
     def _announce(self, what: str) -> None:
         self._units_done += 1
@@ -136,6 +201,11 @@ class BenchRun:
             todo += self.state.get("targets", key, "scores") is None
             todo += max(0, others - len(self.state.get("targets", key, "finetune") or {}))
             todo += self.state.get("targets", key, "baseline") is None
+        for spec in self.config.strategy_target_specs():
+            done = self.state.get("targets", task_key(spec), "strategies") or {}
+            todo += sum(str(seed) not in done.get(strategy, {})
+                        for strategy in self.config.strategies
+                        for seed in self.config.strategy_seeds)
         self._units_total = todo
 
     def build_pool(self) -> AdapterPool:
@@ -152,11 +222,12 @@ class BenchRun:
             if existing:  # added to the pool, then interrupted before the state was written
                 self.state.put(_record_from_pool(existing[0]), "sources", key)
                 continue
-            task = self._task(spec)
+            task = self._task(spec, max_train=self.config.source_max_train)
+            config = self._source_config()
             self._announce(f"[bold]source[/bold] {key}: standard LoRA on {len(task.train)} "
-                           f"examples, {self.config.source_epochs} epochs")
+                           f"examples, {config.epochs:g} epochs at most")
             result = train_standard(
-                task, pool.base_model, self._train_config(self.config.source_epochs),
+                task, pool.base_model, config,
                 description=f"source {key}", show_progress=self.show_progress,
                 measure_energy=self.measure_energy,
             )
@@ -224,14 +295,45 @@ class BenchRun:
         if self.state.get("targets", key, "baseline") is None:
             self._announce(f"[bold]{key}[/bold]: standard LoRA baseline, early stopping, at most "
                            f"{self.config.baseline_max_epochs} epochs")
-            config = self._train_config(self.config.baseline_max_epochs, evals_per_epoch=1)
-            result = train_standard(task, pool.base_model, config,
+            result = train_standard(task, pool.base_model, self._baseline_config(),
                                     description=f"{key} standard LoRA",
                                     show_progress=self.show_progress,
                                     measure_energy=self.measure_energy)
             self.state.trained += 1
             self.state.computed["baseline"] += 1
             self.state.put(_result_record(result), "targets", key, "baseline")
+
+    def strategy_config(self, spec: str, seed: int, threshold: float) -> AdaptConfig:
+        """The loop as a user would run it with ``--strategy spec``, sized like the bench."""
+        return AdaptConfig(
+            metric=self.config.strategy_metric, subset=self.config.subset,
+            max_tries=self.config.max_tries, threshold=threshold,
+            transfer_epochs=self.config.transfer_epochs, max_samples=self.config.scoring_samples,
+            fallback=self._baseline_config(), strategy=spec, seed=seed,
+        )
+
+    def run_strategies(self, pool: AdapterPool, spec: str) -> None:
+        """Each strategy x seed: the real ``adapt`` on the leave-one-out pool, one unit each."""
+        key = task_key(spec)
+        baseline = self.state.get("targets", key, "baseline")
+        if not self.config.strategies or baseline is None:
+            return
+        task = None
+        view = PoolView(pool, {r.id for r in self.candidates_for(pool, key)})
+        threshold = self.config.threshold_fraction * baseline["validation"]["accuracy"]
+        for strategy in self.config.strategies:
+            for seed in self.config.strategy_seeds:
+                if self.state.get("targets", key, "strategies", strategy, str(seed)):
+                    continue
+                task = task or self._task(spec)
+                self._announce(f"[bold]{key}[/bold]: loop with strategy {strategy}, seed {seed}")
+                result = adapt(task, view, self.strategy_config(strategy, seed, threshold),
+                               show_progress=self.show_progress,
+                               measure_energy=self.measure_energy)
+                self.state.trained += 1
+                self.state.computed["strategy"] += 1
+                self.state.put(_strategy_record(result.report), "targets", key, "strategies",
+                               strategy, str(seed))
 
     def run(self) -> dict:
         sources, targets = self.config.all_sources(), self.config.all_targets()
@@ -245,4 +347,6 @@ class BenchRun:
         pool = self.build_pool()
         for spec in targets:
             self.run_target(pool, spec)
+        for spec in self.config.strategy_target_specs():
+            self.run_strategies(pool, spec)
         return self.state.data

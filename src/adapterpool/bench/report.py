@@ -142,6 +142,7 @@ def summarize_target(target: dict, config: dict) -> dict:
         "ground_truth": "test" if all(kind == "test" for _, kind in truths) else "validation",
         "candidates": {
             i: {"source_task": target["scores"][i]["source_task"], "accuracy": a,
+                "scores": {m: _num(v) for m, v in target["scores"][i]["scores"].items()},
                 "validation_accuracy": target["finetune"][i]["validation"]["accuracy"],
                 "train_seconds": target["finetune"][i]["train_seconds"],
                 "kwh": target["finetune"][i]["kwh"], "co2_kg": target["finetune"][i]["co2_kg"],
@@ -162,19 +163,83 @@ def summarize_target(target: dict, config: dict) -> dict:
     }
 
 
+STRATEGY_KEYS = ("accuracy_ratio", "time_ratio", "energy_ratio", "transfer_rate")
+
+
+def summarize_strategies(target: dict) -> dict:
+    """Per strategy on one target: the loop runs (one per seed) against the baseline, as ratios of
+    the means over seeds (loop / standard LoRA), plus outcomes and mean attempts."""
+    base = target["baseline"]
+    base_acc, _ = _ground_truth(base)
+    out = {}
+    for strategy, runs in sorted((target.get("strategies") or {}).items()):
+        runs = list(runs.values())
+        accuracies = [_ground_truth(r)[0] if (r.get("test") or r.get("validation")) else math.nan
+                      for r in runs]
+        kwh = [r["kwh"] for r in runs if r.get("kwh") is not None]
+        out[strategy] = {
+            "accuracy_ratio": _nanmean(accuracies) / base_acc if base_acc else math.nan,
+            "time_ratio": float(np.mean([r["seconds"] for r in runs])) / base["train_seconds"],
+            "energy_ratio": (float(np.mean(kwh)) / base["kwh"]
+                             if kwh and len(kwh) == len(runs) and base.get("kwh") else math.nan),
+            "transfer_rate": float(np.mean([r["outcome"] == "transfer" for r in runs])),
+            "outcomes": {o: sum(r["outcome"] == o for r in runs)
+                         for o in sorted({r["outcome"] for r in runs})},
+            "mean_attempts": float(np.mean([len(r["attempts"]) for r in runs])),
+            "accuracy": _nanmean(accuracies),
+            "seconds": float(np.mean([r["seconds"] for r in runs])),
+            "seeds": len(runs),
+        }
+    return out
+
+
+def choose_default_strategy(strategies: dict, *, min_accuracy: float = 0.995,
+                            max_target_time: float = 1.05) -> str | None:
+    """The cheapest strategy (mean time ratio) that keeps accuracy (mean ratio >= min_accuracy)
+    and costs no target more than ``max_target_time`` x standard LoRA; failing that, the most
+    accurate one. The rule is fixed before the numbers are seen, so the choice is not tuned."""
+    if not strategies:
+        return None
+    keeping = [s for s, row in strategies.items()
+               if row["accuracy_ratio"] >= min_accuracy
+               and all(t["time_ratio"] <= max_target_time for t in row["per_target"].values())]
+    if keeping:
+        return min(keeping, key=lambda s: strategies[s]["time_ratio"])
+    return max(strategies, key=lambda s: _finite(strategies[s]["accuracy_ratio"]))
+
+
+def _strategies_over_targets(per_target: dict) -> dict:
+    names = sorted({s for t in per_target.values() for s in t})
+    out = {}
+    for name in names:
+        rows = {key: t[name] for key, t in per_target.items() if name in t}
+        out[name] = {k: _nanmean(r[k] for r in rows.values()) for k in STRATEGY_KEYS}
+        out[name]["max_time_ratio"] = max(r["time_ratio"] for r in rows.values())
+        out[name]["per_target"] = {
+            key: {k: r[k] for k in ("accuracy_ratio", "time_ratio", "energy_ratio",
+                                    "transfer_rate", "outcomes")}
+            for key, r in rows.items()}
+        out[name]["n_targets"] = len(rows)
+    return out
+
+
 def summarize(state: dict) -> dict:
     """Per target and averaged over targets: quality of every metric (and of the ensemble), the
     loop vs standard LoRA; targets whose units are not all recorded yet are listed as incomplete.
     """
     config = _config(state)
-    per_target, incomplete = {}, []
+    per_target, incomplete, strategy_rows = {}, [], {}
     for key, target in sorted((state.get("targets") or {}).items()):
+        if target.get("baseline") and target.get("strategies"):
+            strategy_rows[key] = summarize_strategies(target)
         complete = (all(target.get(k) for k in ("scores", "finetune", "baseline"))
                     and set(target["finetune"]) == set(target["scores"]))
         if not complete:
             incomplete.append(key)
             continue
         per_target[key] = summarize_target(target, config)
+        if key in strategy_rows:
+            per_target[key]["strategies"] = strategy_rows[key]
     methods = list(next(iter(per_target.values()))["loop"]) if per_target else []
     mean = {}
     for m in methods:
@@ -218,6 +283,8 @@ def summarize(state: dict) -> dict:
                                           [m for m in config["ensemble_members"]
                                            if m in config["metrics"]]),
         "host": {"cpus": os.cpu_count()},
+        "strategies": (strategies := _strategies_over_targets(strategy_rows)),
+        "default_strategy": choose_default_strategy(strategies),
     }
 
 
@@ -282,6 +349,42 @@ def main_table(summary: dict) -> list[str]:
             f"{_fmt(row['transfer_rate'], 2)} | {_fmt(seconds)} |"
         )
     return lines
+
+
+def strategy_table(summary: dict) -> list[str]:
+    """The loop's strategies, each run for real (``adapt --strategy``) on every strategy target."""
+    strategies = summary.get("strategies") or {}
+    if not strategies:
+        return []
+    c = summary["config"]
+    lines = [
+        "## Loop strategies (real runs)", "",
+        f"`adapt --strategy S` with ranking metric {c.get('strategy_metric')}, N={c['subset']}, "
+        f"K={c['max_tries']}, transfer budget {c['transfer_epochs']} epochs, threshold "
+        f"{c['threshold_fraction']} x the standard-LoRA validation accuracy, fallback trained as "
+        f"the baseline; seeds {c.get('strategy_seeds')}. Ratios are loop / standard LoRA on the "
+        "same target (means over seeds, then over targets); the time includes scoring. Default "
+        f"(cheapest that keeps accuracy >= 0.995 and no target above 1.05x): "
+        f"**{summary.get('default_strategy')}**.", "",
+        "| strategy | accuracy ratio | time ratio | worst target time | energy ratio | "
+        "transfer rate | targets |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, row in sorted(strategies.items(), key=lambda kv: kv[1]["time_ratio"]):
+        lines.append(
+            f"| {name} | {_fmt(row['accuracy_ratio'])} | {_fmt(row['time_ratio'])} | "
+            f"{_fmt(row['max_time_ratio'])} | {_fmt(row['energy_ratio'])} | "
+            f"{_fmt(row['transfer_rate'], 2)} | {row['n_targets']} |")
+    targets = sorted({t for row in strategies.values() for t in row["per_target"]})
+    lines += ["", "Per target (accuracy ratio / time ratio):", "",
+              "| strategy | " + " | ".join(targets) + " |",
+              "|---|" + "---|" * len(targets)]
+    for name, row in sorted(strategies.items()):
+        cells = [(f"{_fmt(row['per_target'][t]['accuracy_ratio'])} / "
+                  f"{_fmt(row['per_target'][t]['time_ratio'])}")
+                 if t in row["per_target"] else "-" for t in targets]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def markdown(summary: dict) -> str:
@@ -354,6 +457,7 @@ def markdown(summary: dict) -> str:
                          f"{_fmt(row['time_ratio'])} "
                          f"| {_fmt(row['co2_ratio'])} | {_fmt(row['transfer_rate'], 2)} |")
         lines.append("")
+    lines += strategy_table(summary)
     lines += ["![weighted tau per target](metric_quality.png)", "",
               "![accuracy vs wall time](accuracy_vs_time.png) "
               "![accuracy vs CO2](accuracy_vs_co2.png)",
