@@ -23,8 +23,8 @@ import httpx
 import numpy as np
 from sqlalchemy import create_engine, text
 
-from adapterpool.loop import adapter_metadata, train_standard
-from adapterpool.modeling import save_adapter
+from adapterpool.contribute import contribute
+from adapterpool.loop import train_standard
 from adapterpool.pool import AdapterPool
 from adapterpool.pool.maintenance import verify
 from adapterpool.pool.remote import RemotePool
@@ -88,8 +88,7 @@ def main() -> None:
         task = load_task("builtin:debate-role", max_train=32, max_eval=16)
         result = train_standard(task, seed_pool.base_model, TrainConfig(epochs=1, max_length=32),
                                 show_progress=False, measure_energy=False)
-        source = save_adapter(result.model, tmp / "source",
-                              adapter_metadata(task, result, parent_id=None, seed=0))
+        source = seed_pool.adapter_dir(contribute(seed_pool, task, result).id)
         size_mb = (source / "adapter_model.safetensors").stat().st_size / 2**20
         print(f"adapter: {size_mb:.2f} MiB of weights (MiniLM, LoRA r=16 + head)")
         rate = writers(AdapterPool.init(tmp / "sqlite"), source, args.adds)

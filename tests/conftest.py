@@ -33,8 +33,8 @@ def tiny_base_model(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="session")
 def tiny_pool(tmp_path_factory: pytest.TempPathFactory, tiny_base_model: str):
     """A pool on the tiny model with three source adapters trained on real builtin data."""
-    from adapterpool.loop import adapter_metadata, train_standard
-    from adapterpool.modeling import save_adapter
+    from adapterpool.contribute import contribute
+    from adapterpool.loop import train_standard
     from adapterpool.pool import AdapterPool
     from adapterpool.tasks import load_task
     from adapterpool.training import TrainConfig
@@ -45,6 +45,5 @@ def tiny_pool(tmp_path_factory: pytest.TempPathFactory, tiny_base_model: str):
         task = load_task(f"builtin:{name}", max_train=64, max_eval=32)
         result = train_standard(task, pool.base_model, TrainConfig(epochs=1, max_length=32),
                                 show_progress=False, measure_energy=False)
-        meta = adapter_metadata(task, result, parent_id=None, seed=0)
-        pool.add(save_adapter(result.model, root / f"src-{name}", meta))
+        contribute(pool, task, result)
     return pool

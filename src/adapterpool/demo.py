@@ -19,8 +19,8 @@ from platformdirs import user_cache_dir
 from . import DEFAULT_METRIC
 from .base_model import DEFAULT_BASE_MODEL
 from .config import AdaptConfig
-from .loop import adapt, adapter_metadata, train_standard
-from .modeling import save_adapter
+from .contribute import contribute
+from .loop import adapt, train_standard
 from .pool import AdapterPool
 from .summary import comparison_table, console, print_adapt_report
 from .tasks.builtin import load_builtin
@@ -71,9 +71,7 @@ def build_demo_pool(cache_dir: Path, *, rebuild: bool = False) -> AdapterPool:
                       f"{task.num_labels} labels")
         config = TrainConfig(epochs=SOURCE_BUDGET["epochs"], max_length=MAX_LENGTH, seed=SEED)
         result = train_standard(task, pool.base_model, config, description=f"source {name}")
-        with tempfile.TemporaryDirectory() as tmp:
-            meta = adapter_metadata(task, result, parent_id=None, seed=SEED)
-            record = pool.add(save_adapter(result.model, Path(tmp) / "adapter", meta))
+        record = contribute(pool, task, result, seed=SEED)
         console.print(f"      added {record.id}: validation accuracy "
                       f"{result.validation['accuracy']:.3f} in {result.train_seconds:.0f}s")
     pool.engine.dispose()

@@ -5,7 +5,6 @@ threshold, try the next, fall back to standard LoRA, contribute what passes.
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -18,10 +17,11 @@ from peft import PeftModel
 
 from . import DEFAULT_METRIC, __version__
 from .config import AdaptConfig
+from .contribute import adapter_metadata, contribute
 from .energy import EnergyMeter, EnergyReading
 from .metrics import get_metric
 from .modeling import LoraSettings, load_tokenizer, new_model, save_adapter, warm_start_model
-from .pool import AdapterPool
+from .pool import Pool
 from .scoring import CandidateScore, score_candidates
 from .strategies import CutoffRule, PassRule, StopRule, first_reason
 from .tasks import Task
@@ -59,7 +59,7 @@ class RankResult:
 
 def rank(
     task: Task,
-    pool: AdapterPool,
+    pool: Pool,
     metrics: list[str] | str = DEFAULT_METRIC,
     *,
     subset: int = 5,
@@ -161,19 +161,11 @@ class AdaptResult:
         return path
 
 
-def adapter_metadata(task: Task, result: TrainResult, *, parent_id: str | None, seed: int) -> dict:
-    """What travels with a trained adapter into ``adapterpool.json`` and the pool's catalog."""
-    return {
-        "adapterpool_version": __version__,
-        "task": task.describe() | {"source": task.source},
-        "metrics": {"validation": result.validation, "test": result.test},
-        "parent_id": parent_id,
-        "train_seconds": result.train_seconds,
-        "energy_kwh": result.energy.kwh,
-        "co2_kg": result.energy.co2_kg,
-        "seed": seed,
-        "created_at": datetime.now(UTC).isoformat(),
-    }
+def standard_lora_model(base_model: str | None, label_names, lora: LoraSettings | None = None,
+                        *, seed: int) -> PeftModel:
+    """A fresh LoRA model (seeded initialisation): where standard LoRA and the fallback start."""
+    set_seed(seed)
+    return new_model(base_model, label_names, (lora or LoraSettings()).to_peft())
 
 
 def train_standard(
@@ -187,8 +179,7 @@ def train_standard(
     measure_energy: bool = True,
 ) -> TrainResult:
     """Standard LoRA from scratch on ``task``: the baseline and the fallback."""
-    set_seed(config.seed)
-    model = new_model(base_model, task.label_names, (lora or LoraSettings()).to_peft())
+    model = standard_lora_model(base_model, task.label_names, lora, seed=config.seed)
     return train(
         model, task, load_tokenizer(base_model), config,
         description=description, show_progress=show_progress, measure_energy=measure_energy,
@@ -197,7 +188,7 @@ def train_standard(
 
 def adapt(
     task: Task,
-    pool: AdapterPool,
+    pool: Pool,
     config: AdaptConfig | None = None,
     *,
     lora: LoraSettings | None = None,
@@ -252,9 +243,8 @@ def adapt(
     if out is not None:
         result.save_adapter(out / "adapter")
     if config.contribute and passed is not None:
-        with tempfile.TemporaryDirectory(prefix="adapterpool-") as tmp:
-            folder = result.adapter_dir or save_adapter(result.model, Path(tmp) / "adapter", meta)
-            report["contributed_adapter_id"] = pool.add(folder, parent_id=final.adapter_id).id
+        report["contributed_adapter_id"] = contribute(
+            pool, task, final.result, parent_id=final.adapter_id, seed=config.seed).id
     if out is not None:
         result.write_report(out)
     return result
@@ -269,7 +259,7 @@ _OUTCOMES: dict[str, Outcome] = {
 class _LoopRun:
     """The attempts of one ``adapt`` call and the strategies that shape them."""
 
-    def __init__(self, task: Task, pool: AdapterPool, config: AdaptConfig,
+    def __init__(self, task: Task, pool: Pool, config: AdaptConfig,
                  lora: LoraSettings | None, show_progress: bool, measure_energy: bool) -> None:
         self.task, self.pool, self.config, self.lora = task, pool, config, lora
         self.show_progress, self.measure_energy = show_progress, measure_energy
@@ -378,14 +368,13 @@ class _LoopRun:
             attempt = self.attempt("warm_fallback", source.adapter_id, source.result.model,
                                    config, eval_at_start=True)
         else:
-            set_seed(self.config.seed)
-            model = new_model(self.pool.base_model, self.task.label_names,
-                              (self.lora or LoraSettings()).to_peft())
+            model = standard_lora_model(self.pool.base_model, self.task.label_names, self.lora,
+                                        seed=self.config.seed)
             attempt = self.attempt("standard_lora", None, model, config)
         return attempt if attempt.passed else None
 
 
-def _report(task: Task, pool: AdapterPool, config: AdaptConfig, ranking: RankResult,
+def _report(task: Task, pool: Pool, config: AdaptConfig, ranking: RankResult,
             attempts: list[Attempt], final: Attempt | None, outcome: Outcome,
             skipped: dict | None, start: float) -> dict:
     energy = ranking.energy

@@ -20,11 +20,12 @@ from accelerate.utils import set_seed
 from rich.console import Console
 
 from ..config import AdaptConfig
+from ..contribute import contribute
 from ..energy import EnergyMeter
 from ..errors import PoolError
-from ..loop import adapt, adapter_metadata, train_standard
+from ..loop import adapt, train_standard
 from ..metrics import get_metric
-from ..modeling import load_tokenizer, save_adapter, warm_start_model
+from ..modeling import load_tokenizer, warm_start_model
 from ..pool import AdapterPool, AdapterRecord
 from ..pool.store import seeded_sample
 from ..scoring import score_candidates
@@ -231,10 +232,7 @@ class BenchRun:
                 description=f"source {key}", show_progress=self.show_progress,
                 measure_energy=self.measure_energy,
             )
-            with tempfile.TemporaryDirectory() as tmp:
-                meta = adapter_metadata(task, result, parent_id=None, seed=self.config.seed)
-                meta["task"]["name"] = key
-                record = pool.add(save_adapter(result.model, Path(tmp) / "a", meta))
+            record = contribute(pool, task, result, seed=self.config.seed, task_name=key)
             self.state.trained += 1
             self.state.computed["source"] += 1
             self.state.put({"adapter_id": record.id, **_result_record(result)}, "sources", key)

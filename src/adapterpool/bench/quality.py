@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import pearsonr, weightedtau
 
+from ..pool.store import seeded_sample
+
 
 def _ranked(scores: np.ndarray) -> np.ndarray:
     """Candidate indices best first; NaN scores last, ties kept in input order."""
@@ -96,12 +98,8 @@ class Baseline:
 
 
 def seeded_subset(candidates: list[Candidate], subset: int, seed: int) -> list[Candidate]:
-    """The same draw as :func:`adapterpool.pool.store.seeded_sample` (ids sorted, then choice)."""
-    ordered = sorted(candidates, key=lambda c: c.adapter_id)
-    if subset >= len(ordered):
-        return ordered
-    chosen = np.random.default_rng(seed).choice(len(ordered), size=subset, replace=False)
-    return [ordered[i] for i in sorted(chosen)]
+    """The pool's own draw (:func:`adapterpool.pool.store.seeded_sample`) over candidates."""
+    return seeded_sample(candidates, subset, seed, key=lambda c: c.adapter_id)
 
 
 def simulate_loop(

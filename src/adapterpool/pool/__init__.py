@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from .catalog import AdapterRecord
 from .checks import AdapterRejected
+from .protocol import Pool
 from .store import AdapterPool, DuplicateAdapterError, PoolError
 
 __all__ = [
-    "AdapterPool", "AdapterRecord", "AdapterRejected", "DuplicateAdapterError", "PoolError",
-    "open_pool",
+    "AdapterPool", "AdapterRecord", "AdapterRejected", "DuplicateAdapterError", "Pool",
+    "PoolError", "open_pool",
 ]
 
 
-def open_pool(spec: str, *, token: str | None = None):
+def open_pool(spec: str, *, token: str | None = None) -> Pool:
     """A local pool folder, or a pool server at ``http(s)://HOST:PORT`` (token for writes)."""
     if spec.startswith(("http://", "https://")):
         from .remote import RemotePool

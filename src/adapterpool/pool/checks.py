@@ -14,7 +14,7 @@ from pathlib import Path
 from safetensors import safe_open
 
 from ..errors import AdapterRejected
-from ..peft_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTERPOOL_META
+from ..peft_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy"}
 SUPPORTED_PEFT_TYPES = {"LORA", "ADALORA", "IA3", "PREFIX_TUNING", "PROMPT_TUNING", "P_TUNING"}

@@ -15,7 +15,6 @@ from .catalog import adapters_table, catalog_write_lock
 from .checks import AdapterRejected
 from .store import AdapterPool, PoolError
 
-
 DEFAULT_GRACE_SECONDS = 600.0
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from ..peft_files import ADAPTER_WEIGHTS
 
 
-def _sha256_stream(handle) -> str:
+def sha256_stream(handle) -> str:
+    """The sha256 of a binary stream, read in 1 MiB chunks."""
     import hashlib
 
     digest = hashlib.sha256()
@@ -42,7 +43,7 @@ class LocalStorage:
         if not weights.is_file():
             return None
         with open(weights, "rb") as handle:
-            return _sha256_stream(handle)
+            return sha256_stream(handle)
 
     def delete(self, adapter_id: str) -> None:
         folder = self.root / adapter_id
@@ -112,7 +113,7 @@ class FsspecStorage:
         if not self.fs.exists(path):
             return None
         with self.fs.open(path, "rb") as handle:
-            return _sha256_stream(handle)
+            return sha256_stream(handle)
 
     def delete(self, adapter_id: str) -> None:
         if self.fs.exists(self._path(adapter_id)):

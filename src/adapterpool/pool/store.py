@@ -7,7 +7,6 @@ orphan folder that ``verify --repair`` removes. Catalog rows always have their f
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -24,18 +23,15 @@ from ..errors import DuplicateAdapterError, PoolError, UsageError
 from ..peft_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTERPOOL_META
 from .catalog import AdapterRecord, adapters_table, create_schema, make_engine
 from .checks import AdapterRejected, check_id, slugify, validate_adapter_dir
-from .storage import open_storage
+from .storage import open_storage, sha256_stream
 
 POOL_MARKER = "pool.json"
 FORMAT_VERSION = "1"
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return sha256_stream(handle)
 
 
 def _fsync_tree(folder: Path) -> None:
@@ -49,9 +45,13 @@ def _fsync_tree(folder: Path) -> None:
         os.close(dir_fd)
 
 
-def seeded_sample(records: list[AdapterRecord], n: int, seed: int) -> list[AdapterRecord]:
-    """A seeded random subset of ``n`` adapters (all of them when the pool is smaller)."""
-    records = sorted(records, key=lambda r: r.id)
+def seeded_sample(records: list, n: int, seed: int, *, key=lambda r: r.id) -> list:
+    """A seeded random subset of ``n`` adapters (all of them when the pool is smaller).
+
+    Sorted by ``key`` (the id) first, so the draw depends on the seed and the ids only; the
+    benchmark replays the same draw over its candidates.
+    """
+    records = sorted(records, key=key)
     if n <= 0:
         raise UsageError(f"subset size must be positive, got {n}")
     if n >= len(records):

@@ -1,0 +1,59 @@
+"""The one way a trained adapter enters a pool: its metadata, a PEFT folder, the checked add.
+
+The loop, the demo, the benchmark and the tests all contribute through :func:`contribute`, so
+what a pool entry records (task, scores, parent, cost, seed) is decided in one place.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import __version__
+
+if TYPE_CHECKING:
+    from .pool import AdapterRecord
+    from .pool.protocol import Pool
+    from .tasks import Task
+    from .training import TrainResult
+
+
+def adapter_metadata(task: Task, result: TrainResult, *, parent_id: str | None, seed: int) -> dict:
+    """What travels with a trained adapter into ``adapterpool.json`` and the pool's catalog."""
+    return {
+        "adapterpool_version": __version__,
+        "task": task.describe() | {"source": task.source},
+        "metrics": {"validation": result.validation, "test": result.test},
+        "parent_id": parent_id,
+        "train_seconds": result.train_seconds,
+        "energy_kwh": result.energy.kwh,
+        "co2_kg": result.energy.co2_kg,
+        "seed": seed,
+        "created_at": datetime.now(UTC).isoformat(),
+    }
+
+
+def contribute(
+    pool: Pool,
+    task: Task,
+    result: TrainResult,
+    *,
+    parent_id: str | None = None,
+    seed: int = 0,
+    task_name: str | None = None,
+) -> AdapterRecord:
+    """Add ``result``'s adapter to ``pool`` (checked, staged, atomic); returns its record.
+
+    ``task_name`` overrides the name recorded for the task (the benchmark keys sources by it).
+    The PEFT folder is written to a temporary folder and removed afterwards.
+    """
+    from .modeling import save_adapter
+
+    meta = adapter_metadata(task, result, parent_id=parent_id, seed=seed)
+    if task_name:
+        meta["task"]["name"] = task_name
+    with tempfile.TemporaryDirectory(prefix="adapterpool-") as tmp:
+        folder = save_adapter(result.model, Path(tmp) / "adapter", meta)
+        return pool.add(folder, parent_id=parent_id)
