@@ -22,7 +22,7 @@ from .config import AdaptConfig
 from .contribute import contribute
 from .loop import adapt, train_standard
 from .pool import AdapterPool
-from .summary import comparison_table, console, print_adapt_report
+from .summary import comparison_table, console, print_adapt_report, savings, savings_line
 from .tasks.builtin import load_builtin
 from .training import TrainConfig
 
@@ -103,8 +103,11 @@ def run_demo(*, cache_dir: Path | None = None, rebuild: bool = False,
     standard_only = AdaptConfig(max_tries=0, threshold=THRESHOLD, fallback=standard_config,
                                 seed=SEED)
     standard = adapt(task, pool, standard_only, out_dir=out_dir / "standard").report
-    console.print(comparison_table([("adapt (transfer)", transfer), ("standard LoRA", standard)]))
+    console.print(comparison_table([("adapt", transfer), ("standard LoRA", standard)]))
+    console.print(f"[bold]{savings_line(transfer, standard)}[/bold] "
+                  f"(strategy {','.join(STRATEGY)})")
     summary = {"target": TARGET, "sources": list(SOURCES), "seed": SEED,
+               "strategy": list(STRATEGY), "savings": savings(transfer, standard),
                "adapt": transfer, "standard_lora": standard}
     (out_dir / "demo.json").write_text(json.dumps(summary, indent=2))
     console.print(f"reports in {out_dir}")

@@ -90,15 +90,43 @@ def pool_table(records: Iterable, title: str) -> Table:
     return table
 
 
+def final_attempt(report: dict) -> dict:
+    """The attempt whose adapter the run returned (marked ``final``; older reports: first pass)."""
+    attempts = report["attempts"]
+    return next((a for a in attempts if a.get("final")),
+                next((a for a in attempts if a["passed"]), attempts[-1]))
+
+
+def savings(loop: dict, standard: dict) -> dict:
+    """The loop against standard LoRA on the same target: time and energy ratios, test accuracy
+    difference in points (loop minus standard)."""
+    def test_acc(report: dict) -> float | None:
+        return (final_attempt(report).get("test") or {}).get("accuracy")
+
+    kwh = [(r.get("energy") or {}).get("kwh") for r in (loop, standard)]
+    acc = [test_acc(r) for r in (loop, standard)]
+    return {
+        "time_ratio": loop["timing"]["total_seconds"] / standard["timing"]["total_seconds"],
+        "energy_ratio": kwh[0] / kwh[1] if None not in kwh and kwh[1] else None,
+        "test_accuracy_points": 100 * (acc[0] - acc[1]) if None not in acc else None,
+    }
+
+
+def savings_line(loop: dict, standard: dict) -> str:
+    s = savings(loop, standard)
+    energy = "" if s["energy_ratio"] is None else f", {s['energy_ratio']:.0%} of its energy"
+    points = s["test_accuracy_points"]
+    accuracy = "" if points is None else f"; test accuracy {points:+.1f} points"
+    return (f"adapt took {s['time_ratio']:.0%} of standard LoRA's time{energy} "
+            f"(saved {1 - s['time_ratio']:.0%}){accuracy}")
+
+
 def comparison_table(rows: list[tuple[str, dict]]) -> Table:
     """Side by side: adapt vs standard LoRA (label, report-like dict)."""
     table = Table(title="Transfer from the pool vs standard LoRA")
     table.add_column("")
     for label, _ in rows:
         table.add_column(label, justify="right")
-
-    def final_attempt(report: dict) -> dict:
-        return next((a for a in report["attempts"] if a["passed"]), report["attempts"][-1])
 
     finals = [final_attempt(r) for _, r in rows]
     table.add_row("outcome", *(r["outcome"] for _, r in rows))
