@@ -165,16 +165,17 @@ def test_client_refuses_to_upload_pickles(server, tmp_path):
 
 
 def test_rank_and_adapt_from_a_remote_pool(server, tmp_path):
-    from adapterpool import adapt, load_task
+    from adapterpool import AdaptConfig, adapt, load_task
     from adapterpool.training import TrainConfig
 
     task = load_task("builtin:movie-sentiment", max_train=48, max_eval=24)
     remote = _remote(server, token=server["token"])
     before = len(remote.list())
-    report = adapt(task, remote, metric="leep", subset=2, max_tries=1, threshold=0.0, epochs=1,
-                   train_config=TrainConfig(epochs=1, max_length=32, evals_per_epoch=1),
-                   contribute=True, out_dir=tmp_path / "run", max_samples=32,
-                   show_progress=False, measure_energy=False).report
+    config = AdaptConfig(metric="leep", subset=2, max_tries=1, threshold=0.0, transfer_epochs=1,
+                         fallback=TrainConfig(epochs=1, max_length=32, evals_per_epoch=1),
+                         contribute=True, max_samples=32)
+    report = adapt(task, remote, config, out_dir=tmp_path / "run", show_progress=False,
+                   measure_energy=False).report
     assert report["outcome"] == "transfer"
     assert len(remote.list()) == before + 1
     assert remote.get(report["contributed_adapter_id"]).parent_id == report["attempts"][0]["adapter_id"]

@@ -110,8 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.add_argument("--json", action="store_true")
 
     from .pool.cli import add_pool_parsers
+    from .server.cli import add_server_parsers
 
     add_pool_parsers(sub)
+    add_server_parsers(sub)
 
     train = sub.add_parser("train", help="standard LoRA on a task (optionally contribute it)")
     _add_task_args(train)
@@ -209,7 +211,7 @@ def _lora_settings(args: argparse.Namespace):
 def _run_adapt(args: argparse.Namespace) -> dict:
     config = adapt_config_from_args(args)  # a bad setting stops here, before any work
 
-    from .loop import adapt, default_run_dir
+    from .loop import adapt, default_run_dir, is_main_process
     from .summary import print_adapt_report
 
     task = _load_task(args)
@@ -221,6 +223,8 @@ def _run_adapt(args: argparse.Namespace) -> dict:
         show_progress=not args.json,
         measure_energy=not args.no_energy,
     )
+    if not is_main_process():  # under `accelerate launch` every process has it; one prints
+        return result.report
     if args.json:
         print(json.dumps(result.report, indent=2))
     else:
@@ -267,15 +271,24 @@ def _cmd_rank(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .errors import user_errors
+    from .errors import AdapterPoolError
     from .pool.cli import POOL_COMMANDS, run_pool_command
+    from .server.cli import SERVER_COMMANDS, run_server_command
 
     args = build_parser().parse_args(argv)
+    if args.command in ("train", "rank", "adapt", "bench", "demo", "serve") or (
+        getattr(args, "pool_command", None) == "import"
+    ):  # commands that load models (the others stay fast)
+        from .verbosity import quiet_third_party
+
+        quiet_third_party()
     try:
         if args.command == "tasks":
             _cmd_tasks(args)
         elif args.command in POOL_COMMANDS:
             run_pool_command(args)
+        elif args.command in SERVER_COMMANDS:
+            run_server_command(args)
         elif args.command == "train":
             _run_adapt(args)
         elif args.command == "rank":
@@ -291,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
 
             run_demo(cache_dir=Path(args.cache_dir) if args.cache_dir else None,
                      rebuild=args.rebuild, out_dir=Path(args.out) if args.out else None)
-    except user_errors() as exc:
+    except AdapterPoolError as exc:
         print(f"adapterpool: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -46,11 +46,6 @@ class DuplicateAdapterError(PoolError):
         self.existing_id = existing_id
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """What a command line reports as a message (kept for callers; prefer AdapterPoolError)."""
-    return (AdapterPoolError,)
-
-
 def did_you_mean(name: str, choices) -> str:
     """' (did you mean 'x'?)' for the closest choice, or '' when nothing is close."""
     import difflib

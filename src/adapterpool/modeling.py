@@ -7,7 +7,6 @@ folder is enough to score a candidate on target data with its *source* head.
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,16 +22,8 @@ from peft import (
 )
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
-from transformers.utils import logging as hf_logging
 
 from .base_model import canonical_name, resolve_base_model
-
-hf_logging.set_verbosity_error()
-hf_logging.disable_progress_bar()
-warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-# We pass the base model explicitly and re-record its canonical id right after (see new_model).
-warnings.filterwarnings("ignore", message=".*base_model_name_or_path. was renamed.*")
-
 from .peft_files import ADAPTER_WEIGHTS, ADAPTERPOOL_META
 
 HEAD_MODULES = ("classifier", "score")
@@ -68,7 +59,8 @@ def load_tokenizer(base_model: str | None) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(resolve_base_model(base_model))
 
 
-def _base_classifier(base_model: str | None, label_names: list[str] | tuple[str, ...]):
+def base_classifier(base_model: str | None, label_names: list[str] | tuple[str, ...]):
+    """The base model with a fresh sequence-classification head for ``label_names``."""
     labels = list(label_names)
     return AutoModelForSequenceClassification.from_pretrained(
         resolve_base_model(base_model),
@@ -85,7 +77,7 @@ def new_model(
 
     ``modules_to_save`` entries the architecture lacks (a pooler, say) are dropped.
     """
-    base = _base_classifier(base_model, label_names)
+    base = base_classifier(base_model, label_names)
     if peft_config.modules_to_save:
         names = {name.rsplit(".", 1)[-1] for name, _ in base.named_modules()}
         peft_config.modules_to_save = [m for m in peft_config.modules_to_save if m in names]
@@ -145,7 +137,7 @@ def load_for_inference(
     base_model: str | None, label_names: list[str] | tuple[str, ...], adapter_dir: str | Path
 ) -> torch.nn.Module:
     """The adapter with its own head, merged into the base weights: a plain fast classifier."""
-    model = PeftModel.from_pretrained(_base_classifier(base_model, label_names), str(adapter_dir))
+    model = PeftModel.from_pretrained(base_classifier(base_model, label_names), str(adapter_dir))
     return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
 
 

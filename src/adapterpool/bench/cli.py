@@ -133,14 +133,17 @@ def run_bench_command(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..errors import user_errors
+    from ..errors import AdapterPoolError
 
     parser = argparse.ArgumentParser(prog="adapterpool bench", description=__doc__)
     _add_arguments(parser)
     args = parser.parse_args(argv)
+    from ..verbosity import quiet_third_party
+
+    quiet_third_party()
     try:
         run_bench_command(args)
-    except user_errors() as exc:
+    except AdapterPoolError as exc:
         print(f"adapterpool bench: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -116,11 +116,11 @@ def expected_shapes(base_model: str, config_json: str, num_labels: int) -> dict[
     """Tensor names and shapes a PEFT model with this config has on the pool's base model."""
     from peft import PeftConfig, get_peft_model, get_peft_model_state_dict
 
-    from ..modeling import _base_classifier
+    from ..modeling import base_classifier
 
     config = PeftConfig.from_peft_type(**json.loads(config_json))
     config.inference_mode = True
-    model = get_peft_model(_base_classifier(base_model, [str(i) for i in range(num_labels)]), config)
+    model = get_peft_model(base_classifier(base_model, [str(i) for i in range(num_labels)]), config)
     return {k: tuple(v.shape) for k, v in get_peft_model_state_dict(model).items()}
 
 

@@ -5,22 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
-POOL_COMMANDS = {"pool", "serve", "token"}
+POOL_COMMANDS = {"pool"}
 
 
 def add_pool_parsers(sub: argparse._SubParsersAction) -> None:
     from .maintenance import DEFAULT_GRACE_SECONDS
-
-    serve = sub.add_parser("serve", help="serve a pool over HTTP")
-    serve.add_argument("path")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8750)
-    serve.add_argument("--max-upload-mb", type=int, default=256)
-    token = sub.add_parser("token", help="write tokens of a served pool")
-    token_sub = token.add_subparsers(dest="token_command", required=True)
-    create = token_sub.add_parser("create", help="create a write token (shown once)")
-    create.add_argument("path")
-    create.add_argument("--name", required=True, help="who the token is for")
 
     pool = sub.add_parser("pool", help="create and inspect adapter pools")
     pool_sub = pool.add_subparsers(dest="pool_command", required=True)
@@ -68,17 +57,6 @@ def run_pool_command(args: argparse.Namespace) -> None:
     from ..summary import console, pool_table
     from . import AdapterPool, PoolError, open_pool
 
-    if args.command == "serve":
-        from ..server.app import serve
-
-        serve(args.path, host=args.host, port=args.port,
-              max_upload_bytes=args.max_upload_mb * 1024 * 1024)
-        return
-    if args.command == "token":
-        from .tokens import create_token
-
-        print(create_token(AdapterPool(args.path), args.name))
-        return
     if args.pool_command == "init":
         pool = AdapterPool.init(args.path, base_model=args.base_model, catalog_url=args.catalog,
                                 storage_url=args.storage)
