@@ -39,8 +39,8 @@ def main() -> None:
         print(f"{name:<22}{seconds:>10.2f}{score:>14.4f}", flush=True)
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"n": args.n, "dims": args.dims, "classes": args.classes, "rows": rows}, handle,
-                      indent=1)
+            json.dump({"n": args.n, "dims": args.dims, "classes": args.classes, "rows": rows},
+                      handle, indent=1)
 
 
 if __name__ == "__main__":

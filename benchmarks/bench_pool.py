@@ -121,8 +121,9 @@ def main() -> None:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        server = subprocess.Popen([sys.executable, "-m", "adapterpool.cli", "serve", str(served.path),
-                                   "--port", str(port)], env=dict(os.environ, PYTHONPATH=str(ROOT / "src")),
+        server = subprocess.Popen([sys.executable, "-m", "adapterpool.cli", "serve",
+                                   str(served.path), "--port", str(port)],
+                                  env=dict(os.environ, PYTHONPATH=str(ROOT / "src")),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             base = f"http://127.0.0.1:{port}"
@@ -141,7 +142,8 @@ def main() -> None:
             for i in range(args.adds):
                 folder = tmp / f"up{i}"
                 shutil.copytree(source, folder)
-                save_file(dict(state) | {key: state[key] + (i + 1) * 1e-4}, folder / "adapter_model.safetensors")
+                save_file(dict(state) | {key: state[key] + (i + 1) * 1e-4},
+                          folder / "adapter_model.safetensors")
                 ids.append(remote.add(folder).id)
             up = args.adds * size_mb / (time.perf_counter() - start)
             start = time.perf_counter()

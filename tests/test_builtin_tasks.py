@@ -25,7 +25,7 @@ def test_builtin_task_loads_with_all_classes_and_no_leaks(name):
     assert len(records) >= EXPECTED_MIN_SIZE[name]
     assert set(records.label) == set(range(len(spec.label_names)))
     full = load_task(f"builtin:{name}")
-    keys = lambda r: set(zip(r.text, r.text_pair or [None] * len(r)))  # noqa: E731
+    keys = lambda r: set(zip(r.text, r.text_pair or [None] * len(r), strict=True))  # noqa: E731
     assert not keys(full.train) & keys(full.test)
     assert not keys(full.train) & keys(full.validation)
     assert len(full.train) + len(full.validation) + len(full.test) == len(records)
@@ -44,7 +44,7 @@ def test_word_sense_is_a_balanced_pair_task():
     records = builtin_records("word-sense")
     counts = Counter(records.label)
     assert abs(counts[0] - counts[1]) / len(records) < 0.05
-    assert all(a != b for a, b in zip(records.text[:500], records.text_pair[:500]))
+    assert all(a != b for a, b in zip(records.text[:500], records.text_pair[:500], strict=True))
 
 
 def test_subjectivity_is_balanced():

@@ -76,7 +76,8 @@ def test_cli_defaults_are_the_dataclass_defaults():
     assert _parse("train").fallback_epochs == TrainConfig().epochs  # train's --epochs
     rank = _parse("rank")
     assert (rank.subset, rank.max_samples, rank.max_length, rank.seed) == (
-        AdaptConfig().subset, AdaptConfig().max_samples, TrainConfig().max_length, AdaptConfig().seed)
+        AdaptConfig().subset, AdaptConfig().max_samples, TrainConfig().max_length,
+        AdaptConfig().seed)
     # every AdaptConfig field but the fallback (its own options) has an adapt option
     assert {f.name for f in fields(AdaptConfig)} - set(vars(args)) == {"fallback"}
 

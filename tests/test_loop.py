@@ -94,7 +94,8 @@ def test_contribute_adds_exactly_the_passing_adapter_with_parent(target, pool_co
 
 def test_failed_run_contributes_nothing(target, pool_copy, tmp_path):
     before = [r.id for r in pool_copy.list()]
-    report = _adapt(target, pool_copy, tmp_path, threshold=1.01, max_tries=1, contribute=True).report
+    report = _adapt(target, pool_copy, tmp_path, threshold=1.01, max_tries=1,
+                    contribute=True).report
     assert report["contributed_adapter_id"] is None
     assert [r.id for r in pool_copy.list()] == before
 

@@ -37,7 +37,8 @@ def test_pool_entries_are_peft_format_with_catalog_fields(tiny_pool):
     assert {r.task_name for r in records} == {"subjectivity", "debate-role", "word-sense"}
     for record in records:
         folder = tiny_pool.adapter_dir(record.id)
-        assert {p.name for p in folder.iterdir()} >= {"adapter_config.json", "adapter_model.safetensors"}
+        assert {p.name for p in folder.iterdir()} >= {
+            "adapter_config.json", "adapter_model.safetensors"}
         assert record.peft_type == "LORA" and record.base_model == tiny_pool.base_model
         assert len(record.sha256) == 64 and record.size_bytes > 0
         assert record.metrics["validation"]["accuracy"] >= 0

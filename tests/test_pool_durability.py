@@ -43,7 +43,8 @@ def test_four_concurrent_writers_lose_nothing(pool_and_source):
     workers = [_worker(pool, source, w, 10) for w in range(4)]
     outputs = [w.communicate(timeout=240) for w in workers]
     assert all(w.returncode == 0 for w in workers), [o[1][-2000:] for o in outputs]
-    added = [line.split()[1] for out, _ in outputs for line in out.splitlines() if line.startswith("added")]
+    added = [line.split()[1] for out, _ in outputs for line in out.splitlines()
+             if line.startswith("added")]
     assert len(added) == 40 == len(set(added))
     assert {r.id for r in pool.list()} >= set(added)
     assert len(pool.list()) == before + 40
@@ -62,7 +63,8 @@ def test_repair_beside_running_imports_deletes_nothing_catalogued(pool_and_sourc
         repairs += 1
     outputs = [w.communicate(timeout=240) for w in workers]
     assert all(w.returncode == 0 for w in workers), [o[1][-2000:] for o in outputs]
-    added = [line.split()[1] for out, _ in outputs for line in out.splitlines() if line.startswith("added")]
+    added = [line.split()[1] for out, _ in outputs for line in out.splitlines()
+             if line.startswith("added")]
     assert len(added) == 36 and repairs > 3
     listed = {r.id for r in pool.list()}
     assert set(added) <= listed

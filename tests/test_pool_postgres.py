@@ -18,7 +18,9 @@ URL = os.environ.get("ADAPTERPOOL_TEST_POSTGRES_URL")
 if not URL and os.environ.get("CI") == "true":
     pytest.fail("CI must provide ADAPTERPOOL_TEST_POSTGRES_URL (.ci/run starts PostgreSQL)",
                 pytrace=False)
-pytestmark = pytest.mark.skipif(not URL, reason="no PostgreSQL server (ADAPTERPOOL_TEST_POSTGRES_URL)")
+pytestmark = pytest.mark.skipif(
+    not URL, reason="no PostgreSQL server (ADAPTERPOOL_TEST_POSTGRES_URL)"
+)
 
 
 @pytest.fixture()

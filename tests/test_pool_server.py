@@ -142,7 +142,8 @@ def test_server_reruns_checks_on_malicious_uploads(server, tmp_path):
     other_base["base_model_name_or_path"] = "roberta-base"
     response = httpx.post(server["url"] + "/api/adapters", headers=headers, files={
         "adapter_config": ("adapter_config.json", json.dumps(other_base).encode()),
-        "adapter_model": ("adapter_model.safetensors", (folder / "adapter_model.safetensors").read_bytes()),
+        "adapter_model": ("adapter_model.safetensors",
+                          (folder / "adapter_model.safetensors").read_bytes()),
         "metadata": ("adapterpool.json", meta)})
     assert response.status_code == 400 and "roberta-base" in response.json()["detail"]
     big = httpx.post(server["url"] + "/api/adapters", headers=headers, files={
@@ -152,7 +153,8 @@ def test_server_reruns_checks_on_malicious_uploads(server, tmp_path):
     assert big.status_code == 413
     assert httpx.get(server["url"] + "/api/adapters/..%2F..%2Fetc/files/passwd").status_code == 404
     record_id = before[0]
-    assert httpx.get(f"{server['url']}/api/adapters/{record_id}/files/catalog.sqlite").status_code == 404
+    response = httpx.get(f"{server['url']}/api/adapters/{record_id}/files/catalog.sqlite")
+    assert response.status_code == 404
     assert not marker.exists()
     assert [r.id for r in server["pool"].list()] == before
 
@@ -178,7 +180,8 @@ def test_rank_and_adapt_from_a_remote_pool(server, tmp_path):
                    measure_energy=False).report
     assert report["outcome"] == "transfer"
     assert len(remote.list()) == before + 1
-    assert remote.get(report["contributed_adapter_id"]).parent_id == report["attempts"][0]["adapter_id"]
+    contributed = remote.get(report["contributed_adapter_id"])
+    assert contributed.parent_id == report["attempts"][0]["adapter_id"]
 
 
 # -- bounded uploads ----------------------------------------------------------------------------

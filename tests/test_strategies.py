@@ -202,7 +202,8 @@ class _Recorder:
         result = self.real_train(model, *args, stop_rule=spy, **kwargs)
         call["result"], call["real_validation"] = result, dict(result.validation)
         if len(self.calls) in self.fake_validation:
-            result.validation = dict.fromkeys(result.validation, self.fake_validation[len(self.calls)])
+            result.validation = dict.fromkeys(result.validation,
+                                              self.fake_validation[len(self.calls)])
         self.calls.append(call)
         return result
 

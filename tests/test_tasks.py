@@ -40,7 +40,8 @@ def test_local_jsonl_folder_with_meta(tmp_path):
     task = load_task(_folder(tmp_path))
     assert task.name == "toy" and task.kind == "single"
     assert task.label_names == ("negative", "positive")
-    assert task.describe() == {"name": "toy", "kind": "single", "label_names": ["negative", "positive"],
+    assert task.describe() == {"name": "toy", "kind": "single",
+                               "label_names": ["negative", "positive"],
                                "n_train": 50, "n_validation": 10, "n_test": 10}
 
 
@@ -75,7 +76,9 @@ def test_text_pair_task(tmp_path):
     rows = [{"text": f"first sentence {i}", "text_pair": f"second sentence {i % 7}", "label": i % 2}
             for i in range(40)]
     _write_jsonl(tmp_path / "train.jsonl", rows)
-    (tmp_path / "meta.json").write_text(json.dumps({"task_type": "pair", "label_names": ["a", "b"]}))
+    (tmp_path / "meta.json").write_text(
+        json.dumps({"task_type": "pair", "label_names": ["a", "b"]})
+    )
     task = load_task(tmp_path)
     assert task.kind == "pair" and task.train.text_pair is not None
     assert len(task.train.text_pair) == len(task.train.text)
@@ -98,7 +101,8 @@ def test_empty_text_is_reported(tmp_path):
     _folder(tmp_path)
     rows = _rows([(t, 1) for t in POSITIVE] + [("   ", 0)] + [(t, 0) for t in NEGATIVE])
     _write_jsonl(tmp_path / "train.jsonl", rows)
-    with pytest.raises(TaskDataError, match=r"split 'train'.*row 30 has an empty or non-text 'text'"):
+    with pytest.raises(TaskDataError,
+                       match=r"split 'train'.*row 30 has an empty or non-text 'text'"):
         load_task(tmp_path)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 from .errors import BaseModelError
@@ -29,7 +29,7 @@ def canonical_name(name_or_path: str | None) -> str:
     return name_or_path
 
 
-@lru_cache(maxsize=None)
+@cache
 def resolve_base_model(name_or_path: str | None = None) -> str:
     """A path or Hub id that ``from_pretrained`` can open without surprises.
 

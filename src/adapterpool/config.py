@@ -54,7 +54,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.selection_metric not in SELECTION_METRICS:
             raise UsageError(
-                f"selection metric {self.selection_metric!r} unknown; use one of {SELECTION_METRICS}"
+                f"selection metric {self.selection_metric!r} unknown; "
+                f"use one of {SELECTION_METRICS}"
             )
         if not self.epochs > 0:
             raise UsageError(f"epochs must be > 0, got {self.epochs}")
@@ -91,7 +92,8 @@ class AdaptConfig:
         default=0.0, metadata=_help("validation score at or above which an attempt passes")
     )
     threshold_metric: str = field(
-        default="accuracy", metadata=_help(f"metric of the threshold: {', '.join(SELECTION_METRICS)}")
+        default="accuracy",
+        metadata=_help(f"metric of the threshold: {', '.join(SELECTION_METRICS)}"),
     )
     transfer_epochs: float = field(default=2, metadata=_help("budget of one transfer attempt"))
     max_samples: int | None = field(
@@ -201,7 +203,9 @@ class AdaptConfig:
 
     def transfer_config(self) -> TrainConfig:
         """A transfer attempt's TrainConfig: the fallback's settings, ``transfer_epochs`` long."""
-        evals = self.pass_evals_per_epoch if self.uses("early-pass") else self.fallback.evals_per_epoch
+        evals = (
+            self.pass_evals_per_epoch if self.uses("early-pass") else self.fallback.evals_per_epoch
+        )
         return replace(self.resolved_fallback(), epochs=self.transfer_epochs, evals_per_epoch=evals)
 
     def to_dict(self) -> dict[str, Any]:

@@ -89,7 +89,9 @@ def run_demo(*, cache_dir: Path | None = None, rebuild: bool = False,
     task = load_builtin(TARGET, seed=SEED, **TARGET_BUDGET)
     console.rule(f"[bold]Target builtin:{TARGET}: {len(task.train)} train, "
                  f"{len(task.validation)} validation, {len(task.test or [])} test")
-    console.print(f"pool: {len(pool.list())} adapters ({', '.join(r.task_name for r in pool.list())})")
+    console.print(
+        f"pool: {len(pool.list())} adapters ({', '.join(r.task_name for r in pool.list())})"
+    )
     console.rule("[bold]adapt: rank, warm-start from the best, check the threshold")
     standard_config = TrainConfig(max_length=MAX_LENGTH, **STANDARD)
     loop = AdaptConfig(

@@ -17,7 +17,9 @@ from .tasks import Records
 class EncodedRecords(Dataset):
     """Token ids of every example, without padding, plus its label."""
 
-    def __init__(self, records: Records, tokenizer: PreTrainedTokenizerBase, max_length: int) -> None:
+    def __init__(
+        self, records: Records, tokenizer: PreTrainedTokenizerBase, max_length: int
+    ) -> None:
         encoded = tokenizer(
             records.text,
             records.text_pair,

@@ -123,7 +123,8 @@ def warm_start_model(
         wrong = [k for k in carried if carried[k].shape != state[k].shape]
         if wrong:
             raise ValueError(
-                f"adapter {adapter_dir}: head {wrong[0]} has shape {tuple(carried[wrong[0]].shape)},"
+                f"adapter {adapter_dir}: head {wrong[0]} has shape "
+                f"{tuple(carried[wrong[0]].shape)},"
                 f" the target's {len(label_names)} labels need {tuple(state[wrong[0]].shape)}"
             )
     result = set_peft_model_state_dict(model, state | carried)

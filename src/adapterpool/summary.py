@@ -63,13 +63,16 @@ def attempts_table(report: dict) -> Table:
 def print_adapt_report(report: dict) -> None:
     if report["scores"]:
         rows = [{**s, "scores": {report["metric"]: s["score"]}} for s in report["scores"]]
-        console.print(ranking_table(rows, [report["metric"]], title=f"Ranking by {report['metric']}"))
+        console.print(
+            ranking_table(rows, [report["metric"]], title=f"Ranking by {report['metric']}")
+        )
     console.print(attempts_table(report))
     timing = report["timing"]
     console.print(
         f"outcome: [bold]{report['outcome']}[/bold]; "
         f"scoring {timing['scoring_seconds']:.1f}s, training {timing['training_seconds']:.1f}s, "
-        f"total {timing['total_seconds']:.1f}s; energy {_energy(report['energy'])}; seed {report['seed']}"
+        f"total {timing['total_seconds']:.1f}s; energy {_energy(report['energy'])}; "
+        f"seed {report['seed']}"
     )
     if report.get("contributed_adapter_id"):
         console.print(f"contributed to the pool as [bold]{report['contributed_adapter_id']}[/bold]")

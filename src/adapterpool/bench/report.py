@@ -88,7 +88,8 @@ def _loop_runs(candidates: list[Candidate], baseline: Baseline, config: dict, th
     for seed in config["loop_seeds"]:
         if random_scores:
             draw = np.random.default_rng(10_000 + seed).random(len(candidates))
-            pool = [Candidate(**{**asdict(c), "score": float(s)}) for c, s in zip(candidates, draw)]
+            pool = [Candidate(**{**asdict(c), "score": float(s)})
+                    for c, s in zip(candidates, draw, strict=True)]
         else:
             pool = candidates
         runs.append(simulate_loop(pool, baseline, subset=config["subset"],
@@ -120,7 +121,7 @@ def summarize_target(target: dict, config: dict) -> dict:
             quality[method] = ranking_quality(table[method], accuracies)
         scores = table.get(method, [0.0] * len(ids))
         candidates = []
-        for i, score in zip(ids, scores):
+        for i, score in zip(ids, scores, strict=True):
             run = target["finetune"][i]
             seconds, kwh, co2 = costs[i][method]
             candidates.append(Candidate(
@@ -147,7 +148,7 @@ def summarize_target(target: dict, config: dict) -> dict:
                 "train_seconds": target["finetune"][i]["train_seconds"],
                 "kwh": target["finetune"][i]["kwh"], "co2_kg": target["finetune"][i]["co2_kg"],
                 "scoring_forward_seconds": costs[i]["random"][0]}
-            for i, a in zip(ids, accuracies)
+            for i, a in zip(ids, accuracies, strict=True)
         },
         "baseline": {"accuracy": baseline.test_accuracy,
                      "validation_accuracy": baseline.validation_accuracy,

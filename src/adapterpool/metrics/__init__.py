@@ -25,7 +25,8 @@ from .registry import (
 from .transrate import transrate
 
 __all__ = [
-    "ENSEMBLE", "ENSEMBLE_MEMBERS", "per_candidate_metrics", "METRICS", "MetricInputError", "MetricSpec", "UnknownMetricError", "compute_metric",
+    "ENSEMBLE", "ENSEMBLE_MEMBERS", "per_candidate_metrics", "METRICS", "MetricInputError",
+    "MetricSpec", "UnknownMetricError", "compute_metric",
     "ensemble", "gbc", "get_metric", "h_score", "knn_accuracy", "leep", "linear_probe_accuracy",
     "logme", "nce", "nleep", "regularized_h_score", "transrate",
 ]

@@ -42,7 +42,9 @@ def check_probs(probs) -> np.ndarray:
     if (probs < 0).any():
         raise MetricInputError("source probabilities contain negative values")
     if not np.allclose(probs.sum(axis=1), 1.0, atol=1e-6):
-        raise MetricInputError("source probabilities must sum to 1 in every row (pass softmax outputs)")
+        raise MetricInputError(
+            "source probabilities must sum to 1 in every row (pass softmax outputs)"
+        )
     return probs
 
 

@@ -67,7 +67,8 @@ def get_metric(name: str) -> MetricSpec:
 
 
 def per_candidate_metrics(metrics: list[str]) -> list[str]:
-    """The metrics computed on each candidate: the named ones, the ensemble's members instead of it."""
+    """The metrics computed on each candidate: the named ones, the ensemble's members instead
+    of it."""
     expanded: list[str] = []
     for name in metrics:
         get_metric(name)

@@ -148,7 +148,8 @@ def catalog_write_lock(engine: Engine) -> Iterator[Connection]:
             conn.exec_driver_sql("LOCK TABLE adapters IN SHARE ROW EXCLUSIVE MODE")
         else:
             raise NotImplementedError(
-                f"no write lock for catalog dialect {engine.dialect.name!r}; use SQLite or PostgreSQL"
+                f"no write lock for catalog dialect {engine.dialect.name!r}; "
+                "use SQLite or PostgreSQL"
             )
         try:
             yield conn

@@ -32,7 +32,8 @@ def slugify(name: str) -> str:
 def check_id(adapter_id: str) -> str:
     if not isinstance(adapter_id, str) or not ID_PATTERN.match(adapter_id) or ".." in adapter_id:
         raise AdapterRejected(
-            f"invalid adapter id {adapter_id!r}: use 2-128 lower-case letters, digits, '.', '_', '-'"
+            f"invalid adapter id {adapter_id!r}: "
+            "use 2-128 lower-case letters, digits, '.', '_', '-'"
         )
     return adapter_id
 
@@ -41,12 +42,16 @@ def check_metadata(meta: dict) -> dict:
     """Task metadata every pool entry needs: name, kind, label names."""
     task = meta.get("task") if isinstance(meta, dict) else None
     if not isinstance(task, dict):
-        raise AdapterRejected("adapter metadata needs a 'task' block with name, kind and label_names")
+        raise AdapterRejected(
+            "adapter metadata needs a 'task' block with name, kind and label_names"
+        )
     name, kind, labels = task.get("name"), task.get("kind"), task.get("label_names")
     if not isinstance(name, str) or not name.strip():
         raise AdapterRejected("adapter metadata: task 'name' is required")
     if kind not in ("single", "pair"):
-        raise AdapterRejected(f"adapter metadata: task 'kind' must be 'single' or 'pair', got {kind!r}")
+        raise AdapterRejected(
+            f"adapter metadata: task 'kind' must be 'single' or 'pair', got {kind!r}"
+        )
     if (
         not isinstance(labels, list)
         or len(labels) < 2
@@ -54,7 +59,8 @@ def check_metadata(meta: dict) -> dict:
         or len(set(labels)) != len(labels)
     ):
         raise AdapterRejected(
-            f"adapter metadata: 'label_names' must be >= 2 distinct non-empty strings, got {labels!r}"
+            "adapter metadata: 'label_names' must be >= 2 distinct non-empty strings, "
+            f"got {labels!r}"
         )
     return meta
 
@@ -80,7 +86,8 @@ def check_files(adapter_dir: Path) -> None:
             raise AdapterRejected(f"{adapter_dir}: missing {required} (PEFT format expected)")
     if total > MAX_ADAPTER_BYTES:
         raise AdapterRejected(
-            f"{adapter_dir}: {total / 2**20:.1f} MiB exceeds the {MAX_ADAPTER_BYTES // 2**20} MiB limit"
+            f"{adapter_dir}: {total / 2**20:.1f} MiB exceeds the "
+            f"{MAX_ADAPTER_BYTES // 2**20} MiB limit"
         )
 
 
@@ -103,16 +110,21 @@ def read_config(adapter_dir: Path) -> dict:
         raise AdapterRejected(f"{ADAPTER_CONFIG} is not valid JSON: {exc}") from exc
     if not isinstance(config, dict) or config.get("peft_type") not in SUPPORTED_PEFT_TYPES:
         raise AdapterRejected(
-            f"{ADAPTER_CONFIG}: peft_type {config.get('peft_type') if isinstance(config, dict) else None!r} "
+            f"{ADAPTER_CONFIG}: peft_type "
+            f"{config.get('peft_type') if isinstance(config, dict) else None!r} "
             f"is not supported ({sorted(SUPPORTED_PEFT_TYPES)})"
         )
     if config.get("task_type") not in (None, "SEQ_CLS"):
-        raise AdapterRejected(f"{ADAPTER_CONFIG}: task_type {config['task_type']!r}, expected SEQ_CLS")
+        raise AdapterRejected(
+            f"{ADAPTER_CONFIG}: task_type {config['task_type']!r}, expected SEQ_CLS"
+        )
     return config
 
 
 @lru_cache(maxsize=32)
-def expected_shapes(base_model: str, config_json: str, num_labels: int) -> dict[str, tuple[int, ...]]:
+def expected_shapes(
+    base_model: str, config_json: str, num_labels: int
+) -> dict[str, tuple[int, ...]]:
     """Tensor names and shapes a PEFT model with this config has on the pool's base model."""
     from peft import PeftConfig, get_peft_model, get_peft_model_state_dict
 
@@ -128,8 +140,8 @@ def check_tensors(shapes: dict[str, tuple[int, ...]], expected: dict[str, tuple[
     unknown = sorted(set(shapes) - set(expected))
     if unknown:
         raise AdapterRejected(
-            f"tensor {unknown[0]!r} (and {len(unknown) - 1} more) does not exist in the pool's base "
-            "model with this adapter config: is it an adapter for another base model?"
+            f"tensor {unknown[0]!r} (and {len(unknown) - 1} more) does not exist in the pool's "
+            "base model with this adapter config: is it an adapter for another base model?"
         )
     wrong = [(k, shapes[k], expected[k]) for k in sorted(shapes) if shapes[k] != expected[k]]
     if wrong:
@@ -165,5 +177,7 @@ def validate_adapter_dir(
         )
     num_labels = len(meta["task"]["label_names"])
     clean = {k: v for k, v in config.items() if k != "base_model_name_or_path"}
-    check_tensors(shapes, expected_shapes(base_model, json.dumps(clean, sort_keys=True), num_labels))
+    check_tensors(
+        shapes, expected_shapes(base_model, json.dumps(clean, sort_keys=True), num_labels)
+    )
     return config

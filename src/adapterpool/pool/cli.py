@@ -16,7 +16,8 @@ def add_pool_parsers(sub: argparse._SubParsersAction) -> None:
     init = pool_sub.add_parser("init", help="create an empty pool")
     init.add_argument("path")
     init.add_argument("--base-model", help="Hub id or local folder (default: all-MiniLM-L6-v2)")
-    init.add_argument("--catalog", help="SQLAlchemy URL of the catalog (default: SQLite in the pool)")
+    init.add_argument("--catalog",
+                      help="SQLAlchemy URL of the catalog (default: SQLite in the pool)")
     init.add_argument("--storage", help="fsspec URL for adapter files, e.g. s3://bucket/pool "
                                         "(default: the pool folder)")
     listing = pool_sub.add_parser("list", help="list adapters")
@@ -68,7 +69,9 @@ def run_pool_command(args: argparse.Namespace) -> None:
         if args.json:
             print(json.dumps([r.as_json() for r in records], indent=2))
         else:
-            console.print(pool_table(records, f"{args.path} ({len(records)} adapters, {pool.base_model})"))
+            console.print(
+                pool_table(records, f"{args.path} ({len(records)} adapters, {pool.base_model})")
+            )
     elif args.pool_command == "show":
         print(json.dumps(pool.get(args.id).as_json(), indent=2))
     elif args.pool_command == "remove":
@@ -85,8 +88,10 @@ def run_pool_command(args: argparse.Namespace) -> None:
         else:
             console.print(
                 f"{report['verified']}/{report['adapters']} adapters verified; corrupt: "
-                f"{report['corrupt'] or 'none'}; missing files: {report['missing_files'] or 'none'}; "
-                f"orphans: {report['orphans'] or 'none'}; leftovers: {report['leftovers'] or 'none'}"
+                f"{report['corrupt'] or 'none'}; "
+                f"missing files: {report['missing_files'] or 'none'}; "
+                f"orphans: {report['orphans'] or 'none'}; "
+                f"leftovers: {report['leftovers'] or 'none'}"
                 + (" (orphans and leftovers removed)" if args.repair else "")
                 + (f"; left alone, younger than {args.grace:g} s: {report['recent']}"
                    if report["recent"] else "")

@@ -59,7 +59,8 @@ def verify(
                 (recent if young(pool.storage.modified(name)) else orphans).append(name)
         leftovers = []
         for folder in (".staging", ".trash"):
-            for path in sorted((pool.path / folder).iterdir()) if (pool.path / folder).is_dir() else []:
+            paths = sorted((pool.path / folder).iterdir()) if (pool.path / folder).is_dir() else []
+            for path in paths:
                 rel = str(path.relative_to(pool.path))
                 if folder == ".staging" and young(_mtime(path)):
                     recent.append(rel)

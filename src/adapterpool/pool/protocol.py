@@ -1,6 +1,7 @@
 """What the loop, scoring and the benchmark need of a pool: a local folder
-(:class:`~adapterpool.pool.store.AdapterPool`), a server (:class:`~adapterpool.pool.remote.RemotePool`)
-and a leave-one-out view (the benchmark's) all satisfy it."""
+(:class:`~adapterpool.pool.store.AdapterPool`), a server
+(:class:`~adapterpool.pool.remote.RemotePool`) and a leave-one-out view (the benchmark's) all
+satisfy it."""
 
 from __future__ import annotations
 

@@ -62,15 +62,19 @@ class RemotePool:
         """The adapter in the local cache (by sha256); downloaded and verified when missing."""
         record = self.get(adapter_id)
         folder = self.cache / record.sha256
-        if (folder / ADAPTER_WEIGHTS).is_file() and sha256_file(folder / ADAPTER_WEIGHTS) == record.sha256:
+        weights = folder / ADAPTER_WEIGHTS
+        if weights.is_file() and sha256_file(weights) == record.sha256:
             return folder
         self.cache.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=self.cache, prefix=".download-"))
         try:
             for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTERPOOL_META):
-                with self.client.stream("GET", f"/api/adapters/{record.id}/files/{name}") as response:
+                url = f"/api/adapters/{record.id}/files/{name}"
+                with self.client.stream("GET", url) as response:
                     if response.status_code != 200:
-                        raise PoolError(f"{self.url}: download of {name} failed ({response.status_code})")
+                        raise PoolError(
+                            f"{self.url}: download of {name} failed ({response.status_code})"
+                        )
                     with open(staging / name, "wb") as handle:
                         for chunk in response.iter_bytes():
                             handle.write(chunk)
@@ -93,7 +97,10 @@ class RemotePool:
         if meta is None:
             meta = json.loads((source / ADAPTERPOOL_META).read_text())
         check_metadata(meta)
-        with open(source / ADAPTER_CONFIG, "rb") as config, open(source / ADAPTER_WEIGHTS, "rb") as weights:
+        with (
+            open(source / ADAPTER_CONFIG, "rb") as config,
+            open(source / ADAPTER_WEIGHTS, "rb") as weights,
+        ):
             files = {
                 "adapter_config": (ADAPTER_CONFIG, config, "application/json"),
                 "adapter_model": (ADAPTER_WEIGHTS, weights, "application/octet-stream"),

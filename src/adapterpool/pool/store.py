@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -104,7 +104,7 @@ class AdapterPool:
             "format_version": FORMAT_VERSION,
             "base_model": canonical_name(base_model),
             "fingerprint": fingerprint,
-            "created_at": datetime.now(timezone.utc).isoformat(),
+            "created_at": datetime.now(UTC).isoformat(),
         }
         if catalog_url:
             info["catalog"] = catalog_url
@@ -141,7 +141,8 @@ class AdapterPool:
         folder = self.storage.local_dir(record.id, record.sha256)
         if folder is None or sha256_file(folder / ADAPTER_WEIGHTS) != record.sha256:
             raise PoolError(
-                f"adapter {adapter_id}: weights missing or altered on disk; run `adapterpool pool verify`"
+                f"adapter {adapter_id}: weights missing or altered on disk; "
+                "run `adapterpool pool verify`"
             )
         return folder
 
@@ -203,7 +204,7 @@ class AdapterPool:
                 peft_config=config,
                 metrics=meta.get("metrics") or {},
                 parent_id=parent_id or meta.get("parent_id"),
-                created_at=datetime.now(timezone.utc).isoformat(),
+                created_at=datetime.now(UTC).isoformat(),
                 train_seconds=meta.get("train_seconds"),
                 energy_kwh=meta.get("energy_kwh"),
                 co2_kg=meta.get("co2_kg"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import insert, select
 
@@ -24,7 +24,7 @@ def create_token(pool: AdapterPool, name: str) -> str:
     with pool.engine.begin() as conn:
         conn.execute(insert(tokens_table).values(
             token_sha256=_digest(token), name=name,
-            created_at=datetime.now(timezone.utc).isoformat()))
+            created_at=datetime.now(UTC).isoformat()))
     return token
 
 

@@ -19,12 +19,15 @@ def load_task(
     text_pair_field: str | None = None,
     label_field: str = "label",
 ) -> Task:
-    """Load ``builtin:NAME``, ``hf:NAME[:CONFIG]`` or a local folder as a validated :class:`Task`."""
+    """Load ``builtin:NAME``, ``hf:NAME[:CONFIG]`` or a local folder as a validated
+    :class:`Task`."""
     spec = str(spec)
     if spec.startswith("builtin:"):
         from .builtin import load_builtin
 
-        return load_builtin(spec[len("builtin:"):], seed=seed, max_train=max_train, max_eval=max_eval)
+        return load_builtin(
+            spec[len("builtin:"):], seed=seed, max_train=max_train, max_eval=max_eval
+        )
     fields = dict(text_field=text_field, text_pair_field=text_pair_field, label_field=label_field)
     if spec.startswith("hf:"):
         from .hf import load_hf

