@@ -44,7 +44,8 @@ def _add_task_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_pool_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--pool", required=True, help="pool folder or http(s):// URL of a pool server")
+    parser.add_argument("--pool", required=True,
+                        help="pool folder or http(s):// URL of a pool server")
     parser.add_argument("--token", help="write token of a pool server (for --contribute)")
     parser.add_argument(
         "--base-model", help="must match the pool's base model (default: the pool's)"
@@ -101,7 +102,8 @@ def _add_strategy_args(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="adapterpool",
-        description="Reuse a pool of PEFT adapters: rank by transferability, warm-start, contribute.",
+        description="Reuse a pool of PEFT adapters: rank by transferability, warm-start, "
+        "contribute.",
     )
     parser.add_argument("--version", action="version", version=f"adapterpool {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)

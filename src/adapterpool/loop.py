@@ -5,20 +5,24 @@ threshold, try the next, fall back to standard LoRA, contribute what passes.
 from __future__ import annotations
 
 import json
+import pickle
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from accelerate.utils import set_seed
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list, parse_flag_from_env, set_seed
 from peft import PeftModel
 
 from . import DEFAULT_METRIC, __version__
 from .config import AdaptConfig
 from .contribute import adapter_metadata, contribute
 from .energy import EnergyMeter, EnergyReading
+from .errors import AdapterPoolError
 from .metrics import get_metric
 from .modeling import LoraSettings, load_tokenizer, new_model, save_adapter, warm_start_model
 from .pool import Pool
@@ -26,6 +30,62 @@ from .scoring import CandidateScore, score_candidates
 from .strategies import CutoffRule, PassRule, StopRule, first_reason
 from .tasks import Task
 from .training import TrainConfig, TrainResult, train
+
+T = TypeVar("T")
+
+
+def process_state() -> PartialState:
+    """This process's place in an ``accelerate launch`` run (one process: the main one).
+
+    ``PartialState`` is cheap (no model), but it ignores ``ACCELERATE_USE_CPU``, which
+    ``Accelerator`` honours: created without ``cpu=`` in a multi-CPU run it would settle on a
+    single non-distributed process, and ``train``'s ``Accelerator`` would then inherit that shared
+    state and train every process on all the data, unsynchronised. So the flag is passed on here.
+    """
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+
+
+def is_main_process() -> bool:
+    """Whether this process may write files and change the pool (always, without a launcher)."""
+    return process_state().is_main_process
+
+
+def _shareable(exc: Exception) -> Exception:
+    """``exc`` if it survives pickling, else a stand-in of the same family with its message
+    (an error on the main process is raised in every process, so all exit the same way).
+    """
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:  # noqa: BLE001 - any failure to pickle: send the message instead
+        kind = AdapterPoolError if isinstance(exc, AdapterPoolError) else RuntimeError
+        return kind(f"{type(exc).__name__} on the main process: {exc}")
+
+
+def on_main_process(state: PartialState, work: Callable[[], T]) -> T:
+    """Run ``work`` on the main process only and hand its value to every process.
+
+    Under ``accelerate launch`` the others wait in the broadcast until the main process is done,
+    so this is also a barrier. An error on the main process is raised in every process rather
+    than leaving the others waiting for a value that never comes. One process: ``work()``.
+    """
+    if state.num_processes == 1:
+        return work()
+    message: list[Any] = [None]
+    error: Exception | None = None
+    if state.is_main_process:
+        try:
+            message[0] = (True, work())
+        except Exception as exc:  # noqa: BLE001 - re-raised below, after the others are told
+            error = exc
+            message[0] = (False, _shareable(exc))
+    broadcast_object_list(message, from_process=0)
+    ok, value = message[0]
+    if error is not None:
+        raise error
+    if not ok:
+        raise value
+    return value
 
 
 @dataclass
@@ -82,7 +142,8 @@ def rank(
         ) if candidates else []
     n_samples = min(len(task.train), max_samples or len(task.train))
     return RankResult(
-        metrics, seed, [c.id for c in candidates], scores, meter.reading.seconds, meter.reading, n_samples
+        metrics, seed, [c.id for c in candidates], scores, meter.reading.seconds, meter.reading,
+        n_samples,
     )
 
 
@@ -137,9 +198,18 @@ class AdaptResult:
         return json.loads(json.dumps(self.report))
 
     def save_adapter(self, directory: str | Path) -> Path | None:
-        """The final adapter alone, in PEFT format (plus adapterpool.json), to ``directory``."""
+        """The final adapter alone, in PEFT format (plus adapterpool.json), to ``directory``.
+
+        Under ``accelerate launch`` only the main process writes (every process holds the same
+        adapter; several writing one folder would collide); the others record the same path, so
+        that their reports stay the main process's.
+        """
         if self.model is None or self.adapter_meta is None:
             return None
+        if not is_main_process():
+            self.adapter_dir = Path(directory)
+            self.report["adapter_dir"] = str(self.adapter_dir)
+            return self.adapter_dir
         self.adapter_dir = save_adapter(self.model, directory, self.adapter_meta)
         self.report["adapter_dir"] = str(self.adapter_dir)
         return self.adapter_dir
@@ -147,17 +217,21 @@ class AdaptResult:
     def save_pretrained(self, directory: str | Path) -> Path:
         """``directory/report.json`` and the final adapter in ``directory/adapter/``, which
         ``PeftModel.from_pretrained(base, directory / "adapter")`` loads directly.
+
+        Writes on the main process only (see :meth:`save_adapter`); no barrier, so it may be
+        called from every process or from the main one alone.
         """
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         self.save_adapter(directory / "adapter")
         self.write_report(directory)
         return directory
 
     def write_report(self, directory: str | Path) -> Path:
+        """``directory/report.json``; on the main process only (see :meth:`save_adapter`)."""
         path = Path(directory) / "report.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.report, indent=2))
+        if is_main_process():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(self.report, indent=2))
         return path
 
 
@@ -213,12 +287,18 @@ def adapt(
             stacklevel=2,
         )
     start = time.perf_counter()
+    # Under `accelerate launch` every process trains (data parallel) and must take the same
+    # decisions; those follow from the ranking and from validation scores, which `train` gathers
+    # from all processes. Ranking is a forward pass per candidate, not worth sharding: the main
+    # process ranks and hands the very same result to the others (no float noise between
+    # devices can reorder close candidates), which wait for it.
+    state = process_state()
     if config.max_tries > 0:
-        ranking = rank(
+        ranking = on_main_process(state, lambda: rank(
             task, pool, [config.metric], subset=config.subset, seed=config.seed,
             max_samples=config.max_samples, max_length=config.fallback.max_length,
             show_progress=show_progress, measure_energy=measure_energy,
-        )
+        ))
     else:  # standard LoRA only (`adapterpool train`): nothing to rank
         ranking = RankResult([config.metric], config.seed, [], [], 0.0, EnergyReading(), 0)
     run = _LoopRun(task, pool, config, lora, show_progress, measure_energy)
@@ -234,19 +314,32 @@ def adapt(
     meta = None
     if final is not None:
         meta = adapter_metadata(task, final.result, parent_id=final.adapter_id, seed=config.seed)
-    report = _report(task, pool, config, ranking, run.attempts, final, outcome, skipped, start)
+    report = _report(task, pool, config, ranking, run.attempts, final, outcome, skipped, start,
+                     processes=state.num_processes)
     result = AdaptResult(
         outcome, run.attempts, ranking.scores, final.result.model if final else None, report,
         adapter_meta=meta,
     )
     out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        result.save_adapter(out / "adapter")
-    if config.contribute and passed is not None:
-        report["contributed_adapter_id"] = contribute(
-            pool, task, final.result, parent_id=final.adapter_id, seed=config.seed).id
-    if out is not None:
-        result.write_report(out)
+
+    def publish() -> dict:
+        """Save, contribute, write the report: once, whatever the number of processes."""
+        if out is not None:
+            result.save_adapter(out / "adapter")
+        if config.contribute and passed is not None:
+            report["contributed_adapter_id"] = contribute(
+                pool, task, final.result, parent_id=final.adapter_id, seed=config.seed).id
+        if out is not None:
+            result.write_report(out)
+        return report
+
+    # The main process publishes; the others wait for it and take its report (the same outcome
+    # and attempts, plus where it saved and what it contributed), so every process returns the
+    # same result and the command ends together.
+    shared = on_main_process(state, publish)
+    if not state.is_main_process:
+        result.report = shared
+        result.adapter_dir = Path(shared["adapter_dir"]) if shared["adapter_dir"] else None
     return result
 
 
@@ -320,9 +413,13 @@ class _LoopRun:
         keep = self.config.uses("same-labels") and (
             list(self.pool.get(adapter_id).label_names) == list(self.task.label_names)
         )
+        # A remote pool downloads into a cache that the processes of one machine share: the
+        # local main process fetches it first, the others then find it there, verified.
+        with process_state().local_main_process_first():
+            folder = self.pool.adapter_dir(adapter_id)
         set_seed(self.config.seed)
-        model = warm_start_model(self.pool.base_model, self.task.label_names,
-                                 self.pool.adapter_dir(adapter_id), keep_head=keep)
+        model = warm_start_model(self.pool.base_model, self.task.label_names, folder,
+                                 keep_head=keep)
         return model, keep
 
     def tries(self, scores: list[CandidateScore]) -> Attempt | None:
@@ -376,7 +473,7 @@ class _LoopRun:
 
 def _report(task: Task, pool: Pool, config: AdaptConfig, ranking: RankResult,
             attempts: list[Attempt], final: Attempt | None, outcome: Outcome,
-            skipped: dict | None, start: float) -> dict:
+            skipped: dict | None, start: float, *, processes: int = 1) -> dict:
     energy = ranking.energy
     for attempt in attempts:
         energy = energy + attempt.result.energy
@@ -416,6 +513,7 @@ def _report(task: Task, pool: Pool, config: AdaptConfig, ranking: RankResult,
             "max_samples": config.max_samples,
             "train": config.resolved_fallback().as_dict(),
             "config": config.to_dict(),
+            "processes": processes,  # under `accelerate launch`, data parallel over this many
         },
         "adapter_dir": None,
     }

@@ -130,13 +130,20 @@ def train(
         ],
         lr=config.learning_rate,
     )
-    steps_per_epoch = len(loader)
-    total_steps = _steps(config.epochs, steps_per_epoch)
-    schedule_steps = max(total_steps, _steps(config.schedule_epochs or 0, steps_per_epoch))
+    # The schedule counts the batches of the whole data set: under several processes Accelerate
+    # steps the prepared scheduler once per process for every optimiser step.
+    batches = len(loader)
+    schedule_steps = max(_steps(config.epochs, batches),
+                         _steps(config.schedule_epochs or 0, batches))
     scheduler = get_linear_schedule_with_warmup(
         optimizer, int(config.warmup_ratio * schedule_steps), schedule_steps
     )
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    # The loop counts this process's share (each process sees 1/n of every epoch), so that n
+    # processes run ``config.epochs`` epochs, not n times as many, and ``epoch`` in the history
+    # (what the stop rules read) means the same as on one process. One process: unchanged.
+    steps_per_epoch = len(loader)
+    total_steps = _steps(config.epochs, steps_per_epoch)
     eval_every = max(1, steps_per_epoch // max(1, config.evals_per_epoch))
     history: list[dict] = []
     best_score, best_step, best_state, stale = -np.inf, 0, None, 0
@@ -157,10 +164,8 @@ def train(
         if scores[config.selection_metric] > best_score:
             best_score, best_step, stale = scores[config.selection_metric], step, 0
             unwrapped = accelerator.unwrap_model(model)
-            best_state = {
-                k: v.detach().cpu().clone()
-                for k, v in get_peft_model_state_dict(unwrapped, save_embedding_layers=False).items()
-            }
+            weights = get_peft_model_state_dict(unwrapped, save_embedding_layers=False)
+            best_state = {k: v.detach().cpu().clone() for k, v in weights.items()}
         else:
             stale += 1
         reason = stop_rule(history, config) if stop_rule is not None else None
