@@ -9,7 +9,7 @@ import pytest
 from scipy.stats import multivariate_normal
 
 from adapterpool import metrics as M
-from adapterpool.metrics.logme import logme_single
+from adapterpool.metrics.logme import logme_columns, logme_single, spectrum
 
 FEATURE_METRICS = ["h-score", "regularized-h-score", "logme", "nleep", "transrate", "gbc", "knn",
                    "linear-probe"]
@@ -113,6 +113,73 @@ def test_logme_mean_over_one_hot_columns():
     expected = np.mean([logme_single(s**2, u.T @ onehot[:, c], float(onehot[:, c].sum()), 30, 4)[0]
                         for c in range(3)])
     assert M.logme(x, y) == pytest.approx(expected)
+
+
+def _svd_logme_reference(f: np.ndarray, y: np.ndarray) -> float:
+    """LogME as the paper writes it: SVD of the N x D features, one class at a time, in scalars.
+
+    Independent of the library's Gram-matrix route, so that shortcut is checked against it.
+    """
+    n, d = f.shape
+    u, s, _ = np.linalg.svd(f, full_matrices=False)
+    s2, k = s**2, len(s)
+
+    def terms(alpha: float, beta: float, z: np.ndarray, y_sq: float) -> tuple[float, float, float]:
+        denom = alpha + beta * s2
+        m_sq = np.sum((beta * s * z / denom) ** 2)
+        res = np.sum((alpha * z / denom) ** 2) + max(y_sq - np.sum(z**2), 0.0)
+        ev = (0.5 * n * np.log(beta) + 0.5 * d * np.log(alpha) - 0.5 * n * np.log(2 * np.pi)
+              - 0.5 * beta * res - 0.5 * alpha * m_sq
+              - 0.5 * (np.sum(np.log(denom)) + (d - k) * np.log(alpha)))
+        return ev, m_sq, res
+
+    values = []
+    for c in range(y.max() + 1):
+        t = (y == c).astype(float)
+        z, y_sq = u.T @ t, float(t @ t)
+        alpha = beta = 1.0
+        for _ in range(1000):
+            gamma = np.sum(beta * s2 / (alpha + beta * s2))
+            _, m_sq, res = terms(alpha, beta, z, y_sq)
+            new_alpha, new_beta = gamma / m_sq, (n - gamma) / res
+            done = abs(new_alpha - alpha) / alpha < 1e-7 and abs(new_beta - beta) / beta < 1e-7
+            alpha, beta = new_alpha, new_beta
+            if done:
+                break
+        values.append(terms(alpha, beta, z, y_sq)[0] / n)
+    return float(np.mean(values))
+
+
+@pytest.mark.parametrize("n, d, classes, rank", [
+    (400, 30, 4, None),  # N > D: eigendecomposition of F^T F
+    (25, 60, 3, None),  # N < D: eigendecomposition of F F^T
+    (300, 24, 3, 12),  # N > D, rank-deficient F (half its columns are combinations of the rest)
+    (20, 40, 2, 8),  # N < D, rank-deficient
+])
+def test_logme_gram_route_matches_svd_reference(n, d, classes, rank):
+    rng = np.random.default_rng(n + d)
+    y = np.arange(n) % classes
+    f = rng.normal(size=(classes, d))[y] + 2.0 * rng.normal(size=(n, d))
+    if rank is not None:
+        f = f[:, :rank] @ rng.normal(size=(rank, d))
+    assert M.logme(f, y) == pytest.approx(_svd_logme_reference(f, y), rel=1e-6)
+
+
+def test_logme_stays_finite_when_features_fit_a_label_exactly():
+    # N < D: F F^T is invertible, a column can be fitted exactly and the evidence rises towards
+    # beta = infinity; the iteration must stop at a finite, correct evidence (the SVD route of
+    # the reference breaks down to NaN on this very case)
+    rng = np.random.default_rng(23)
+    y = np.arange(16) % 3
+    f = rng.normal(size=(3, 83))[y] * 2.0 + rng.normal(size=(16, 83))
+    value = M.logme(f, y)
+    assert np.isfinite(value)
+    onehot = np.eye(3)[y]
+    s2, z = spectrum(f, onehot)
+    values, alphas, betas = logme_columns(s2, z, onehot.sum(axis=0), 16, 83)
+    for c in range(3):
+        direct = _direct_log_evidence(f, onehot[:, c], alphas[c], betas[c]) / 16
+        assert values[c] == pytest.approx(direct, rel=1e-6)
 
 
 # -- shared invariants ---------------------------------------------------------------------------

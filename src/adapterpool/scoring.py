@@ -2,26 +2,40 @@
 
 The pass yields the pooled features that the candidate's head reads, its source-head probabilities
 and their argmax — the inputs of all metrics in :mod:`adapterpool.metrics`.
+
+The base model is built once per ranking (:class:`SharedBase`): each candidate's adapter is merged
+into it for its pass and taken out again, since rebuilding the base for every candidate costs
+more than the adapter itself. A candidate that cannot be loaded, run or scored gets NaN scores, an
+``error`` and a warning on the ``adapterpool`` logger, and is ranked last; the ranking goes on.
 """
 
 from __future__ import annotations
 
+import copy
+import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from accelerate.utils import find_executable_batch_size
+from peft import PeftModel
+from peft.tuners.tuners_utils import BaseTunerLayer
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from .encoding import EncodedRecords, inference_loader, restore_order
 from .metrics import ENSEMBLE, ENSEMBLE_MEMBERS, compute_metric, ensemble, per_candidate_metrics
-from .modeling import head_module, load_for_inference, pick_device
+from .metrics._validation import encode_labels
+from .modeling import base_classifier, head_module, load_for_inference, pick_device
 from .pool import AdapterPool, AdapterRecord
 from .tasks import Records, Task
 from .tasks.task import stratified_subsample
+
+logger = logging.getLogger(__name__)  # a child of "adapterpool": configure that one
 
 
 @dataclass
@@ -36,8 +50,10 @@ class CandidateScore:
     adapter_id: str
     source_task: str
     scores: dict[str, float]
-    seconds: float  # forward pass + metrics
+    seconds: float  # model ready + forward pass + metrics
     metric_seconds: dict[str, float] = field(default_factory=dict)
+    error: str | None = None  # why some or all scores are NaN; None when all are fine
+    load_seconds: float = 0.0  # getting the model ready (and putting the shared base back)
 
 
 def scoring_sample(task: Task, max_samples: int | None, seed: int) -> Records:
@@ -60,7 +76,7 @@ def candidate_outputs(
     device = next(model.parameters()).device
     captured: list[torch.Tensor] = []
 
-    def hook(_module, inputs, _output) -> None:  # noqa: ANN001
+    def hook(_module: torch.nn.Module, inputs: tuple, _output: object) -> None:
         pooled = inputs[0]
         captured.append((pooled[:, 0] if pooled.ndim == 3 else pooled).float().cpu())
 
@@ -82,15 +98,29 @@ def candidate_outputs(
     )
 
 
+def _describe(exc: BaseException, limit: int = 400) -> str:
+    """``Type: message`` on one line (PyTorch puts the reason on later lines), cut to ``limit``."""
+    text = " ".join(str(exc).split())
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def score_outputs(
     outputs: CandidateOutputs, labels: np.ndarray, metrics: list[str], seed: int
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """Every metric on one candidate's outputs; a metric that fails numerically gives NaN."""
-    scores, seconds = {}, {}
+    """Every metric on one candidate's outputs; a metric that fails or is not finite gives NaN."""
+    scores, seconds, _ = _score_outputs(outputs, labels, metrics, seed)
+    return scores, seconds
+
+
+def _score_outputs(
+    outputs: CandidateOutputs, labels: np.ndarray, metrics: list[str], seed: int
+) -> tuple[dict[str, float], dict[str, float], list[str]]:
+    scores, seconds, problems = {}, {}, []
     for name in metrics:
         start = time.perf_counter()
         try:
-            scores[name] = float(
+            value = float(
                 compute_metric(
                     name,
                     features=outputs.features,
@@ -99,10 +129,15 @@ def score_outputs(
                     seed=seed,
                 )
             )
-        except (np.linalg.LinAlgError, FloatingPointError):
-            scores[name] = math.nan
+            if not math.isfinite(value):
+                problems.append(f"{name} is {value}")
+                value = math.nan
+        except Exception as exc:  # one metric's failure must not end the ranking
+            problems.append(f"{name}: {_describe(exc)}")
+            value = math.nan
+        scores[name] = value
         seconds[name] = time.perf_counter() - start
-    return scores, seconds
+    return scores, seconds, problems
 
 
 def auto_batch_size(device: torch.device) -> int:
@@ -113,6 +148,151 @@ def auto_batch_size(device: torch.device) -> int:
 def rank_key(score: CandidateScore, metric: str) -> tuple[bool, float]:
     value = score.scores.get(metric, math.nan)
     return (math.isnan(value), -value if not math.isnan(value) else 0.0)
+
+
+# -- one base model per ranking -------------------------------------------------------------------
+class SharedBase:
+    """A base classifier built once; each candidate's adapter is merged into it, then taken out.
+
+    PEFT merges LoRA (and the like) into the weights of the layers it targets and puts each
+    ``modules_to_save`` copy (the source head, the pooler) in place of the original module. Both
+    are undone by :meth:`detach`: the touched weights are copied back from a snapshot of each,
+    taken the first time an adapter targets it (exact, unlike subtracting the update again), and
+    every original module is put back. A head for a different number of labels is swapped in
+    before PEFT copies it, so heads of any size share the base. Whatever :meth:`detach` cannot put
+    back raises: then drop the instance.
+    """
+
+    def __init__(
+        self, base_model: str | None, label_names: list[str], device: torch.device
+    ) -> None:
+        self.model = base_classifier(base_model, label_names).to(device).eval()
+        self.device = device
+        self._modules = dict(self.model.named_modules())
+        self._attributes = set(vars(self.model))
+        self._params = dict(self.model.named_parameters())
+        self._pristine: dict[int, tuple[torch.nn.Parameter, torch.Tensor]] = {}
+        self._touched: list[int] = []  # ids of the parameters the attached adapter merged into
+
+    def attach(self, n_labels: int, adapter_dir: str | Path) -> torch.nn.Module:
+        """The base with the adapter at ``adapter_dir`` merged in: a plain fast classifier."""
+        self.detach()
+        self._fit_head(n_labels)
+        model = PeftModel.from_pretrained(self.model, str(adapter_dir))
+        if model.peft_config[model.active_adapter].is_prompt_learning:
+            raise TypeError("prompt-learning adapters cannot be merged into a shared base")
+        with torch.no_grad():
+            for module in model.modules():
+                if isinstance(module, BaseTunerLayer):
+                    for param in module.get_base_layer().parameters(recurse=False):
+                        if id(param) not in self._pristine:
+                            self._pristine[id(param)] = (param, param.detach().clone())
+                        self._touched.append(id(param))
+        merged = model.merge_and_unload()
+        if merged is not self.model:
+            raise TypeError(f"merging gave a new {type(merged).__name__}, not the shared base")
+        return merged.eval()
+
+    def detach(self) -> None:
+        """Put the base back as built: weights, modules and attributes (idempotent)."""
+        with torch.no_grad():
+            for key in self._touched:
+                param, value = self._pristine[key]
+                param.copy_(value)
+        self._touched = []
+        for name, module in self._modules.items():
+            if name:
+                parent, _, child = name.rpartition(".")
+                if self._modules[parent]._modules.get(child) is not module:
+                    setattr(self._modules[parent], child, module)
+        for key in set(vars(self.model)) - self._attributes:
+            delattr(self.model, key)
+        now = dict(self.model.named_modules())
+        if now.keys() != self._modules.keys() or any(m is not self._modules[k]
+                                                     for k, m in now.items()):
+            raise RuntimeError("the shared base could not be put back after a candidate")
+
+    def _fit_head(self, n_labels: int) -> None:
+        """Swap in freshly initialised head modules for ``n_labels`` where the shapes differ.
+
+        The architecture's own class, built on the meta device for that many labels, says which
+        parameters depend on the label count and gives modules of the right shape; the adapter's
+        ``modules_to_save`` then overwrite them as they would on a freshly built model.
+        """
+        if n_labels == self.model.config.num_labels:
+            return
+        config = copy.deepcopy(self.model.config)
+        config.num_labels = n_labels
+        with torch.device("meta"):
+            template = type(self.model)(config)
+        changed = sorted({
+            name.rpartition(".")[0] for name, param in template.named_parameters()
+            if name not in self._params or param.shape != self._params[name].shape
+        })
+        std = getattr(config, "initializer_range", 0.02)
+        dtype = next(iter(self._params.values())).dtype
+        for path in changed:
+            module = template.get_submodule(path).to_empty(device=self.device).to(dtype)
+            with torch.no_grad():
+                for param in module.parameters():
+                    if param.ndim > 1:
+                        torch.nn.init.normal_(param, std=std)
+                    else:
+                        param.zero_()
+            parent, _, child = path.rpartition(".")
+            setattr(self.model.get_submodule(parent), child, module)
+
+
+class CandidateModels:
+    """Each candidate's model: merged into a :class:`SharedBase` when ``reuse_base`` (built on
+    first use, rebuilt after anything it could not put back), else built fresh; a candidate the
+    shared base cannot take is built fresh instead, so the shared path never loses a candidate.
+    """
+
+    def __init__(self, base_model: str | None, device: torch.device, *, reuse_base: bool) -> None:
+        self.base_model, self.device, self.reuse_base = base_model, device, reuse_base
+        self.shared: SharedBase | None = None
+
+    def open(
+        self, record: AdapterRecord, adapter_dir: Path
+    ) -> tuple[torch.nn.Module, Callable[[], None]]:
+        """The candidate's model and what to call once done with it."""
+        if self.reuse_base:
+            try:
+                if self.shared is None:
+                    self.shared = SharedBase(self.base_model, record.label_names, self.device)
+                return self.shared.attach(len(record.label_names), adapter_dir), self._release
+            except Exception as exc:  # the fresh build below is the fallback
+                logger.debug("adapter %s: shared base not usable (%s); building it fresh",
+                             record.id, _describe(exc))
+                self._release()
+        model = load_for_inference(self.base_model, record.label_names, adapter_dir)
+        return model.to(self.device), lambda: None
+
+    def _release(self) -> None:
+        if self.shared is None:
+            return
+        try:
+            self.shared.detach()
+        except Exception as exc:  # a new base is built for the next candidate
+            logger.warning("shared base model dropped, rebuilding it: %s", _describe(exc))
+            self.shared = None
+
+
+def _with_ensemble(results: list[CandidateScore]) -> None:
+    """Add the rank-average ensemble over the candidates that have any member score.
+
+    A member that is NaN counts as that member's worst rank (see ``metrics.ensemble``); a
+    candidate without any member score gets NaN and takes no rank, so failures elsewhere do not
+    move the others' ensemble values.
+    """
+    ranked = [r for r in results if any(not math.isnan(r.scores[m]) for m in ENSEMBLE_MEMBERS)]
+    for result in results:
+        result.scores[ENSEMBLE] = math.nan
+    if ranked:
+        combined = ensemble({m: [r.scores[m] for r in ranked] for m in ENSEMBLE_MEMBERS})
+        for result, value in zip(ranked, combined, strict=True):
+            result.scores[ENSEMBLE] = float(value)
 
 
 def score_candidates(
@@ -127,25 +307,51 @@ def score_candidates(
     batch_size: int | None = None,
     seed: int = 0,
     show_progress: bool = True,
+    reuse_base: bool = True,
 ) -> list[CandidateScore]:
-    """Scores of every candidate, best first by the first metric."""
+    """Scores of every candidate, best first by the first metric; failed candidates last, NaN.
+
+    ``reuse_base=False`` builds every candidate's model from scratch (slower, same scores).
+    """
     if not metrics:
         raise ValueError("at least one metric is needed")
     computed = per_candidate_metrics(metrics)  # unknown names fail here, before any work
     sample = scoring_sample(task, max_samples, seed)
     data = EncodedRecords(sample, tokenizer, max_length)
     labels = np.asarray(sample.label)
+    encode_labels(labels)  # a sample no metric can use (one class) fails here, not per candidate
     device = pick_device()
+    models = CandidateModels(pool.base_model, device, reuse_base=reuse_base)
     results = []
     for record in tqdm(candidates, desc="scoring", disable=not show_progress, leave=False):
         start = time.perf_counter()
-        model = load_for_inference(pool.base_model, record.label_names, pool.adapter_dir(record.id))
-        model = model.to(device)
-        outputs = find_executable_batch_size(
-            lambda size: candidate_outputs(model, data, tokenizer, batch_size=size),
-            starting_batch_size=batch_size or auto_batch_size(device),
-        )()
-        scores, metric_seconds = score_outputs(outputs, labels, computed, seed)
+        load_seconds = 0.0
+        try:
+            model, release = models.open(record, pool.adapter_dir(record.id))
+            load_seconds = time.perf_counter() - start
+            try:
+                outputs = find_executable_batch_size(
+                    lambda size, model=model: candidate_outputs(
+                        model, data, tokenizer, batch_size=size),
+                    starting_batch_size=batch_size or auto_batch_size(device),
+                )()
+            finally:
+                released = time.perf_counter()
+                release()
+                load_seconds += time.perf_counter() - released
+            finite = np.isfinite(outputs.features).all() and np.isfinite(outputs.source_probs).all()
+            if not finite:
+                raise FloatingPointError("the forward pass gave NaN or infinite values")
+        except Exception as exc:  # one candidate's failure must not end the ranking
+            error = _describe(exc)
+            logger.warning("adapter %s not scored, ranked last: %s", record.id, error)
+            scores = {name: math.nan for name in computed}
+            metric_seconds: dict[str, float] = {}
+        else:
+            scores, metric_seconds, problems = _score_outputs(outputs, labels, computed, seed)
+            error = "; ".join(problems) or None
+            if error:
+                logger.warning("adapter %s: NaN for %s", record.id, error)
         results.append(
             CandidateScore(
                 adapter_id=record.id,
@@ -153,10 +359,10 @@ def score_candidates(
                 scores=scores,
                 seconds=time.perf_counter() - start,
                 metric_seconds=metric_seconds,
+                error=error,
+                load_seconds=load_seconds,
             )
         )
-    if ENSEMBLE in metrics and results:
-        combined = ensemble({m: [r.scores[m] for r in results] for m in ENSEMBLE_MEMBERS})
-        for result, value in zip(results, combined):
-            result.scores[ENSEMBLE] = float(value)
+    if ENSEMBLE in metrics:
+        _with_ensemble(results)
     return sorted(results, key=lambda s: rank_key(s, metrics[0]))

@@ -1,0 +1,182 @@
+"""Scoring on the tiny pool: failures ranked last without ending the ranking, the shared base
+giving the scores of freshly built models, and features that stay with their examples."""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from adapterpool import scoring
+from adapterpool.encoding import EncodedRecords
+from adapterpool.modeling import load_for_inference, load_tokenizer
+from adapterpool.peft_files import ADAPTER_WEIGHTS
+from adapterpool.pool import AdapterPool
+from adapterpool.scoring import CandidateScore, SharedBase, candidate_outputs, score_candidates
+from adapterpool.tasks import Records, load_task
+from adapterpool.tasks.task import Task
+
+METRICS = ["leep", "logme", "nce", "ensemble"]  # ensemble: logme, leep and knn
+SENTENCE = "the film was long and slow but the acting made up for most of it in the end"
+
+
+@pytest.fixture(scope="module")
+def target() -> Task:
+    return load_task("builtin:movie-sentiment", max_train=48, max_eval=16, seed=0)
+
+
+@pytest.fixture()
+def pool_copy(tiny_pool: AdapterPool, tmp_path: Path) -> AdapterPool:
+    shutil.copytree(tiny_pool.path, tmp_path / "pool")
+    return AdapterPool(tmp_path / "pool")
+
+
+def _score(pool: AdapterPool, records: list, task: Task, **kwargs) -> list[CandidateScore]:
+    tokenizer = load_tokenizer(pool.base_model)
+    return score_candidates(pool, records, task, tokenizer, METRICS, max_samples=48,
+                            max_length=32, batch_size=16, show_progress=False, **kwargs)
+
+
+def _alone(pool: AdapterPool, task: Task) -> dict[str, dict[str, float]]:
+    """Each adapter's scores when it is the only candidate (its own shared base)."""
+    return {r.id: _score(pool, [r], task)[0].scores for r in pool.list()}
+
+
+def _check_others(result: list[CandidateScore], broken: str, alone: dict, n: int) -> None:
+    assert [s.adapter_id for s in result][-1] == broken and len(result) == n
+    last = result[-1]
+    assert all(math.isnan(v) for v in last.scores.values()) and set(last.scores) >= set(METRICS)
+    assert last.error
+    for s in result[:-1]:
+        assert s.error is None
+        for name in ("leep", "logme", "nce", "knn"):
+            assert math.isfinite(s.scores[name])
+            assert s.scores[name] == pytest.approx(alone[s.adapter_id][name], rel=1e-9, abs=1e-12)
+
+
+def test_adapter_with_altered_weights_is_ranked_last_and_the_rest_scored(
+    pool_copy: AdapterPool, target: Task, caplog: pytest.LogCaptureFixture
+) -> None:
+    records = pool_copy.list()
+    broken = records[1].id
+    alone = _alone(pool_copy, target)
+    weights = pool_copy.path / "adapters" / broken / ADAPTER_WEIGHTS
+    assert weights.is_file()
+    data = bytearray(weights.read_bytes())
+    data[-8:] = bytes(8)  # a few weight bytes changed on disk: its sha256 no longer matches
+    weights.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="adapterpool"):
+        result = _score(pool_copy, records, target)
+    _check_others(result, broken, alone, len(records))
+    assert "PoolError" in result[-1].error and "altered" in result[-1].error
+    assert any(broken in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+    # the ensemble ranks the scored candidates among themselves: the failure moves no one
+    good = [r for r in records if r.id != broken]
+    expected = {s.adapter_id: s.scores["ensemble"] for s in _score(pool_copy, good, target)}
+    assert {s.adapter_id: s.scores["ensemble"] for s in result[:-1]} == pytest.approx(expected)
+
+
+def test_adapter_that_fails_to_build_leaves_the_shared_base_intact(
+    tiny_pool: AdapterPool, target: Task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shapes that no model of the pool's base can take: both the shared base and the fresh
+    build fail, half-way through loading; the candidates after it must score as if alone."""
+    from safetensors.torch import load_file, save_file
+
+    records = tiny_pool.list()
+    broken = records[0].id  # first: it also builds the shared base, then fails on it
+    alone = _alone(tiny_pool, target)
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_pool.adapter_dir(broken), bad)
+    state = load_file(str(bad / ADAPTER_WEIGHTS))
+    key = max(k for k in state if "lora_A" in k)
+    state[key] = torch.zeros(state[key].shape[0] + 1, state[key].shape[1])
+    save_file(state, str(bad / ADAPTER_WEIGHTS))
+    real = tiny_pool.adapter_dir
+    monkeypatch.setattr(tiny_pool, "adapter_dir", lambda i: bad if i == broken else real(i))
+    result = _score(tiny_pool, records, target)
+    _check_others(result, broken, alone, len(records))
+    assert "size mismatch" in result[-1].error or "shape" in result[-1].error
+
+
+def test_shared_base_gives_the_scores_of_freshly_built_models(
+    tiny_pool: AdapterPool, target: Task, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = tiny_pool.list()
+    assert len({len(r.label_names) for r in records}) > 1  # heads of several sizes share it
+    built = {"bases": 0, "fresh": 0}
+
+    def count(key: str, function: Callable) -> Callable:
+        def wrapper(*args: object, **kwargs: object) -> object:
+            built[key] += 1
+            return function(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(scoring, "base_classifier", count("bases", scoring.base_classifier))
+    monkeypatch.setattr(scoring, "load_for_inference", count("fresh", load_for_inference))
+    shared = {s.adapter_id: s for s in _score(tiny_pool, records, target)}
+    assert built == {"bases": 1, "fresh": 0}  # one base for the whole ranking, nothing rebuilt
+    fresh = {s.adapter_id: s for s in _score(tiny_pool, records, target, reuse_base=False)}
+    assert built == {"bases": 1, "fresh": len(records)}
+    for adapter_id, s in shared.items():
+        assert s.error is None and fresh[adapter_id].error is None
+        names = sorted(s.scores)
+        np.testing.assert_allclose([s.scores[m] for m in names],
+                                   [fresh[adapter_id].scores[m] for m in names], rtol=1e-5)
+
+
+def test_failing_metric_gives_nan_for_that_metric_only(
+    tiny_pool: AdapterPool, target: Task, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = {"logme": 0}
+    real = scoring.compute_metric
+
+    def flaky(name: str, **kwargs: object) -> float:
+        if name == "logme":
+            calls["logme"] += 1
+            if calls["logme"] == 2:
+                return math.inf
+        return real(name, **kwargs)
+
+    monkeypatch.setattr(scoring, "compute_metric", flaky)
+    records = tiny_pool.list()
+    result = score_candidates(tiny_pool, records, target, load_tokenizer(tiny_pool.base_model),
+                              ["logme", "leep", "ensemble"], max_samples=48, max_length=32,
+                              show_progress=False)
+    last = result[-1]
+    assert last.adapter_id == records[1].id and "logme is inf" in last.error
+    assert math.isnan(last.scores["logme"]) and math.isfinite(last.scores["leep"])
+    assert math.isfinite(last.scores["ensemble"])  # a NaN member counts as that member's worst
+    assert all(s.error is None for s in result[:-1])
+
+
+def test_features_stay_with_their_examples_under_length_sorted_batches(
+    tiny_pool: AdapterPool,
+) -> None:
+    """Rows of ``candidate_outputs`` are in input order although batches go by length."""
+    tokenizer = load_tokenizer(tiny_pool.base_model)
+    words = SENTENCE.split()
+    texts = [" ".join(words[: 1 + (7 * i) % len(words)]) for i in range(11)]
+    assert len({len(t.split()) for t in texts}) > 6
+    data = EncodedRecords(Records(text=texts, label=[i % 2 for i in range(11)]), tokenizer, 64)
+    record = tiny_pool.list()[2]
+    adapter_dir = tiny_pool.adapter_dir(record.id)
+    shared = SharedBase(tiny_pool.base_model, tiny_pool.list()[0].label_names,
+                        torch.device("cpu"))
+    for model in (load_for_inference(tiny_pool.base_model, record.label_names, adapter_dir),
+                  shared.attach(len(record.label_names), adapter_dir)):
+        out = candidate_outputs(model, data, tokenizer, batch_size=4)
+        with torch.inference_mode():
+            for i, text in enumerate(texts):
+                encoded = tokenizer(text, return_tensors="pt")
+                pooled = model.base_model(**encoded).pooler_output[0]
+                probs = torch.softmax(model(**encoded).logits.double(), dim=-1)[0]
+                np.testing.assert_allclose(out.features[i], pooled.numpy(), atol=1e-5)
+                np.testing.assert_allclose(out.source_probs[i], probs.numpy(), atol=1e-6)
+    shared.detach()
