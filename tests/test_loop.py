@@ -182,3 +182,17 @@ def test_rank_by_the_ensemble_of_metrics(target, tiny_pool):
     assert values == sorted(values, reverse=True) and all(0 <= v <= 1 for v in values)
     expected = ensemble({m: [s.scores[m] for s in result.scores] for m in ENSEMBLE_MEMBERS})
     assert values == pytest.approx(list(expected))
+
+
+def test_a_candidate_that_cannot_be_scored_is_never_tried(target, pool_copy, tmp_path):
+    """Broken weights on disk: NaN score (null in the report) with its error, ranked last, and the
+    loop tries the others instead of failing on it."""
+    broken = pool_copy.list()[0]
+    weights = pool_copy.path / "adapters" / broken.id / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\x00" * 8)
+    report = _adapt(target, pool_copy, tmp_path, threshold=1.01, max_tries=3).report
+    last = report["scores"][-1]
+    assert last["adapter_id"] == broken.id and last["score"] is None and last["error"]
+    tried = [a["adapter_id"] for a in report["attempts"] if a["kind"] == "transfer"]
+    assert broken.id not in tried and len(tried) == 2
+    json.dumps(report, allow_nan=False)  # strict JSON: no NaN anywhere

@@ -5,6 +5,7 @@ threshold, try the next, fall back to standard LoRA, contribute what passes.
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import time
 import warnings
@@ -109,12 +110,18 @@ class RankResult:
                 {
                     "adapter_id": s.adapter_id,
                     "source_task": s.source_task,
-                    "scores": s.scores,
+                    "scores": {k: _json_number(v) for k, v in s.scores.items()},
                     "seconds": s.seconds,
+                    "error": s.error,
                 }
                 for s in self.scores
             ],
         }
+
+
+def _json_number(value: float) -> float | None:
+    """NaN (a candidate that could not be scored) as JSON null, which every reader accepts."""
+    return None if value is None or math.isnan(value) else value
 
 
 def rank(
@@ -302,10 +309,12 @@ def adapt(
     else:  # standard LoRA only (`adapterpool train`): nothing to rank
         ranking = RankResult([config.metric], config.seed, [], [], 0.0, EnergyReading(), 0)
     run = _LoopRun(task, pool, config, lora, show_progress, measure_energy)
-    skipped = run.skip_reason(ranking.scores)
+    # A candidate that could not be scored (NaN, with an error) is never warm-started from.
+    usable = [s for s in ranking.scores if math.isfinite(s.scores[config.metric])]
+    skipped = run.skip_reason(usable)
     passed: Attempt | None = None
-    if skipped is None and config.max_tries > 0 and ranking.scores:
-        passed = run.race(ranking.scores) if config.uses("racing") else run.tries(ranking.scores)
+    if skipped is None and config.max_tries > 0 and usable:
+        passed = run.race(usable) if config.uses("racing") else run.tries(usable)
     if passed is None:
         passed = run.fallback()
 
@@ -490,8 +499,9 @@ def _report(task: Task, pool: Pool, config: AdaptConfig, ranking: RankResult,
             {
                 "adapter_id": s.adapter_id,
                 "source_task": s.source_task,
-                "score": s.scores[config.metric],
+                "score": _json_number(s.scores[config.metric]),
                 "seconds": s.seconds,
+                "error": s.error,
             }
             for s in ranking.scores
         ],
