@@ -23,7 +23,7 @@ import httpx
 import numpy as np
 from sqlalchemy import create_engine, text
 
-from adapterpool.contribute import contribute
+from adapterpool.contributing import contribute
 from adapterpool.loop import train_standard
 from adapterpool.pool import AdapterPool
 from adapterpool.pool.maintenance import verify

@@ -152,7 +152,7 @@ def prepare_source(tmp: Path, tiny: bool) -> tuple[Path, str | None]:
     BERT like the tests' (seconds instead of a minute on a busy machine)."""
     import torch
 
-    from adapterpool.contribute import adapter_metadata
+    from adapterpool.contributing import adapter_metadata
     from adapterpool.loop import train_standard
     from adapterpool.modeling import save_adapter
     from adapterpool.tasks import load_task

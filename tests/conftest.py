@@ -33,7 +33,7 @@ def tiny_base_model(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="session")
 def tiny_pool(tmp_path_factory: pytest.TempPathFactory, tiny_base_model: str):
     """A pool on the tiny model with three source adapters trained on real builtin data."""
-    from adapterpool.contribute import contribute
+    from adapterpool.contributing import contribute
     from adapterpool.loop import train_standard
     from adapterpool.pool import AdapterPool
     from adapterpool.tasks import load_task

@@ -23,7 +23,7 @@ _EXPORTS = {
     "AdaptConfig": "adapterpool.config",
     "AdaptResult": "adapterpool.loop",
     "train_standard": "adapterpool.loop",
-    "contribute": "adapterpool.contribute",
+    "contribute": "adapterpool.contributing",
     "TrainConfig": "adapterpool.training",
     "LoraSettings": "adapterpool.modeling",
 }

@@ -19,7 +19,7 @@ from platformdirs import user_cache_dir
 from . import DEFAULT_METRIC
 from .base_model import DEFAULT_BASE_MODEL
 from .config import AdaptConfig
-from .contribute import contribute
+from .contributing import contribute
 from .loop import adapt, train_standard
 from .pool import AdapterPool
 from .summary import comparison_table, console, print_adapt_report, savings, savings_line

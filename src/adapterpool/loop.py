@@ -21,7 +21,7 @@ from peft import PeftModel
 
 from . import DEFAULT_METRIC, __version__
 from .config import AdaptConfig
-from .contribute import adapter_metadata, contribute
+from .contributing import adapter_metadata, contribute
 from .energy import EnergyMeter, EnergyReading
 from .errors import AdapterPoolError
 from .metrics import get_metric

@@ -20,7 +20,7 @@ from accelerate.utils import set_seed
 from rich.console import Console
 
 from ..config import AdaptConfig
-from ..contribute import contribute
+from ..contributing import contribute
 from ..energy import EnergyMeter
 from ..errors import PoolError
 from ..loop import adapt, train_standard
