@@ -41,10 +41,11 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from adapterpool.base_model import resolve_base_model
+from adapterpool.contributing import contribute
 from adapterpool.encoding import EncodedRecords, inference_loader
-from adapterpool.loop import adapter_metadata, train_standard
+from adapterpool.loop import train_standard
 from adapterpool.metrics import logme
-from adapterpool.modeling import load_for_inference, load_tokenizer, pick_device, save_adapter
+from adapterpool.modeling import load_for_inference, load_tokenizer, pick_device
 from adapterpool.pool import AdapterPool
 from adapterpool.scoring import (
     CandidateModels,
@@ -129,8 +130,7 @@ def build_pool(root: Path, n: int) -> AdapterPool:
         task = load_task(f"builtin:{name}", max_train=32, max_eval=16)
         result = train_standard(task, pool.base_model, TrainConfig(epochs=1, max_length=32),
                                 show_progress=False, measure_energy=False)
-        pool.add(save_adapter(result.model, root / name,
-                              adapter_metadata(task, result, parent_id=None, seed=0)))
+        contribute(pool, task, result)
     return pool
 
 
