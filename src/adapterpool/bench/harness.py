@@ -29,6 +29,7 @@ from ..modeling import load_tokenizer, warm_start_model
 from ..pool import AdapterPool, AdapterRecord
 from ..pool.store import seeded_sample
 from ..scoring import score_candidates
+from ..summary import final_attempt
 from ..tasks import Task, load_task
 from ..training import TrainConfig, TrainResult, train
 from .config import BenchConfig
@@ -101,11 +102,7 @@ def _record_from_pool(record: AdapterRecord) -> dict:
 def _strategy_record(report: dict) -> dict:
     """What the summary needs of one loop run: outcome, cost, accuracy, and every attempt."""
     attempts = report["attempts"]
-    final = next((a for a in attempts if a.get("final")), None)
-    if final is None:  # the passing attempt, else the best by validation
-        passed = [a for a in attempts if a["passed"]]
-        final = passed[-1] if passed else max(
-            attempts, key=lambda a: a["validation"]["accuracy"], default=None)
+    final = final_attempt(report) if attempts else None
     return {
         "outcome": report["outcome"],
         "strategy": report.get("strategy"),

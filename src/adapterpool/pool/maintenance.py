@@ -13,6 +13,7 @@ from ..errors import UsageError
 from ..peft_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTERPOOL_META
 from .catalog import adapters_table, catalog_write_lock
 from .checks import AdapterRejected
+from .storage import mtime
 from .store import AdapterPool, PoolError
 
 DEFAULT_GRACE_SECONDS = 600.0
@@ -62,7 +63,7 @@ def verify(
             paths = sorted((pool.path / folder).iterdir()) if (pool.path / folder).is_dir() else []
             for path in paths:
                 rel = str(path.relative_to(pool.path))
-                if folder == ".staging" and young(_mtime(path)):
+                if folder == ".staging" and young(mtime(path)):
                     recent.append(rel)
                 else:
                     leftovers.append(rel)
@@ -87,13 +88,6 @@ def verify(
         "repaired": repair,
         "consistent": not (corrupt or missing),
     }
-
-
-def _mtime(path: Path) -> float | None:
-    try:
-        return path.stat().st_mtime
-    except FileNotFoundError:
-        return None
 
 
 def model_card(record, config: dict) -> str:

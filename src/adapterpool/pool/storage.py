@@ -22,6 +22,14 @@ def sha256_stream(handle) -> str:
     return digest.hexdigest()
 
 
+def mtime(path: Path) -> float | None:
+    """When ``path`` last changed (epoch seconds), None if it is gone meanwhile."""
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+
+
 class LocalStorage:
     """``POOL/adapters/<id>/``; publishing is one atomic rename on the same filesystem."""
 
@@ -58,10 +66,7 @@ class LocalStorage:
 
     def modified(self, adapter_id: str) -> float | None:
         """When the folder last changed (epoch seconds), None if it is gone."""
-        try:
-            return (self.root / adapter_id).stat().st_mtime
-        except FileNotFoundError:
-            return None
+        return mtime(self.root / adapter_id)
 
     def leftovers(self) -> list[str]:
         return []
