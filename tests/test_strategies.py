@@ -17,7 +17,13 @@ import torch
 from adapterpool import AdaptConfig, adapt, load_task
 from adapterpool.errors import UsageError
 from adapterpool.pool import AdapterPool
-from adapterpool.strategies import CutoffRule, PassRule, first_reason, parse_strategies
+from adapterpool.strategies import (
+    CutoffRule,
+    PassRule,
+    SettleRule,
+    first_reason,
+    parse_strategies,
+)
 from adapterpool.training import TrainConfig
 
 # batch 8 on 64 examples: 8 steps an epoch, so evaluations can fall inside an epoch
@@ -60,6 +66,23 @@ def test_pass_rule_looks_at_the_latest_evaluation_only():
     at_start = PassRule(0.8, "accuracy", at_start_only=True)
     assert at_start([_entry(0, 0.0, 0.9)], config) == "passed"
     assert at_start([_entry(0, 0.0, 0.1), _entry(2, 0.5, 0.9)], config) is None
+
+
+def test_settle_rule_waits_for_the_threshold_then_for_patience_without_a_new_best():
+    rule, config = SettleRule(0.8, "accuracy", patience=2), TrainConfig(epochs=2)
+    curve = [0.7, 0.82, 0.85, 0.84, 0.85, 0.83]
+    history = [_entry(i + 1, (i + 1) / 4, a) for i, a in enumerate(curve)]
+    # below the threshold: never stops (patience before passing is the trainer's business)
+    assert rule(history[:1], config) is None
+    assert rule(history[:2], config) is None  # passed, but still at its best
+    assert rule(history[:3], config) is None  # a new best
+    assert rule(history[:4], config) is None  # one evaluation without a new best
+    # 0.85 again is a tie, not a new best: two evaluations after the earliest best
+    assert rule(history[:5], config) == "passed"
+    falling = [_entry(1, 0.25, 0.9), _entry(2, 0.5, 0.95), _entry(3, 0.75, 0.6)]
+    # before the threshold is met, a higher value does not count as the best to beat
+    assert SettleRule(0.92, "accuracy", patience=1)(falling, config) == "passed"
+    assert SettleRule(0.99, "accuracy", patience=1)(falling, config) is None
 
 
 def test_cutoff_rule_waits_min_epochs_then_projects_the_best_so_far():
@@ -151,6 +174,29 @@ def test_early_pass_stops_at_the_first_evaluation_meeting_the_threshold(target, 
     assert len(history) == 1 and history[0]["step"] == 2  # 1/4 epoch of 8 steps
     assert zero.attempts[0].result.stop_reason == "passed"
     assert zero.attempts[0].result.epochs_run == pytest.approx(0.25)
+
+
+def test_settle_goes_on_past_the_pass_until_validation_stops_improving(target, tiny_pool):
+    patient = replace(FALLBACK, patience=100, evals_per_epoch=4)
+    config = replace(BASE, transfer_epochs=2, threshold=1.01, fallback=patient)
+    curve = _adapt(target, tiny_pool, config).attempts[0].result.history
+    values = [h["accuracy"] for h in curve]
+    threshold = min(values)  # met at the first evaluation
+    expected = SettleRule(threshold, "accuracy", patience=1)
+    stop = next((i for i in range(len(curve)) if expected(curve[: i + 1], patient)), None)
+    result = _adapt(target, tiny_pool, config, strategy="settle", threshold=threshold,
+                    settle_patience=1)
+    attempt = result.attempts[0]
+    assert attempt.passed and result.outcome == "transfer"
+    if stop is None:  # improved to the end: the whole budget
+        assert attempt.result.stop_reason == "budget"
+        assert _scores(attempt.result.history) == _scores(curve)
+    else:
+        assert attempt.result.stop_reason == "passed"
+        assert _scores(attempt.result.history) == _scores(curve[: stop + 1])
+    # the weights kept are the best evaluation's, not the one the pass was first seen at
+    best = max(h["accuracy"] for h in attempt.result.history)
+    assert attempt.result.validation["accuracy"] == best
 
 
 def test_cutoff_stops_a_hopeless_attempt_before_its_budget(target, tiny_pool):

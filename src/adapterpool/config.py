@@ -123,7 +123,14 @@ class AdaptConfig:
         default=4, metadata=_help("early-pass: validation evaluations per epoch of a transfer")
     )
     pass_fallback: bool = field(
-        default=True, metadata=_help("early-pass: stop the fallback too once it passes")
+        default=True, metadata=_help("early-pass/settle: stop the fallback too once it passes")
+    )
+    # settle
+    settle_patience: int = field(
+        default=2, metadata=_help(
+            "settle: once validation meets the threshold, evaluations without a new best before "
+            "the attempt stops (at pass_evals_per_epoch evaluations an epoch)"
+        )
     )
     # cutoff
     cutoff_min_epochs: float = field(
@@ -167,6 +174,8 @@ class AdaptConfig:
              f"max_samples must be >= 1 or None, got {self.max_samples}"),
             (self.pass_evals_per_epoch >= 1,
              f"pass_evals_per_epoch must be >= 1, got {self.pass_evals_per_epoch}"),
+            (self.settle_patience >= 1,
+             f"settle_patience must be >= 1, got {self.settle_patience}"),
             (self.cutoff_min_epochs >= 0,
              f"cutoff_min_epochs must be >= 0, got {self.cutoff_min_epochs}"),
             (self.cutoff_max_gain_per_epoch >= 0,
@@ -203,9 +212,8 @@ class AdaptConfig:
 
     def transfer_config(self) -> TrainConfig:
         """A transfer attempt's TrainConfig: the fallback's settings, ``transfer_epochs`` long."""
-        evals = (
-            self.pass_evals_per_epoch if self.uses("early-pass") else self.fallback.evals_per_epoch
-        )
+        passing = self.uses("early-pass") or self.uses("settle")
+        evals = self.pass_evals_per_epoch if passing else self.fallback.evals_per_epoch
         return replace(self.resolved_fallback(), epochs=self.transfer_epochs, evals_per_epoch=evals)
 
     def to_dict(self) -> dict[str, Any]:

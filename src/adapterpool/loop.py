@@ -28,7 +28,7 @@ from .metrics import get_metric
 from .modeling import LoraSettings, load_tokenizer, new_model, save_adapter, warm_start_model
 from .pool import Pool
 from .scoring import CandidateScore, score_candidates
-from .strategies import CutoffRule, PassRule, StopRule, first_reason
+from .strategies import CutoffRule, PassRule, SettleRule, StopRule, first_reason
 from .tasks import Task
 from .training import TrainConfig, TrainResult, train
 
@@ -387,7 +387,9 @@ class _LoopRun:
     def stop_rule(self, *, fallback: bool, head_kept: bool) -> StopRule | None:
         c = self.config
         passing = None
-        if c.uses("early-pass") and (c.pass_fallback or not fallback):
+        if c.uses("settle") and (c.pass_fallback or not fallback):
+            passing = SettleRule(c.threshold, c.threshold_metric, c.settle_patience)
+        elif c.uses("early-pass") and (c.pass_fallback or not fallback):
             passing = PassRule(c.threshold, c.threshold_metric)
         elif head_kept:  # same-labels: accept the source as it is, before any step
             passing = PassRule(c.threshold, c.threshold_metric, at_start_only=True)

@@ -81,6 +81,7 @@ def _result_record(result: TrainResult) -> dict:
         "epochs": result.epochs_run,
         "kwh": result.energy.kwh,
         "co2_kg": result.energy.co2_kg,
+        "history": result.history,  # every evaluation: step, epoch, seconds, scores (for replays)
     }
 
 
@@ -154,13 +155,13 @@ def task_key(spec: str) -> str:
 
 class BenchRun:
     def __init__(self, config: BenchConfig, *, show_progress: bool = True,
-                 measure_energy: bool = True) -> None:
+                 measure_energy: bool = True, state_path: Path | None = None) -> None:
         for name in config.metrics:
             get_metric(name)  # an unknown metric fails before any work
         self.config = config
         self.run_dir = Path(config.run_dir).expanduser()
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.state = BenchState(self.run_dir / "state.json")
+        self.state = BenchState(state_path or self.run_dir / "state.json")
         self.show_progress = show_progress
         self.measure_energy = measure_energy
         self.state.put(config.as_dict(), "config")
@@ -187,7 +188,8 @@ class BenchRun:
 
     def _announce(self, what: str) -> None:
         self._units_done += 1
-        console.print(f"[dim]\\[{self._units_done}/{self._units_total}][/dim] {what}")
+        count = f"{self._units_done}/{self._units_total}" if self._units_total else "+"
+        console.print(f"[dim]\\[{count}][/dim] {what}")
 
     def _count_units(self, sources: list[str], targets: list[str]) -> None:
         """How many units this run still has to compute (for the progress lines)."""
@@ -206,13 +208,16 @@ class BenchRun:
                         for seed in self.config.strategy_seeds)
         self._units_total = todo
 
-    def build_pool(self) -> AdapterPool:
+    def open_pool(self) -> AdapterPool:
         path = self.run_dir / "pool"
-        pool = (
-            AdapterPool(path) if (path / "pool.json").is_file()
-            else AdapterPool.init(path, base_model=self.config.base_model)
-        )
-        for spec in self.config.all_sources():
+        if (path / "pool.json").is_file():
+            return AdapterPool(path)
+        return AdapterPool.init(path, base_model=self.config.base_model)
+
+    def build_pool(self, sources: list[str] | None = None) -> AdapterPool:
+        """Train and contribute every source (or only ``sources``) not recorded yet."""
+        pool = self.open_pool()
+        for spec in self.config.all_sources() if sources is None else sources:
             key = task_key(spec)
             if self.state.get("sources", key):
                 continue
@@ -244,39 +249,54 @@ class BenchRun:
         return sorted((r for r in pool.list() if r.id in wanted), key=lambda r: r.id)
 
     def run_target(self, pool: AdapterPool, spec: str) -> None:
+        """Every unit of one target: scores, the ground-truth fine-tunes, the baseline."""
+        self.score_target(pool, spec)
+        self.finetune_target(pool, spec)
+        self.baseline_target(pool, spec)
+
+    def score_target(self, pool: AdapterPool, spec: str) -> None:
         key = task_key(spec)
+        if self.state.get("targets", key, "scores") is not None:
+            return
         task = self._task(spec)
         self.state.put(task.describe(), "targets", key, "task")
         candidates = self.candidates_for(pool, key)
+        self._announce(f"[bold]target[/bold] {key}: scoring {len(candidates)} candidates with "
+                       f"{len(self.config.metrics)} metrics")
+        with EnergyMeter(enabled=self.measure_energy) as meter:
+            scores = score_candidates(
+                pool, candidates, task, load_tokenizer(pool.base_model), self.config.metrics,
+                max_samples=self.config.scoring_samples, max_length=self.config.max_length,
+                seed=self.config.seed, show_progress=self.show_progress,
+            )
+        total_seconds = sum(s.seconds for s in scores) or 1.0
+        reading = meter.reading
+        entries = {}
+        for s in scores:
+            share = s.seconds / total_seconds  # energy split in proportion to time
+            entries[s.adapter_id] = {
+                "scores": s.scores,
+                "seconds": s.seconds,
+                "forward_seconds": s.seconds - sum(s.metric_seconds.values()),
+                "metric_seconds": s.metric_seconds,
+                "source_task": s.source_task,
+                "kwh": None if reading.kwh is None else reading.kwh * share,
+                "co2_kg": None if reading.co2_kg is None else reading.co2_kg * share,
+            }
+        self.state.computed["scores"] += 1
+        self.state.put(entries, "targets", key, "scores")
+
+    def finetune_target(self, pool: AdapterPool, spec: str) -> None:
+        """The ground truth: ``transfer_epochs`` of fine-tuning from every candidate."""
+        key = task_key(spec)
+        todo = [r for r in self.candidates_for(pool, key)
+                if not self.state.get("targets", key, "finetune", r.id)]
+        if not todo:
+            return
+        task = self._task(spec)
+        self.state.put(task.describe(), "targets", key, "task")
         tokenizer = load_tokenizer(pool.base_model)
-        if self.state.get("targets", key, "scores") is None:
-            self._announce(f"[bold]target[/bold] {key}: scoring {len(candidates)} candidates with "
-                           f"{len(self.config.metrics)} metrics")
-            with EnergyMeter(enabled=self.measure_energy) as meter:
-                scores = score_candidates(
-                    pool, candidates, task, tokenizer, self.config.metrics,
-                    max_samples=self.config.scoring_samples, max_length=self.config.max_length,
-                    seed=self.config.seed, show_progress=self.show_progress,
-                )
-            total_seconds = sum(s.seconds for s in scores) or 1.0
-            reading = meter.reading
-            entries = {}
-            for s in scores:
-                share = s.seconds / total_seconds  # energy split in proportion to time
-                entries[s.adapter_id] = {
-                    "scores": s.scores,
-                    "seconds": s.seconds,
-                    "forward_seconds": s.seconds - sum(s.metric_seconds.values()),
-                    "metric_seconds": s.metric_seconds,
-                    "source_task": s.source_task,
-                    "kwh": None if reading.kwh is None else reading.kwh * share,
-                    "co2_kg": None if reading.co2_kg is None else reading.co2_kg * share,
-                }
-            self.state.computed["scores"] += 1
-            self.state.put(entries, "targets", key, "scores")
-        for record in candidates:
-            if self.state.get("targets", key, "finetune", record.id):
-                continue
+        for record in todo:
             self._announce(f"[bold]{key}[/bold] <- {record.task_name}: fine-tune "
                            f"{self.config.transfer_epochs} epochs from the adapter")
             set_seed(self.config.seed)
@@ -287,16 +307,22 @@ class BenchRun:
             self.state.trained += 1
             self.state.computed["finetune"] += 1
             self.state.put(_result_record(result), "targets", key, "finetune", record.id)
-        if self.state.get("targets", key, "baseline") is None:
-            self._announce(f"[bold]{key}[/bold]: standard LoRA baseline, early stopping, at most "
-                           f"{self.config.baseline_max_epochs} epochs")
-            result = train_standard(task, pool.base_model, self._baseline_config(),
-                                    description=f"{key} standard LoRA",
-                                    show_progress=self.show_progress,
-                                    measure_energy=self.measure_energy)
-            self.state.trained += 1
-            self.state.computed["baseline"] += 1
-            self.state.put(_result_record(result), "targets", key, "baseline")
+
+    def baseline_target(self, pool: AdapterPool, spec: str) -> None:
+        key = task_key(spec)
+        if self.state.get("targets", key, "baseline") is not None:
+            return
+        task = self._task(spec)
+        self.state.put(task.describe(), "targets", key, "task")
+        self._announce(f"[bold]{key}[/bold]: standard LoRA baseline, early stopping, at most "
+                       f"{self.config.baseline_max_epochs} epochs")
+        result = train_standard(task, pool.base_model, self._baseline_config(),
+                                description=f"{key} standard LoRA",
+                                show_progress=self.show_progress,
+                                measure_energy=self.measure_energy)
+        self.state.trained += 1
+        self.state.computed["baseline"] += 1
+        self.state.put(_result_record(result), "targets", key, "baseline")
 
     def strategy_config(self, spec: str, seed: int, threshold: float) -> AdaptConfig:
         """The loop as a user would run it with ``--strategy spec``, sized like the bench."""
@@ -307,8 +333,10 @@ class BenchRun:
             fallback=self._baseline_config(), strategy=spec, seed=seed,
         )
 
-    def run_strategies(self, pool: AdapterPool, spec: str) -> None:
-        """Each strategy x seed: the real ``adapt`` on the leave-one-out pool, one unit each."""
+    def run_strategies(self, pool: AdapterPool, spec: str,
+                       seeds: list[int] | None = None) -> None:
+        """Each strategy x seed (``strategy_seeds``, or ``seeds``): the real ``adapt`` on the
+        leave-one-out pool, one unit each."""
         key = task_key(spec)
         baseline = self.state.get("targets", key, "baseline")
         if not self.config.strategies or baseline is None:
@@ -317,7 +345,7 @@ class BenchRun:
         view = PoolView(pool, {r.id for r in self.candidates_for(pool, key)})
         threshold = self.config.threshold_fraction * baseline["validation"]["accuracy"]
         for strategy in self.config.strategies:
-            for seed in self.config.strategy_seeds:
+            for seed in self.config.strategy_seeds if seeds is None else seeds:
                 if self.state.get("targets", key, "strategies", strategy, str(seed)):
                     continue
                 task = task or self._task(spec)

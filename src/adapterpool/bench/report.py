@@ -284,6 +284,7 @@ def summarize(state: dict) -> dict:
                                           [m for m in config["ensemble_members"]
                                            if m in config["metrics"]]),
         "host": {"cpus": os.cpu_count()},
+        "sources_trained_on": state.get("sources_trained_on"),
         "strategies": (strategies := _strategies_over_targets(strategy_rows)),
         "default_strategy": choose_default_strategy(strategies),
     }
@@ -409,10 +410,12 @@ def markdown(summary: dict) -> str:
         "target's own task.",
         f"- Base model: {c.get('base_model') or 'all-MiniLM-L6-v2 (packaged)'}; LoRA r=16 on "
         "query/key/value, head trained; this machine: "
-        f"{summary['host']['cpus']} CPU cores, shared with other work.",
+        f"{summary['host']['cpus']} CPU cores, shared with other work."
+        + (f" Sources: {summary['sources_trained_on']}." if summary.get("sources_trained_on")
+           else ""),
         f"- Budget: at most {c['max_train']} training and {c['max_eval']} validation/test examples "
-        f"per task, max length {c['max_length']} tokens; source adapters {c['source_epochs']} "
-        f"epochs; every transfer {c['transfer_epochs']} epochs from the pool adapter (the loop's "
+        f"per task, max length {c['max_length']} tokens; {_source_budget(c)}; every transfer "
+        f"{c['transfer_epochs']} epochs from the pool adapter (the loop's "
         f"budget); standard LoRA until early stopping on validation (patience 3 evaluations, one "
         f"per epoch), at most {c['baseline_max_epochs']} epochs; metrics on {c['scoring_samples']} "
         "target training examples (one forward pass per candidate).",
@@ -552,6 +555,14 @@ def plots(summary: dict, out_dir: Path) -> list[Path]:
         fig.savefig(written[-1], dpi=120)
         plt.close(fig)
     return written
+
+
+def _source_budget(c: dict) -> str:
+    if c.get("source_max_epochs"):
+        return (f"source adapters on up to {c.get('source_max_train') or c['max_train']} "
+                f"examples until early stopping (patience {c.get('source_patience')} epochs), at "
+                f"most {c['source_max_epochs']} epochs")
+    return f"source adapters {c['source_epochs']} epochs"
 
 
 def write_reports(summary: dict, out_dir: str | Path) -> list[Path]:
