@@ -47,6 +47,11 @@ def _work(job: tuple) -> str:
     config_dict, part_path, stage, spec, energy, threads, deadline_at = job
     if time.time() > deadline_at:
         return f"skipped (deadline) {stage} {spec}"
+    # Each worker's share of the cores, for the BLAS under numpy and scikit-learn too (read when
+    # they load, below): left at every core each, several workers' metric fits (the linear probe
+    # above all) oversubscribe the machine many times over and crawl.
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(threads)
     import torch
 
     from adapterpool.bench.config import BenchConfig

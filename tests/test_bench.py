@@ -278,3 +278,39 @@ def test_config_errors_and_overrides(tmp_path):
     config = build_config(args)
     assert config.max_train == 10 and config.max_length == 48
     assert config.all_sources() == ["builtin:subjectivity"]
+
+
+def _bench_parallel():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_parallel.py"
+    spec = importlib.util.spec_from_file_location("bench_parallel", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_parallel_parts_merge_into_the_state_without_losing_units(tmp_path):
+    """Workers' part files (each seeded with the state, then grown) fold into state.json deeply:
+    a part never erases a unit another part or the state holds; merged parts are deleted."""
+    bench_parallel = _bench_parallel()
+    state = BenchState(tmp_path / "state.json")
+    state.put({"adapter_id": "a-1"}, "sources", "a")
+    state.put({"accuracy": 0.5}, "targets", "t", "baseline")
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    (parts / "sources-b.json").write_text(json.dumps(
+        {"config": {"ignored": True}, "sources": {"a": {"adapter_id": "a-1"},
+                                                  "b": {"adapter_id": "b-1"}}}))
+    (parts / "timed-t.json").write_text(json.dumps(
+        {"sources": {"a": {"adapter_id": "a-1"}},
+         "targets": {"t": {"strategies": {"plain": {"0": {"seconds": 3.0}}}}}}))
+    run = SimpleNamespace(state=state, run_dir=tmp_path)
+    bench_parallel._merge_parts(run, sorted(parts.glob("*.json")))
+    saved = json.loads((tmp_path / "state.json").read_text())
+    assert set(saved["sources"]) == {"a", "b"}
+    assert saved["targets"]["t"]["baseline"] == {"accuracy": 0.5}  # kept beside the new units
+    assert saved["targets"]["t"]["strategies"]["plain"]["0"]["seconds"] == 3.0
+    assert "ignored" not in json.dumps(saved)
+    assert not list(parts.iterdir())

@@ -102,6 +102,9 @@ def test_warm_start_carries_lora_and_pooler_with_fresh_head(tiny_pool):
     # Fresh: the trainable copy is the newly initialised head, not anything from the source.
     assert torch.equal(head, live["base_model.model.classifier.original_module.weight"])
     assert model.config.num_labels == len(new_labels)
+    # a warm start of a warm start saves the same module list, each module once
+    saved_list = model.peft_config["default"].modules_to_save
+    assert len(saved_list) == len(set(saved_list)) and {"classifier", "pooler"} <= set(saved_list)
 
 
 def test_warm_start_same_labels_head_fresh_unless_keep_head(tiny_pool):

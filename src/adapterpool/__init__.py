@@ -12,7 +12,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 # The metric `rank` and `adapt` use unless told otherwise: the best by weighted Kendall tau in
-# benchmarks/results/README.md (kept here so the command line can name it without loading it).
+# benchmarks/results/small-pool/README.md (kept here so the command line can name it without
+# loading it).
 DEFAULT_METRIC = "knn"
 
 _EXPORTS = {

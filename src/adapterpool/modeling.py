@@ -82,7 +82,12 @@ def new_model(
         names = {name.rsplit(".", 1)[-1] for name, _ in base.named_modules()}
         peft_config.modules_to_save = [m for m in peft_config.modules_to_save if m in names]
     model = get_peft_model(base, peft_config)
-    model.peft_config["default"].base_model_name_or_path = canonical_name(base_model)
+    config = model.peft_config["default"]
+    config.base_model_name_or_path = canonical_name(base_model)
+    if isinstance(config.modules_to_save, list):
+        # peft appends its task's head names (classifier, score) even when the list, read from a
+        # saved adapter, already holds them: without this every warm start saved one copy more.
+        config.modules_to_save = list(dict.fromkeys(config.modules_to_save))
     return model
 
 
