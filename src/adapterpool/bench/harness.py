@@ -254,12 +254,17 @@ class BenchRun:
         self.finetune_target(pool, spec)
         self.baseline_target(pool, spec)
 
+    def _target_task(self, spec: str) -> Task:
+        """The target's task, its description recorded (the report's setup reads it)."""
+        task = self._task(spec)
+        self.state.put(task.describe(), "targets", task_key(spec), "task")
+        return task
+
     def score_target(self, pool: AdapterPool, spec: str) -> None:
         key = task_key(spec)
         if self.state.get("targets", key, "scores") is not None:
             return
-        task = self._task(spec)
-        self.state.put(task.describe(), "targets", key, "task")
+        task = self._target_task(spec)
         candidates = self.candidates_for(pool, key)
         self._announce(f"[bold]target[/bold] {key}: scoring {len(candidates)} candidates with "
                        f"{len(self.config.metrics)} metrics")
@@ -293,8 +298,7 @@ class BenchRun:
                 if not self.state.get("targets", key, "finetune", r.id)]
         if not todo:
             return
-        task = self._task(spec)
-        self.state.put(task.describe(), "targets", key, "task")
+        task = self._target_task(spec)
         tokenizer = load_tokenizer(pool.base_model)
         for record in todo:
             self._announce(f"[bold]{key}[/bold] <- {record.task_name}: fine-tune "
@@ -312,8 +316,7 @@ class BenchRun:
         key = task_key(spec)
         if self.state.get("targets", key, "baseline") is not None:
             return
-        task = self._task(spec)
-        self.state.put(task.describe(), "targets", key, "task")
+        task = self._target_task(spec)
         self._announce(f"[bold]{key}[/bold]: standard LoRA baseline, early stopping, at most "
                        f"{self.config.baseline_max_epochs} epochs")
         result = train_standard(task, pool.base_model, self._baseline_config(),
