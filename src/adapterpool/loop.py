@@ -387,9 +387,10 @@ class _LoopRun:
     def stop_rule(self, *, fallback: bool, head_kept: bool) -> StopRule | None:
         c = self.config
         passing = None
-        if c.uses("settle") and (c.pass_fallback or not fallback):
+        may_pass = c.pass_fallback or not fallback
+        if c.uses("settle") and may_pass:
             passing = SettleRule(c.threshold, c.threshold_metric, c.settle_patience)
-        elif c.uses("early-pass") and (c.pass_fallback or not fallback):
+        elif c.uses("early-pass") and may_pass:
             passing = PassRule(c.threshold, c.threshold_metric)
         elif head_kept:  # same-labels: accept the source as it is, before any step
             passing = PassRule(c.threshold, c.threshold_metric, at_start_only=True)
