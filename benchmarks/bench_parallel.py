@@ -33,14 +33,6 @@ from pathlib import Path
 STAGES = ("sources", "ground-truth", "timed")
 
 
-def _merge(into: dict, part: dict) -> None:
-    for key, value in part.items():
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
-            _merge(into[key], value)
-        else:
-            into[key] = value
-
-
 def _work(job: tuple) -> str:
     """One worker unit: a source to train; a target's scores and fine-tunes; or a target's
     baseline and strategy runs (seed by seed, so that a deadline leaves whole seeds)."""
@@ -87,7 +79,7 @@ def _parallel(run, stage: str, specs: list[str], *, workers: int, energy: bool,
 
     parts = run.run_dir / "parts"
     parts.mkdir(exist_ok=True)
-    _merge_parts(run, sorted(parts.glob("*.json")))  # left by an interrupted run: keep its units
+    run.state.fold_parts()  # left by an interrupted run: keep its units
     jobs = []
     threads = max(1, (os.cpu_count() or 2) // workers)
     for spec in specs:
@@ -102,22 +94,7 @@ def _parallel(run, stage: str, specs: list[str], *, workers: int, energy: bool,
     with context.Pool(workers) as processes:
         for line in processes.imap_unordered(_work, jobs):
             print(f"[{stage}] {line}", flush=True)
-    _merge_parts(run, [parts / f"{stage}-{task_key(spec)}.json" for spec in specs])
-
-
-def _merge_parts(run, files: list[Path]) -> None:
-    """Fold part files into ``state.json`` (one atomic write), then delete them."""
-    if not files:
-        return
-    for part in files:
-        data = json.loads(part.read_text())
-        data.pop("config", None)
-        _merge(run.state.data, data)
-    for key in ("sources", "targets"):
-        if key in run.state.data:
-            run.state.put(run.state.data[key], key)
-    for part in files:
-        part.unlink()
+    run.state.fold_parts([parts / f"{stage}-{task_key(spec)}.json" for spec in specs])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ from scipy.stats import weightedtau
 
 from adapterpool.bench.cli import build_config, main
 from adapterpool.bench.config import BenchConfig
-from adapterpool.bench.harness import BenchRun, BenchState
+from adapterpool.bench.harness import BenchRun, BenchState, read_state
 from adapterpool.bench.quality import (
     Baseline,
     Candidate,
@@ -280,21 +280,9 @@ def test_config_errors_and_overrides(tmp_path):
     assert config.all_sources() == ["builtin:subjectivity"]
 
 
-def _bench_parallel():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_parallel.py"
-    spec = importlib.util.spec_from_file_location("bench_parallel", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_parallel_parts_merge_into_the_state_without_losing_units(tmp_path):
     """Workers' part files (each seeded with the state, then grown) fold into state.json deeply:
     a part never erases a unit another part or the state holds; merged parts are deleted."""
-    bench_parallel = _bench_parallel()
     state = BenchState(tmp_path / "state.json")
     state.put({"adapter_id": "a-1"}, "sources", "a")
     state.put({"accuracy": 0.5}, "targets", "t", "baseline")
@@ -306,11 +294,78 @@ def test_parallel_parts_merge_into_the_state_without_losing_units(tmp_path):
     (parts / "timed-t.json").write_text(json.dumps(
         {"sources": {"a": {"adapter_id": "a-1"}},
          "targets": {"t": {"strategies": {"plain": {"0": {"seconds": 3.0}}}}}}))
-    run = SimpleNamespace(state=state, run_dir=tmp_path)
-    bench_parallel._merge_parts(run, sorted(parts.glob("*.json")))
+    view = read_state(tmp_path / "state.json")  # what --report-only reads: merged, unwritten
+    assert set(view["sources"]) == {"a", "b"} and len(list(parts.iterdir())) == 2
+    assert "b" not in json.loads((tmp_path / "state.json").read_text())["sources"]
+    state.fold_parts()
     saved = json.loads((tmp_path / "state.json").read_text())
     assert set(saved["sources"]) == {"a", "b"}
     assert saved["targets"]["t"]["baseline"] == {"accuracy": 0.5}  # kept beside the new units
     assert saved["targets"]["t"]["strategies"]["plain"]["0"]["seconds"] == 3.0
     assert "ignored" not in json.dumps(saved)
     assert not list(parts.iterdir())
+
+
+def _curve(*points: tuple[float, float]) -> list[dict]:
+    return [{"step": i + 1, "epoch": e, "seconds": float(i), "accuracy": a}
+            for i, (e, a) in enumerate(points)]
+
+
+def test_cutoff_calibration_replays_the_real_rule_leave_one_target_out():
+    from adapterpool.bench.calibration import calibrate_cutoff, replay_cutoff, required_gain
+
+    # Reaches 0.8 at epoch 2 from 0.5 at epoch 0.5: at 0.5 epochs it needs (0.8-0.5)/1.5 = 0.2 an
+    # epoch, at 1.0 (best 0.6) (0.8-0.6)/1.0 = 0.2, at 1.5 (best 0.7) 0.1/0.5 = 0.2.
+    slow = _curve((0.5, 0.5), (1.0, 0.6), (1.5, 0.7), (2.0, 0.8))
+    need = required_gain(slow, 0.8, "accuracy", budget_epochs=2, min_epochs=0.5)
+    assert need == pytest.approx(0.2)
+    # Passes at once: no constraint; never passes: no constraint either.
+    assert required_gain(_curve((0.5, 0.9)), 0.8, "accuracy", budget_epochs=2, min_epochs=0.5) == 0
+    flat = _curve((0.5, 0.3), (1.0, 0.3), (1.5, 0.3), (2.0, 0.3))
+    assert required_gain(flat, 0.8, "accuracy", budget_epochs=2, min_epochs=0.5) == 0
+    # The replay stops where CutoffRule does: 0.3 + 0.2 x 1.5 = 0.6 < 0.8 at the first evaluation.
+    cut = replay_cutoff(flat, 0.8, "accuracy", budget_epochs=2, min_epochs=0.5,
+                        max_gain_per_epoch=0.2)
+    assert (cut.cut_at_epoch, cut.passed, cut.epochs) == (0.5, False, 2.0)
+    kept = replay_cutoff(slow, 0.8, "accuracy", budget_epochs=2, min_epochs=0.5,
+                         max_gain_per_epoch=need)  # the least gain that keeps it, exactly
+    assert kept.cut_at_epoch is None and kept.passed
+    assert replay_cutoff(slow, 0.8, "accuracy", budget_epochs=2, min_epochs=0.5,
+                         max_gain_per_epoch=0.19).cut_at_epoch == 0.5
+    # Leave-one-target-out: held out "a", the gain comes from "b" alone (0.1) and cuts "a"'s slow
+    # curve; held out "b", the gain is a's 0.2 and b passes uncut.
+    gentle = _curve((0.5, 0.65), (1.0, 0.7), (1.5, 0.75), (2.0, 0.8))  # needs 0.1 an epoch
+    result = calibrate_cutoff({"a": [(slow, 0.8), (flat, 0.8)], "b": [(gentle, 0.8)]}, "accuracy",
+                              budget_epochs=2, min_epochs=0.5)
+    assert result["per_target"]["a"]["max_gain_per_epoch"] == pytest.approx(0.1)
+    assert result["per_target"]["a"]["false_cuts"] == 1
+    assert result["per_target"]["a"]["failing_cut"] == 1
+    assert result["per_target"]["a"]["failing_epochs_saved"] == pytest.approx(0.75)
+    assert result["per_target"]["b"] == result["per_target"]["b"] | {
+        "max_gain_per_epoch": pytest.approx(0.2), "false_cuts": 0, "passing": 1}
+    assert result["max_gain_per_epoch"] == pytest.approx(0.2)
+    assert (result["false_cuts"], result["passing"]) == (1, 2)
+
+
+def test_ground_truth_from_another_machine_is_costed_in_this_machines_seconds():
+    from adapterpool.bench.report import costed_here
+
+    config = {"subset": 2, "strategy_metric": "knn"}
+    target = {
+        "baseline": {"train_seconds": 100.0, "epochs": 10.0, "kwh": 0.01, "co2_kg": 0.004},
+        "finetune": {"a": {"train_seconds": 3.0, "epochs": 2.0, "kwh": None, "co2_kg": None},
+                     "b": {"train_seconds": 2.0, "epochs": 1.5, "kwh": None, "co2_kg": None}},
+        "scores": {i: {"seconds": 1.0, "forward_seconds": 0.4,
+                       "metric_seconds": {"knn": 0.1, "logme": 0.5}} for i in "ab"},
+        "strategies": {"plain": {"0": {"scoring_seconds": 4.0}}},  # 2.0 s a candidate here
+    }
+    assert costed_here(target, config) is target  # measured here: nothing to convert
+    here = costed_here(target | {"ground_truth_on": "a GPU"}, config)
+    # 10 s an epoch here (the baseline's), energy at the baseline's kWh per second.
+    assert here["finetune"]["a"]["train_seconds"] == pytest.approx(20.0)
+    assert here["finetune"]["b"]["train_seconds"] == pytest.approx(15.0)
+    assert here["finetune"]["a"]["kwh"] == pytest.approx(0.002)
+    # Scoring there: 0.5 s a candidate (forward + knn); here 2.0 s: every timing x 4.
+    assert here["scores"]["a"]["forward_seconds"] == pytest.approx(1.6)
+    assert here["scores"]["a"]["metric_seconds"] == pytest.approx({"knn": 0.4, "logme": 2.0})
+    assert target["finetune"]["a"]["train_seconds"] == 3.0  # the recorded state is untouched

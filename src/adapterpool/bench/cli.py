@@ -103,12 +103,12 @@ def summary_table(summary: dict):
 
 def run_bench_command(args: argparse.Namespace) -> dict:
     from ..summary import console
-    from .harness import BenchRun, BenchState
+    from .harness import BenchRun, read_state
     from .report import summarize, write_reports
 
     config = build_config(args)
     if args.report_only:
-        state = BenchState(Path(config.run_dir).expanduser() / "state.json").data
+        state = read_state(Path(config.run_dir).expanduser() / "state.json")
         if not state:
             from ..errors import UsageError
 

@@ -37,14 +37,50 @@ from .config import BenchConfig
 console = Console(stderr=True)
 
 
+def merge_units(into: dict, part: dict) -> None:
+    """Deep-merge ``part`` into ``into``: units of both are kept, ``part``'s win on a clash."""
+    for key, value in part.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            merge_units(into[key], value)
+        else:
+            into[key] = value
+
+
 class BenchState:
-    """Completed units, persisted atomically after each one."""
+    """Completed units, persisted atomically after each one.
+
+    Parallel runs (``benchmarks/bench_parallel.py``) write each worker's units to its own file in
+    ``parts/`` beside ``state.json``; :meth:`fold_parts` merges them in, and :func:`read_state`
+    shows the merged view without writing anything (safe while such a run is going on).
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.data: dict = json.loads(path.read_text()) if path.is_file() else {}
         self.trained = 0  # training units computed (not reused) in this process
         self.computed: Counter = Counter()  # every unit computed in this process, by kind
+
+    @property
+    def parts_dir(self) -> Path:
+        return self.path.parent / "parts"
+
+    def fold_parts(self, files: list[Path] | None = None) -> None:
+        """Merge part files (default: all in ``parts/``) into the state, write it once
+        atomically, then delete them: a crash in between leaves units in both places, never in
+        neither."""
+        files = sorted(self.parts_dir.glob("*.json")) if files is None else files
+        files = [f for f in files if f.is_file()]
+        if not files:
+            return
+        for part in files:
+            data = json.loads(part.read_text())
+            data.pop("config", None)
+            merge_units(self.data, data)
+        for key in ("sources", "targets"):
+            if key in self.data:
+                self.put(self.data[key], key)
+        for part in files:
+            part.unlink()
 
     def get(self, *keys: str):
         node = self.data
@@ -71,6 +107,16 @@ class BenchState:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+
+
+def read_state(path: Path) -> dict:
+    """``state.json`` with any part files merged in, read only (for reports)."""
+    state = BenchState(path)
+    for part in sorted(state.parts_dir.glob("*.json")):
+        data = json.loads(part.read_text())
+        data.pop("config", None)
+        merge_units(state.data, data)
+    return state.data
 
 
 def _result_record(result: TrainResult) -> dict:
