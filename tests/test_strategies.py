@@ -69,7 +69,7 @@ def test_pass_rule_looks_at_the_latest_evaluation_only():
 
 
 def test_settle_rule_waits_for_the_threshold_then_for_patience_without_a_new_best():
-    rule, config = SettleRule(0.8, "accuracy", patience=2), TrainConfig(epochs=2)
+    rule, config = SettleRule(0.8, "accuracy", patience=0.5), TrainConfig(epochs=2)
     curve = [0.7, 0.82, 0.85, 0.84, 0.85, 0.83]
     history = [_entry(i + 1, (i + 1) / 4, a) for i, a in enumerate(curve)]
     # below the threshold: never stops (patience before passing is the trainer's business)
@@ -77,12 +77,15 @@ def test_settle_rule_waits_for_the_threshold_then_for_patience_without_a_new_bes
     assert rule(history[:2], config) is None  # passed, but still at its best
     assert rule(history[:3], config) is None  # a new best
     assert rule(history[:4], config) is None  # one evaluation without a new best
-    # 0.85 again is a tie, not a new best: two evaluations after the earliest best
+    # 0.85 again is a tie, not a new best: half an epoch after the earliest best
     assert rule(history[:5], config) == "passed"
+    # patience counts epochs: evaluated once an epoch (a fallback), one evaluation is enough
+    per_epoch = [_entry(10, 1.0, 0.85), _entry(20, 2.0, 0.84)]
+    assert rule(per_epoch[:1], config) is None and rule(per_epoch, config) == "passed"
     falling = [_entry(1, 0.25, 0.9), _entry(2, 0.5, 0.95), _entry(3, 0.75, 0.6)]
     # before the threshold is met, a higher value does not count as the best to beat
-    assert SettleRule(0.92, "accuracy", patience=1)(falling, config) == "passed"
-    assert SettleRule(0.99, "accuracy", patience=1)(falling, config) is None
+    assert SettleRule(0.92, "accuracy", patience=0.25)(falling, config) == "passed"
+    assert SettleRule(0.99, "accuracy", patience=0.25)(falling, config) is None
 
 
 def test_cutoff_rule_waits_min_epochs_then_projects_the_best_so_far():
@@ -182,10 +185,10 @@ def test_settle_goes_on_past_the_pass_until_validation_stops_improving(target, t
     curve = _adapt(target, tiny_pool, config).attempts[0].result.history
     values = [h["accuracy"] for h in curve]
     threshold = min(values)  # met at the first evaluation
-    expected = SettleRule(threshold, "accuracy", patience=1)
+    expected = SettleRule(threshold, "accuracy", patience=0.25)
     stop = next((i for i in range(len(curve)) if expected(curve[: i + 1], patient)), None)
     result = _adapt(target, tiny_pool, config, strategy="settle", threshold=threshold,
-                    settle_patience=1)
+                    settle_patience=0.25)
     attempt = result.attempts[0]
     assert attempt.passed and result.outcome == "transfer"
     if stop is None:  # improved to the end: the whole budget
@@ -388,6 +391,22 @@ def test_racing_probes_the_top_candidates_and_continues_only_the_best(
 def test_racing_probe_that_passes_ends_the_race(target, tiny_pool):
     result = _adapt(target, tiny_pool, BASE, strategy="racing", threshold=0.0, race_size=3)
     assert [a.kind for a in result.attempts] == ["probe"]
+    assert result.outcome == "transfer"
+
+
+def test_racing_with_settle_continues_a_passing_probe_instead_of_probing_on(target, tiny_pool):
+    result = _adapt(target, tiny_pool, BASE, strategy="racing,settle", threshold=0.0, race_size=3,
+                    probe_epochs=0.25, transfer_epochs=1, settle_patience=0.25)
+    assert [a.kind for a in result.attempts] == ["probe", "transfer"]
+    probe, continued = result.attempts
+    assert continued.adapter_id == probe.adapter_id
+    assert continued.result.model is probe.result.model  # settled on, not restarted
+    assert continued.result.history[0]["step"] == 0  # evaluated first: never worse than the probe
+    # it stops exactly where the settle rule says on its own curve (or runs out of budget)
+    curve, rule = continued.result.history, SettleRule(0.0, "accuracy", patience=0.25)
+    stop = next((i for i in range(len(curve)) if rule(curve[: i + 1], FALLBACK)), None)
+    assert continued.result.stop_reason == ("budget" if stop is None else "passed")
+    assert stop is None or stop == len(curve) - 1
     assert result.outcome == "transfer"
 
 

@@ -126,10 +126,10 @@ class AdaptConfig:
         default=True, metadata=_help("early-pass/settle: stop the fallback too once it passes")
     )
     # settle
-    settle_patience: int = field(
-        default=2, metadata=_help(
-            "settle: once validation meets the threshold, evaluations without a new best before "
-            "the attempt stops (at pass_evals_per_epoch evaluations an epoch)"
+    settle_patience: float = field(
+        default=0.5, metadata=_help(
+            "settle: once validation meets the threshold, epochs without a new best before the "
+            "attempt stops"
         )
     )
     # cutoff
@@ -174,8 +174,8 @@ class AdaptConfig:
              f"max_samples must be >= 1 or None, got {self.max_samples}"),
             (self.pass_evals_per_epoch >= 1,
              f"pass_evals_per_epoch must be >= 1, got {self.pass_evals_per_epoch}"),
-            (self.settle_patience >= 1,
-             f"settle_patience must be >= 1, got {self.settle_patience}"),
+            (self.settle_patience > 0,
+             f"settle_patience must be > 0 epochs, got {self.settle_patience}"),
             (self.cutoff_min_epochs >= 0,
              f"cutoff_min_epochs must be >= 0, got {self.cutoff_min_epochs}"),
             (self.cutoff_max_gain_per_epoch >= 0,

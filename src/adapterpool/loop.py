@@ -449,7 +449,9 @@ class _LoopRun:
 
         A probe runs the first ``probe_epochs`` of a full transfer's learning-rate schedule; the
         winner (highest probe validation, the better-ranked on ties) continues its own model for
-        the rest of the transfer budget, evaluated first so it never comes out worse.
+        the rest of the transfer budget, evaluated first so it never comes out worse. A probe
+        that passes ends the race; with ``settle`` it is continued too, until it stops improving
+        (a probe is too short to have settled).
         """
         c = self.config
         transfer = c.transfer_config()
@@ -458,9 +460,11 @@ class _LoopRun:
         for candidate in scores[: c.race_size]:
             model, keep = self.warm_start(candidate.adapter_id)
             probe = self.attempt("probe", candidate.adapter_id, model, probe_config, head_kept=keep)
-            if probe.passed:
-                return probe
             probes.append(probe)
+            if probe.passed:
+                if not c.uses("settle"):
+                    return probe
+                break
         winner = max(probes, key=self.value)  # max keeps the first (better-ranked) on ties
         rest = replace(transfer, epochs=c.transfer_epochs - c.probe_epochs)
         attempt = self.attempt("transfer", winner.adapter_id, winner.result.model, rest,

@@ -26,7 +26,7 @@ STRATEGIES: dict[str, str] = {
     "early-pass": "evaluate pass_evals_per_epoch times an epoch; stop an attempt as soon as "
     "validation meets the threshold",
     "settle": "like early-pass, but once validation meets the threshold go on while it still "
-    "improves; stop after settle_patience evaluations without a new best",
+    "improves; stop after settle_patience epochs without a new best",
     "cutoff": "stop a transfer attempt that cannot plausibly reach the threshold in its remaining "
     "budget; skip transfer when the top score is below min_score",
     "warm-fallback": "when no transfer passes, continue the best attempt's model with the "
@@ -86,17 +86,19 @@ class PassRule:
 @dataclass(frozen=True)
 class SettleRule:
     """Stop with ``"passed"`` once the threshold has been met and validation has then gone
-    ``patience`` evaluations without a new best.
+    ``patience`` epochs without a new best.
 
     Early passing stops at the first evaluation over the threshold, which is often still on the
     rise: the attempt is accepted, but below what a little more training gives. Settling keeps
     the attempt going while it improves (``train`` restores its best weights at the end), so an
     accepted transfer loses less against standard LoRA, at a fraction of an epoch's cost.
+    Patience is in epochs, not evaluations: a transfer evaluates several times an epoch, the
+    fallback once, and half an epoch of patience should cost the same half epoch in both.
     """
 
     threshold: float
     metric: str
-    patience: int
+    patience: float
 
     def __call__(self, history: Sequence[Mapping[str, float]], config: TrainConfig) -> str | None:
         values = [entry[self.metric] for entry in history]
@@ -104,7 +106,8 @@ class SettleRule:
         if first is None:
             return None
         best = max(range(first, len(values)), key=lambda i: (values[i], -i))  # earliest best
-        return "passed" if len(values) - 1 - best >= self.patience else None
+        waited = history[-1]["epoch"] - history[best]["epoch"]
+        return "passed" if waited >= self.patience - 1e-9 else None
 
 
 @dataclass(frozen=True)
