@@ -271,7 +271,7 @@ def test_warm_fallback_continues_the_best_attempts_restored_weights(
     recorder = _Recorder(monkeypatch)
     fallback_config = replace(FALLBACK, evals_per_epoch=4, patience=100)  # transfers too
     result = _adapt(target, tiny_pool, BASE, strategy="warm-fallback", threshold=1.01,
-                    max_tries=2, fallback=fallback_config)
+                    max_tries=2, fallback=fallback_config, warm_fallback_max_shortfall=None)
     assert [a.kind for a in result.attempts] == ["transfer", "transfer", "warm_fallback"]
     transfers, fallback = result.attempts[:2], result.attempts[2]
     best = max(range(2), key=lambda i: transfers[i].result.validation["accuracy"])
@@ -300,7 +300,8 @@ def test_warm_fallback_continues_the_best_attempts_restored_weights(
 
 def test_warm_fallback_that_passes_is_its_own_outcome(target, tiny_pool):
     config = replace(BASE, strategy="warm-fallback", transfer_epochs=0.5,
-                     fallback=replace(FALLBACK, epochs=3, evals_per_epoch=2))
+                     fallback=replace(FALLBACK, epochs=3, evals_per_epoch=2),
+                     warm_fallback_max_shortfall=None)
     first = _adapt(target, tiny_pool, config, threshold=1.01)
     transfer, fallback = first.attempts
     gained = fallback.result.validation["accuracy"]
@@ -308,6 +309,25 @@ def test_warm_fallback_that_passes_is_its_own_outcome(target, tiny_pool):
     again = _adapt(target, tiny_pool, config, threshold=gained)
     assert [a.kind for a in again.attempts] == ["transfer", "warm_fallback"]
     assert again.outcome == "warm_fallback" and again.report["outcome"] == "warm_fallback"
+
+
+def test_warm_fallback_starts_from_scratch_when_the_best_attempt_is_far_below(target, tiny_pool):
+    probe = _adapt(target, tiny_pool, BASE, threshold=1.01)
+    best = probe.attempts[0].result.validation["accuracy"]
+    # 5% short of the threshold (the default tolerates 10%): the attempt is continued
+    near = _adapt(target, tiny_pool, BASE, strategy="warm-fallback", threshold=best / 0.95)
+    assert [a.kind for a in near.attempts] == ["transfer", "warm_fallback"]
+    assert near.report["warm_fallback"] == {
+        "adapter_id": near.attempts[0].adapter_id, "validation": best,
+        "shortfall": pytest.approx(0.05), "max_shortfall": 0.1, "continued": True}
+    # 20% short: the source looks unrelated, standard LoRA starts from scratch
+    far = _adapt(target, tiny_pool, BASE, strategy="warm-fallback", threshold=best / 0.8)
+    assert [a.kind for a in far.attempts] == ["transfer", "standard_lora"]
+    assert far.report["warm_fallback"]["continued"] is False
+    assert far.report["warm_fallback"]["shortfall"] == pytest.approx(0.2)
+    assert far.attempts[1].result.history[0]["step"] > 0  # no evaluation of a carried model
+    assert far.attempts[1].adapter_id is None
+    assert _adapt(target, tiny_pool, BASE, threshold=1.01).report["warm_fallback"] is None
 
 
 @pytest.fixture()

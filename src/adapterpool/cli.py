@@ -91,6 +91,8 @@ def _add_strategy_args(parser: argparse.ArgumentParser) -> None:
     _option(group, "--pass-fallback", AdaptConfig, "pass_fallback",
             action=argparse.BooleanOptionalAction)
     _option(group, "--settle-patience", AdaptConfig, "settle_patience", type=float)
+    _option(group, "--warm-fallback-max-shortfall", AdaptConfig, "warm_fallback_max_shortfall",
+            type=float)
     _option(group, "--cutoff-min-epochs", AdaptConfig, "cutoff_min_epochs", type=float)
     _option(group, "--cutoff-max-gain", AdaptConfig, "cutoff_max_gain_per_epoch", type=float)
     _option(group, "--cutoff-fallback", AdaptConfig, "cutoff_fallback",

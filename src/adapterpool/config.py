@@ -143,6 +143,14 @@ class AdaptConfig:
             "gain * remaining epochs < threshold (to be calibrated on the benchmark)"
         ),
     )
+    warm_fallback_max_shortfall: float | None = field(
+        default=0.1,
+        metadata=_help(
+            "warm-fallback: continue the best attempt only when its validation is at least "
+            "(1 - this) x the threshold; further below, its source is unrelated and standard LoRA "
+            "starts from scratch instead (None: always continue)"
+        ),
+    )
     cutoff_fallback: bool = field(
         default=False, metadata=_help("cutoff: apply the cutoff to the fallback too")
     )
@@ -176,6 +184,9 @@ class AdaptConfig:
              f"pass_evals_per_epoch must be >= 1, got {self.pass_evals_per_epoch}"),
             (self.settle_patience > 0,
              f"settle_patience must be > 0 epochs, got {self.settle_patience}"),
+            (self.warm_fallback_max_shortfall is None or 0 <= self.warm_fallback_max_shortfall <= 1,
+             "warm_fallback_max_shortfall must be in [0, 1] or None, got "
+             f"{self.warm_fallback_max_shortfall}"),
             (self.cutoff_min_epochs >= 0,
              f"cutoff_min_epochs must be >= 0, got {self.cutoff_min_epochs}"),
             (self.cutoff_max_gain_per_epoch >= 0,

@@ -30,7 +30,8 @@ STRATEGIES: dict[str, str] = {
     "cutoff": "stop a transfer attempt that cannot plausibly reach the threshold in its remaining "
     "budget; skip transfer when the top score is below min_score",
     "warm-fallback": "when no transfer passes, continue the best attempt's model with the "
-    "standard-LoRA budget instead of starting from scratch",
+    "standard-LoRA budget instead of starting from scratch (when it is within "
+    "warm_fallback_max_shortfall of the threshold)",
     "same-labels": "a candidate with the target's label names (same order) is evaluated as it "
     "is first and warm-started with its own head",
     "racing": "probe the top race_size candidates for probe_epochs each; continue only the best "
