@@ -369,3 +369,22 @@ def test_ground_truth_from_another_machine_is_costed_in_this_machines_seconds():
     assert here["scores"]["a"]["forward_seconds"] == pytest.approx(1.6)
     assert here["scores"]["a"]["metric_seconds"] == pytest.approx({"knn": 0.4, "logme": 2.0})
     assert target["finetune"]["a"]["train_seconds"] == 3.0  # the recorded state is untouched
+
+
+def test_min_score_calibration_leaves_each_target_out():
+    from adapterpool.bench.calibration import calibrate_min_score
+
+    tops = {"a": (0.9, True), "b": (0.7, True), "c": (0.5, False), "d": (0.3, False)}
+    result = calibrate_min_score(tops)
+    assert result["min_score"] == pytest.approx(0.6)  # midpoint of 0.5 (fails) and 0.7 (passes)
+    # held out "b": fitted on a, c, d the midpoint is 0.7, and b (0.7) is not below it: kept
+    assert result["per_target"]["b"]["min_score"] == pytest.approx(0.7)
+    assert not result["per_target"]["b"]["skipped"] and result["per_target"]["b"]["right"]
+    # held out "c": the others give (0.3 + 0.7) / 2 = 0.5; c is not below it, kept, and wrong
+    assert result["per_target"]["c"]["min_score"] == pytest.approx(0.5)
+    assert not result["per_target"]["c"]["skipped"] and not result["per_target"]["c"]["right"]
+    assert result["per_target"]["d"]["skipped"] and result["per_target"]["d"]["right"]
+    assert (result["right"], result["targets"]) == (3, 4)
+    # overlapping scores: no threshold separates them
+    assert calibrate_min_score({"a": (0.4, True), "b": (0.6, False), "c": (0.5, True)})[
+        "min_score"] is None

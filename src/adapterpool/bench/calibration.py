@@ -98,3 +98,32 @@ def calibrate_cutoff(curves: Mapping[str, Sequence[tuple[Curve, float]]], metric
         "passing": sum(r["passing"] for r in per_target.values()),
         "per_target": per_target,
     }
+
+
+def calibrate_min_score(targets: Mapping[str, tuple[float, bool]]) -> dict:
+    """Leave-one-target-out fit and check of ``cutoff``'s ``min_score`` for one metric.
+
+    ``targets`` maps a target to (its top candidate's score, whether any candidate's transfer
+    passes). For each held-out target the rule is the midpoint between the highest top score of
+    the other targets where nothing passes and the lowest where something does (``None`` when
+    those overlap: no threshold separates them); the held-out target is then skipped or not by it.
+    A skip is right when nothing would have passed; a kept target is right when something would.
+    """
+
+    def fit(items: list[tuple[float, bool]]) -> float | None:
+        failing = [score for score, passes in items if not passes]
+        passing = [score for score, passes in items if passes]
+        if not failing or not passing:
+            return None
+        low, high = max(failing), min(passing)
+        return (low + high) / 2 if low < high else None
+
+    per_target = {}
+    for held_out, (score, passes) in targets.items():
+        threshold = fit([v for k, v in targets.items() if k != held_out])
+        skipped = threshold is not None and score < threshold
+        per_target[held_out] = {"top_score": score, "passes": passes, "min_score": threshold,
+                                "skipped": skipped, "right": skipped != passes}
+    rights = [row["right"] for row in per_target.values()]
+    return {"min_score": fit(list(targets.values())), "right": sum(rights), "targets": len(rights),
+            "per_target": per_target}

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..config import AdaptConfig
 from ..metrics import ensemble
-from .calibration import calibrate_cutoff
+from .calibration import calibrate_cutoff, calibrate_min_score
 from .config import BenchConfig
 from .quality import (
     Baseline,
@@ -329,6 +329,7 @@ def summarize(state: dict) -> dict:
                                    for t in (state.get("targets") or {}).values()
                                    if t.get("ground_truth_on")}),
         "cutoff_calibration": cutoff_calibration(state, config),
+        "min_score_calibration": min_score_calibration(state, config),
         "strategies": (strategies := _strategies_over_targets(strategy_rows)),
         "default_strategy": choose_default_strategy(strategies),
     }
@@ -350,6 +351,28 @@ def cutoff_calibration(state: dict, config: dict) -> dict | None:
     defaults = AdaptConfig()
     return calibrate_cutoff(curves, "accuracy", budget_epochs=config["transfer_epochs"],
                             min_epochs=defaults.cutoff_min_epochs)
+
+
+def min_score_calibration(state: dict, config: dict) -> dict | None:
+    """``cutoff``'s ``min_score`` per metric, fitted and checked leave-one-target-out: does the
+    top candidate's score tell the targets where some transfer passes from those where none does?
+    """
+    fraction = config["threshold_fraction"]
+    tops: dict[str, dict[str, tuple[float, bool]]] = {}
+    for key, target in sorted((state.get("targets") or {}).items()):
+        base, runs, scores = target.get("baseline"), target.get("finetune"), target.get("scores")
+        if not (base and runs and scores):
+            continue
+        threshold = fraction * base["validation"]["accuracy"]
+        passes = any(r["validation"]["accuracy"] >= threshold for r in runs.values())
+        for metric in config["metrics"]:
+            values = [_num(e["scores"].get(metric)) for e in scores.values()]
+            values = [v for v in values if not math.isnan(v)]
+            if values:
+                tops.setdefault(metric, {})[key] = (max(values), passes)
+    if not tops or len(next(iter(tops.values()))) < 3:
+        return None
+    return {metric: calibrate_min_score(by_target) for metric, by_target in tops.items()}
 
 
 def _finite(value: float, fill: float = -1e9) -> float:
@@ -439,7 +462,20 @@ def calibration_table(summary: dict) -> list[str]:
             f"| {key} | {_fmt(row['max_gain_per_epoch'])} | {row['curves']} | {row['passing']} | "
             f"{row['false_cuts']} | {row['failing_cut']} | "
             f"{_fmt(row['failing_epochs_saved'], 2)} |")
-    return [*lines, ""]
+    lines.append("")
+    skip = summary.get("min_score_calibration")
+    if skip:
+        lines += [
+            "`--min-score` (skip transfer when the top candidate scores below it), per metric: "
+            "fitted on the other targets as the midpoint between the highest top score where no "
+            "transfer passes and the lowest where one does (none when they overlap), then applied "
+            "to the held-out target; right = skipped exactly when nothing would have passed.", "",
+            "| metric | min score fitted on all | held-out targets decided right |",
+            "|---|---|---|"]
+        lines += [f"| {metric} | {_fmt(row['min_score'])} | {row['right']} of {row['targets']} |"
+                  for metric, row in sorted(skip.items(), key=lambda kv: -kv[1]["right"])]
+        lines.append("")
+    return lines
 
 
 def strategy_table(summary: dict) -> list[str]:
