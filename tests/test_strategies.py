@@ -440,3 +440,76 @@ def test_strategies_combine(target, tiny_pool):
     for attempt in result.report["attempts"]:
         seconds = [h["seconds"] for h in attempt["history"]]
         assert seconds == sorted(seconds) and all(s >= 0 for s in seconds)
+
+
+# -- composition ---------------------------------------------------------------------------------
+
+
+def _updates(state: dict[str, torch.Tensor], scaling: float) -> dict[str, torch.Tensor]:
+    """Each LoRA module's weight update, scaling x B @ A, keyed by the module."""
+    out = {}
+    for key, a in state.items():
+        if ".lora_A." in key:
+            module = key.split(".lora_A.")[0]
+            out[module] = scaling * state[key.replace(".lora_A.", ".lora_B.")] @ a
+    return out
+
+
+def test_score_weights_are_a_softmax_of_standardised_scores():
+    from adapterpool.composition import score_weights
+
+    assert score_weights([0.3, 0.3, 0.3]) == pytest.approx([1 / 3] * 3)
+    w = score_weights([-1.0, -2.0, -3.0])
+    assert w.sum() == pytest.approx(1.0) and w[0] > w[1] > w[2]
+    # standardised: the same order and spread on another scale gives the same weights
+    assert score_weights([10.0, 0.0, -10.0]) == pytest.approx(score_weights([1.0, 0.0, -1.0]))
+    with pytest.raises(UsageError, match="finite"):
+        score_weights([0.1, math.nan])
+
+
+def test_compose_lora_is_peft_svd_merge_of_the_weighted_updates(tiny_pool, target):
+    from adapterpool.composition import compose_lora
+    from adapterpool.modeling import adapter_state, read_adapter_config
+
+    records = tiny_pool.list()
+    folders = [tiny_pool.adapter_dir(r.id) for r in records[:2]]
+    config = read_adapter_config(folders[0])
+    scaling = config.lora_alpha / config.r
+    lora = [{k: v for k, v in adapter_state(f, with_head=False).items() if "lora_" in k}
+            for f in folders]
+    # all weight on the first: its update exactly (rank r, so the SVD loses nothing)
+    merged = compose_lora(tiny_pool.base_model, target.label_names, folders, [1.0, 0.0])
+    assert set(merged) == set(lora[0])
+    first, got = _updates(lora[0], scaling), _updates(merged, scaling)
+    assert all(torch.allclose(got[m], first[m], atol=1e-5) for m in first)
+    # the same adapter twice at half weight each is that adapter again
+    twice = compose_lora(tiny_pool.base_model, target.label_names, [folders[1]] * 2, [0.5, 0.5])
+    second = _updates(lora[1], scaling)
+    assert all(torch.allclose(_updates(twice, scaling)[m], second[m], atol=1e-5) for m in second)
+    # a real mix is neither input
+    mix = _updates(compose_lora(tiny_pool.base_model, target.label_names, folders, [0.5, 0.5]),
+                   scaling)
+    assert not any(torch.allclose(mix[m], first[m], atol=1e-5) for m in first)
+
+
+def test_composition_is_the_first_try_then_single_candidates(target, tiny_pool, monkeypatch):
+    from adapterpool.composition import compose_lora, score_weights
+
+    recorder = _Recorder(monkeypatch)
+    result = _adapt(target, tiny_pool, BASE, strategy="composition", threshold=1.01, max_tries=2,
+                    composition_size=3)
+    assert [a.kind for a in result.attempts] == ["composition", "transfer", "standard_lora"]
+    ranked = result.report["scores"]
+    members = [s["adapter_id"] for s in ranked[:3]]
+    weights = score_weights([s["score"] for s in ranked[:3]])
+    assert result.report["composition"] == {"members": members,
+                                            "weights": pytest.approx(list(weights))}
+    assert result.attempts[0].adapter_id == members[0]
+    assert result.attempts[1].adapter_id == members[0]  # then the best single candidate
+    # the composed attempt starts from the merge's tensors, exactly
+    merged = compose_lora(tiny_pool.base_model, target.label_names,
+                          [tiny_pool.adapter_dir(i) for i in members], weights)
+    entry = recorder.calls[0]["entry"]
+    assert all(torch.equal(entry[k], merged[k]) for k in merged)
+    with pytest.raises(UsageError, match="choose one"):
+        AdaptConfig(strategy="composition,racing")

@@ -100,6 +100,7 @@ def _add_strategy_args(parser: argparse.ArgumentParser) -> None:
     _option(group, "--min-score", AdaptConfig, "min_score", type=float)
     _option(group, "--race-size", AdaptConfig, "race_size", type=int)
     _option(group, "--probe-epochs", AdaptConfig, "probe_epochs", type=float)
+    _option(group, "--composition-size", AdaptConfig, "composition_size", type=int)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -164,6 +164,10 @@ class AdaptConfig:
     # racing
     race_size: int = field(default=3, metadata=_help("racing: top candidates probed (M)"))
     probe_epochs: float = field(default=0.25, metadata=_help("racing: epochs of each probe"))
+    # composition
+    composition_size: int = field(
+        default=3, metadata=_help("composition: top candidates whose LoRA weights are merged")
+    )
 
     def __post_init__(self) -> None:
         self.strategy = parse_strategies(self.strategy)
@@ -192,6 +196,10 @@ class AdaptConfig:
             (self.cutoff_max_gain_per_epoch >= 0,
              f"cutoff_max_gain_per_epoch must be >= 0, got {self.cutoff_max_gain_per_epoch}"),
             (self.race_size >= 1, f"race_size must be >= 1, got {self.race_size}"),
+            (self.composition_size >= 2,
+             f"composition_size must be >= 2, got {self.composition_size}"),
+            (not (self.uses("composition") and self.uses("racing")),
+             "composition and racing both decide the first tries; choose one"),
             (not self.uses("racing") or 0 < self.probe_epochs < self.transfer_epochs,
              f"racing: probe_epochs must be > 0 and < transfer_epochs ({self.transfer_epochs})"
              + f", got {self.probe_epochs}"),

@@ -17,13 +17,14 @@ from typing import Any, Literal, TypeVar
 
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list, parse_flag_from_env, set_seed
-from peft import PeftModel
+from peft import PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
 
 from . import DEFAULT_METRIC, __version__
+from .composition import compose_lora, score_weights
 from .config import AdaptConfig
 from .contributing import adapter_metadata, contribute
 from .energy import EnergyMeter, EnergyReading
-from .errors import AdapterPoolError
+from .errors import AdapterPoolError, UsageError
 from .metrics import get_metric
 from .modeling import LoraSettings, load_tokenizer, new_model, save_adapter, warm_start_model
 from .pool import Pool
@@ -155,7 +156,7 @@ def rank(
 
 
 Outcome = Literal["transfer", "standard_lora", "warm_fallback", "failed"]
-AttemptKind = Literal["transfer", "probe", "standard_lora", "warm_fallback"]
+AttemptKind = Literal["transfer", "probe", "composition", "standard_lora", "warm_fallback"]
 
 
 @dataclass
@@ -324,7 +325,8 @@ def adapt(
     if final is not None:
         meta = adapter_metadata(task, final.result, parent_id=final.adapter_id, seed=config.seed)
     report = _report(task, pool, config, ranking, run.attempts, final, outcome, skipped, start,
-                     processes=state.num_processes, fallback_choice=run.fallback_choice)
+                     processes=state.num_processes, fallback_choice=run.fallback_choice,
+                     composition=run.composition)
     result = AdaptResult(
         outcome, run.attempts, ranking.scores, final.result.model if final else None, report,
         adapter_meta=meta,
@@ -353,7 +355,7 @@ def adapt(
 
 
 _OUTCOMES: dict[str, Outcome] = {
-    "transfer": "transfer", "probe": "transfer",
+    "transfer": "transfer", "probe": "transfer", "composition": "transfer",
     "standard_lora": "standard_lora", "warm_fallback": "warm_fallback",
 }
 
@@ -370,6 +372,7 @@ class _LoopRun:
         self._live: list[Attempt] = []  # attempts whose model still holds their own weights
         self.best: Attempt | None = None  # of those, the highest validation (threshold metric)
         self.fallback_choice: dict | None = None  # warm-fallback: what it continued, or why not
+        self.composition: dict | None = None  # composition: members and weights, or its error
 
     def value(self, attempt: Attempt) -> float:
         return attempt.result.validation[self.config.threshold_metric]
@@ -436,14 +439,51 @@ class _LoopRun:
         return model, keep
 
     def tries(self, scores: list[CandidateScore]) -> Attempt | None:
-        """Best-ranked first, up to ``max_tries``, until one passes."""
-        for candidate in scores[: self.config.max_tries]:
+        """Best-ranked first, up to ``max_tries``, until one passes; with composition the first
+        try is the merge of the top candidates (when they can be merged)."""
+        candidates = scores[: self.config.max_tries]
+        if self.config.uses("composition"):
+            composed = self.compose(scores)
+            if composed is not None:
+                if composed.passed:
+                    return composed
+                candidates = candidates[: self.config.max_tries - 1]
+        for candidate in candidates:
             model, keep = self.warm_start(candidate.adapter_id)
             attempt = self.attempt("transfer", candidate.adapter_id, model,
                                    self.config.transfer_config(), head_kept=keep)
             if attempt.passed:
                 return attempt
         return None
+
+    def compose(self, scores: list[CandidateScore]) -> Attempt | None:
+        """composition: the best-ranked candidate warm-started (its pooler, a fresh head) with
+        its LoRA weights replaced by the score-weighted merge of the top ``composition_size``.
+        ``None`` (recorded in the report) when fewer than two candidates or peft cannot merge
+        them; the tries then go on one candidate at a time."""
+        c = self.config
+        top = scores[: c.composition_size]
+        if len(top) < 2:
+            return None
+        weights = score_weights([s.scores[c.metric] for s in top])
+        self.composition = {"members": [s.adapter_id for s in top],
+                            "weights": [float(w) for w in weights]}
+        with process_state().local_main_process_first():
+            folders = [self.pool.adapter_dir(s.adapter_id) for s in top]
+        try:
+            merged = compose_lora(self.pool.base_model, self.task.label_names, folders, weights)
+        except UsageError as exc:
+            self.composition["error"] = str(exc)
+            return None
+        model, keep = self.warm_start(top[0].adapter_id)
+        state = get_peft_model_state_dict(model)  # the best candidate's pooler, the head
+        lora_keys = {k for k in state if "lora_" in k}
+        if lora_keys != set(merged):
+            raise RuntimeError(f"composition: merged tensors {sorted(set(merged) ^ lora_keys)[:2]}"
+                               " do not match the model's")
+        set_peft_model_state_dict(model, state | merged)
+        return self.attempt("composition", top[0].adapter_id, model, c.transfer_config(),
+                            head_kept=keep)
 
     def race(self, scores: list[CandidateScore]) -> Attempt | None:
         """racing: probe the top ``race_size`` for ``probe_epochs`` each, continue only the best.
@@ -505,7 +545,7 @@ class _LoopRun:
 def _report(task: Task, pool: Pool, config: AdaptConfig, ranking: RankResult,
             attempts: list[Attempt], final: Attempt | None, outcome: Outcome,
             skipped: dict | None, start: float, *, processes: int = 1,
-            fallback_choice: dict | None = None) -> dict:
+            fallback_choice: dict | None = None, composition: dict | None = None) -> dict:
     energy = ranking.energy
     for attempt in attempts:
         energy = energy + attempt.result.energy
@@ -529,6 +569,7 @@ def _report(task: Task, pool: Pool, config: AdaptConfig, ranking: RankResult,
             for s in ranking.scores
         ],
         "skipped": skipped,
+        "composition": composition,  # merged members and weights (or why no merge)
         "warm_fallback": fallback_choice,  # the best attempt, its shortfall, whether it went on
         # "final": the attempt whose adapter is the result (passing, else the best)
         "attempts": [a.as_json() | {"final": a is final} for a in attempts],

@@ -36,6 +36,8 @@ STRATEGIES: dict[str, str] = {
     "is first and warm-started with its own head",
     "racing": "probe the top race_size candidates for probe_epochs each; continue only the best "
     "by validation",
+    "composition": "the first try warm-starts from a merge of the top composition_size "
+    "candidates' LoRA weights (weighted by their scores; peft's SVD merge)",
 }
 
 STOP_REASONS = ("passed", "cutoff", "budget", "early_stopping")
