@@ -24,6 +24,7 @@ from peft import (
     get_peft_model_state_dict,
     set_peft_model_state_dict,
 )
+from peft.utils import ModulesToSaveWrapper
 from safetensors.torch import load_file
 from transformers import (
     AutoConfig,
@@ -249,9 +250,27 @@ def warm_start_problem(record: AdapterRecord, *, base_model: str, peft_type: str
 def load_for_inference(
     base_model: str | None, label_names: list[str] | tuple[str, ...], adapter_dir: str | Path
 ) -> torch.nn.Module:
-    """The adapter with its own head, merged into the base weights: a plain fast classifier."""
+    """The adapter with its own head, merged into the base weights where peft can (a plain fast
+    classifier), else the PEFT model as it is (see :func:`can_merge`)."""
     model = PeftModel.from_pretrained(base_classifier(base_model, label_names), str(adapter_dir))
-    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+    return model.merge_and_unload() if can_merge(model) else model
+
+
+def can_merge(model: PeftModel) -> bool:
+    """Whether ``merge_and_unload`` gives a plain model back.
+
+    Not for prompt learning (nothing to merge: the prompt is an input). Not for methods on peft's
+    generic unload path (IA3, LoHa, LoKr, ...) when a ``modules_to_save`` module has no weight of
+    its own, as BERT's pooler: peft 0.21 fails putting such a module back. LoRA and AdaLoRA have
+    their own unload, which handles it.
+    """
+    config = model.active_peft_config
+    if config.is_prompt_learning:
+        return False
+    if config.peft_type in (PeftType.LORA, PeftType.ADALORA):
+        return True
+    return all(hasattr(module.original_module, "weight") for module in model.modules()
+               if isinstance(module, ModulesToSaveWrapper))
 
 
 def head_module(model: torch.nn.Module) -> torch.nn.Module:

@@ -34,6 +34,7 @@ from .metrics import ENSEMBLE, ENSEMBLE_MEMBERS, compute_metric, ensemble, per_c
 from .metrics._validation import encode_labels
 from .modeling import (
     base_classifier,
+    can_merge,
     fit_tokenizer,
     head_module,
     load_for_inference,
@@ -191,12 +192,17 @@ class SharedBase:
         self._touched: list[int] = []  # ids of the parameters the attached adapter merged into
 
     def attach(self, n_labels: int, adapter_dir: str | Path) -> torch.nn.Module:
-        """The base with the adapter at ``adapter_dir`` merged in: a plain fast classifier."""
+        """The base with the adapter at ``adapter_dir`` merged in: a plain fast classifier; an
+        adapter peft cannot merge (:func:`~adapterpool.modeling.can_merge`) runs unmerged on the
+        shared base, which :meth:`detach` puts back all the same (its modules, untouched
+        weights)."""
         self.detach()
         self._fit_head(n_labels)
         model = PeftModel.from_pretrained(self.model, str(adapter_dir))
         if model.peft_config[model.active_adapter].is_prompt_learning:
-            raise TypeError("prompt-learning adapters cannot be merged into a shared base")
+            raise TypeError("prompt-learning adapters wrap the model; built fresh instead")
+        if not can_merge(model):
+            return model.eval()
         with torch.no_grad():
             for module in model.modules():
                 if isinstance(module, BaseTunerLayer):

@@ -137,28 +137,35 @@ def expected_shapes(
 ) -> dict[str, tuple[int, ...]]:
     """Tensor names and shapes a PEFT model with this config has on the pool's base model.
 
-    Built on the meta device (shapes need no weights); a config peft cannot build on this model
-    is refused with peft's reason.
+    Built on the meta device (shapes need no weights), or with the weights where peft's state
+    dict depends on values (AdaLoRA cuts its tensors to the saved rank pattern). A config peft
+    cannot build on this model is refused with peft's reason.
     """
     import torch
     from peft import PeftConfig, get_peft_model, get_peft_model_state_dict
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     from ..base_model import resolve_base_model
+    from ..modeling import base_classifier
 
-    config = PeftConfig.from_peft_type(**json.loads(config_json))
-    config.inference_mode = True
+    def shapes(base: torch.nn.Module) -> dict[str, tuple[int, ...]]:
+        config = PeftConfig.from_peft_type(**json.loads(config_json))
+        config.inference_mode = True
+        try:
+            model = get_peft_model(base, config)
+        except (TypeError, ValueError, KeyError, NotImplementedError) as exc:
+            raise AdapterRejected(
+                f"a {config.peft_type} adapter with this config cannot be built on the pool's "
+                f"base model: {exc}"
+            ) from exc
+        return {k: tuple(v.shape) for k, v in get_peft_model_state_dict(model).items()}
+
     model_config = AutoConfig.from_pretrained(resolve_base_model(base_model), num_labels=num_labels)
     try:
         with torch.device("meta"):
-            base = AutoModelForSequenceClassification.from_config(model_config)
-            model = get_peft_model(base, config)
-    except (TypeError, ValueError, KeyError, NotImplementedError) as exc:
-        raise AdapterRejected(
-            f"a {config.peft_type} adapter with this config cannot be built on the pool's base "
-            f"model: {exc}"
-        ) from exc
-    return {k: tuple(v.shape) for k, v in get_peft_model_state_dict(model).items()}
+            return shapes(AutoModelForSequenceClassification.from_config(model_config))
+    except (NotImplementedError, RuntimeError):  # a state dict that needs values
+        return shapes(base_classifier(base_model, [str(i) for i in range(num_labels)]))
 
 
 def check_tensors(shapes: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]]) -> None:
