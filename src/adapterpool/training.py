@@ -282,6 +282,13 @@ def rank_allocation(model: PeftModel, total_steps: int) -> Callable[[int], None]
         return None
     if not config.rank_pattern:
         config.total_step = total_steps
+        if total_steps - config.tfinal < 2:  # peft's final allocation needs a measured step
+            warnings.warn(
+                f"AdaLoRA: a {total_steps}-step run (tfinal {config.tfinal}) has no step to "
+                "measure importance in before the final allocation; ranks stay at init_r",
+                UserWarning, stacklevel=3,
+            )
+            return None
         if config.tinit >= total_steps - config.tfinal:
             warnings.warn(
                 f"AdaLoRA: tinit ({config.tinit}) + tfinal ({config.tfinal}) leave no steps of "

@@ -92,8 +92,11 @@ def check_files(adapter_dir: Path) -> None:
 
 def read_tensor_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
     """Names and shapes from the safetensors header; a non-safetensors file is refused."""
-    head = weights.read_bytes()[:1] if weights.stat().st_size else b""
-    if head == b"\x80":  # the pickle protocol opcode: a pickle under a safetensors name
+    with open(weights, "rb") as handle:
+        head = handle.read(9)
+    # A pickle starts with its protocol opcode 0x80; safetensors with the 8-byte length of its
+    # JSON header, then "{" (and that length may well end in the byte 0x80 too).
+    if head[:1] == b"\x80" and head[8:9] != b"{":
         raise AdapterRejected(f"{weights.name} is a pickle, not safetensors; refused unopened")
     try:
         with safe_open(str(weights), framework="np") as handle:
