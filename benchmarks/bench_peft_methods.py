@@ -214,8 +214,8 @@ def markdown(rows: list[dict], data: dict, targets: list[str]) -> str:
         f"ranking, 2 tries of {settings.get('transfer_epochs')} epoch(s), threshold "
         f"{settings.get('threshold_fraction')} x standard validation. Means over the targets.",
         "",
-        "| method | lr | trainable params (with head, pooler) | adapter KiB | test acc | seconds | loop acc ratio "
-        "| loop time ratio |",
+        "| method | lr | trainable params (with head, pooler) | adapter KiB | test acc | seconds "
+        "| loop acc ratio | loop time ratio |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:

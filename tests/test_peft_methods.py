@@ -102,6 +102,8 @@ def test_method_trains_saves_reloads_warm_starts_scores_and_pools(
     torch.manual_seed(0)
     model = new_model(base, task.label_names, method)
     assert method_name(model.active_peft_config) == method
+    if method == "ia3":  # peft's table gives the feed-forward layers too
+        assert model.active_peft_config.feedforward_modules
     result = train(model, task, tokenizer, TINY, measure_energy=False, show_progress=False)
     assert result.learning_rate == PEFT_METHODS[method].learning_rate
     trained = result.model
@@ -255,6 +257,10 @@ def test_any_peft_config_as_python_object_or_json(tiny_base_model, tmp_path):
         peft_config({"peft_type": "LORA", "lora_alpah": 8})
     with pytest.raises(PeftConfigError, match="unknown PEFT method 'lorra'.*'lora'"):
         peft_config("lorra")
+    # virtual tokens + input must fit the position embeddings (128 in the tiny BERT)
+    with pytest.raises(PeftConfigError, match="20 virtual tokens \\+ max_length 120 exceed"):
+        check_method(tiny_base_model, "prompt", max_length=120)
+    check_method(tiny_base_model, "prompt", max_length=100)
 
 
 def test_bad_peft_config_field_fails_before_anything_is_written(tiny_pool, tmp_path, capsys):

@@ -326,7 +326,8 @@ def adapt(
             stacklevel=2,
         )
     peft = peft_config(peft)
-    check_method(pool.base_model, peft, len(task.label_names))  # before any work
+    check_method(pool.base_model, peft, len(task.label_names),  # before any work
+                 max_length=config.fallback.max_length)
     start = time.perf_counter()
     # Under `accelerate launch` every process trains (data parallel) and must take the same
     # decisions; those follow from the ranking and from validation scores, which `train` gathers

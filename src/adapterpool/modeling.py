@@ -109,15 +109,34 @@ def new_model(
     return model
 
 
-def check_method(base_model: str | None, peft: PeftConfig | str | None, n_labels: int = 2) -> None:
-    """Raise :class:`PeftConfigError` unless ``peft`` runs on ``base_model``, without loading
-    weights (the model is built on the meta device): the loop and ``train`` call it before any
-    work, so a method that does not fit fails before anything is trained or written."""
+def check_method(base_model: str | None, peft: PeftConfig | str | None, n_labels: int = 2,
+                 max_length: int | None = None) -> None:
+    """Raise :class:`PeftConfigError` unless ``peft`` runs on ``base_model`` (with inputs of up
+    to ``max_length`` tokens), without loading weights (the model is built on the meta device):
+    the loop calls it before any work, so a method that does not fit fails before anything is
+    trained or written."""
     path = resolve_base_model(base_model)
     config = AutoConfig.from_pretrained(path, num_labels=n_labels)
     with torch.device("meta"):
         base = AutoModelForSequenceClassification.from_config(config)
-        _build(base, peft_config(peft), base_model)
+        model = _build(base, peft_config(peft), base_model)
+    if max_length is not None:
+        check_room(model, max_length)
+
+
+def check_room(model: PeftModel, max_length: int) -> None:
+    """Prompt learning puts its virtual tokens before the input: both must fit the model's
+    position embeddings, or the forward pass fails on an index deep inside the model."""
+    config = model.active_peft_config
+    if not config.is_prompt_learning:
+        return
+    base = model.get_base_model().config
+    positions = getattr(base, "max_position_embeddings", None) or getattr(base, "n_positions", None)
+    if positions and max_length + config.num_virtual_tokens > positions:
+        raise PeftConfigError(
+            f"{method_name(config)}: {config.num_virtual_tokens} virtual tokens + max_length "
+            f"{max_length} exceed the model's {positions} positions; lower --max-length"
+        )
 
 
 def _build(base: torch.nn.Module, config: PeftConfig, base_model: str | None) -> PeftModel:

@@ -34,7 +34,7 @@ from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmu
 from .config import SELECTION_METRICS, TrainConfig
 from .encoding import EncodedRecords, inference_loader, train_loader
 from .energy import EnergyMeter, EnergyReading
-from .modeling import fit_tokenizer
+from .modeling import check_room, fit_tokenizer
 from .peft_methods import learning_rate_for
 from .strategies import STOP_REASONS, StopRule
 from .tasks import Task
@@ -124,6 +124,7 @@ def train(
     Every history entry has ``step``, ``epoch``, ``seconds`` (wall time since training started,
     the clock of ``train_seconds``) and the validation scores.
     """
+    check_room(model, config.max_length)
     set_seed(config.seed)
     accelerator = Accelerator()
     tokenizer = fit_tokenizer(tokenizer, model)
