@@ -47,3 +47,23 @@ def tiny_pool(tmp_path_factory: pytest.TempPathFactory, tiny_base_model: str):
                                 show_progress=False, measure_energy=False)
         contribute(pool, task, result)
     return pool
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A 2-layer, 32-wide GPT-2 with random weights and the MiniLM tokenizer without its pad token
+    (a decoder-only model whose tokenizer has no pad token, as GPT-2's own has none)."""
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2Model
+
+    from adapterpool.base_model import resolve_base_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny-gpt2")
+    config = GPT2Config(vocab_size=30522, n_embd=32, n_layer=2, n_head=2, n_positions=128,
+                        bos_token_id=None, eos_token_id=None)
+    GPT2Model(config).save_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_base_model(None))
+    tokenizer.pad_token = None
+    tokenizer.save_pretrained(path)
+    return str(path)

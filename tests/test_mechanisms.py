@@ -17,7 +17,6 @@ from transformers import AutoModelForSequenceClassification
 
 from adapterpool import training
 from adapterpool.modeling import (
-    LoraSettings,
     load_tokenizer,
     new_model,
     save_adapter,
@@ -134,7 +133,7 @@ def test_train_restores_best_weights_not_last(tiny_base_model, monkeypatch):
     """Guards best-weight restore: when the first evaluation scores best, train() returns the
     model with the PEFT state recorded at that evaluation, not the last (different) one."""
     task = load_task("builtin:debate-role", max_train=32, max_eval=16)
-    model = new_model(tiny_base_model, task.label_names, LoraSettings().to_peft())
+    model = new_model(tiny_base_model, task.label_names, "lora")
     real_evaluate = training.evaluate
     calls = itertools.count()
 
@@ -172,7 +171,7 @@ def test_save_adapter_reload_gives_identical_logits(tiny_base_model, tmp_path):
     exactly (LoRA, pooler and head), as peft's _test_save_pretrained checks."""
     task = load_task("builtin:debate-role", max_train=32, max_eval=16)
     tokenizer = load_tokenizer(tiny_base_model)
-    model = new_model(tiny_base_model, task.label_names, LoraSettings().to_peft())
+    model = new_model(tiny_base_model, task.label_names, "lora")
     trained = train(model, task, tokenizer, TINY, measure_energy=False, show_progress=False).model
     out = save_adapter(trained, tmp_path / "adapter", {"label_names": list(task.label_names)})
 

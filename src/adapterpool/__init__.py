@@ -26,7 +26,8 @@ _EXPORTS = {
     "train_standard": "adapterpool.loop",
     "contribute": "adapterpool.contributing",
     "TrainConfig": "adapterpool.training",
-    "LoraSettings": "adapterpool.modeling",
+    "peft_config": "adapterpool.peft_methods",
+    "PEFT_METHODS": "adapterpool.peft_methods",
 }
 
 __all__ = ["DEFAULT_METRIC", "__version__"] + list(_EXPORTS)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from . import DEFAULT_METRIC, __version__
 from .config import SELECTION_METRICS, AdaptConfig, TrainConfig, field_default, field_help
+from .peft_methods import DEFAULT_METHOD, PEFT_METHODS
 from .strategies import STRATEGIES
 
 
@@ -62,6 +63,7 @@ def _add_threshold_args(parser: argparse.ArgumentParser) -> None:
 TRAIN_OPTIONS = (("--learning-rate", "learning_rate"), ("--batch-size", "batch_size"),
                  ("--max-length", "max_length"), ("--patience", "patience"),
                  ("--evals-per-epoch", "evals_per_epoch"))
+# Shorthands for the rank, alpha and dropout of the methods that have them (PeftMethod.shorthands).
 LORA_OPTIONS = (("--lora-r", "r", int), ("--lora-alpha", "alpha", int),
                 ("--lora-dropout", "dropout", float))
 
@@ -70,11 +72,24 @@ def _add_train_args(parser: argparse.ArgumentParser, *, epochs_flag: str) -> Non
     group = parser.add_argument_group("training")
     _option(group, epochs_flag, TrainConfig, "epochs", dest="fallback_epochs")
     for flag, name in TRAIN_OPTIONS:
-        _option(group, flag, TrainConfig, name, dest=f"fallback_{name}")
+        kind = {"type": float} if name == "learning_rate" else {}
+        _option(group, flag, TrainConfig, name, dest=f"fallback_{name}", **kind)
+    peft = group.add_mutually_exclusive_group()
+    peft.add_argument(
+        "--peft", choices=list(PEFT_METHODS), default=DEFAULT_METHOD,
+        help="PEFT method of standard training and the fallback; warm starts use each "
+        "candidate's own saved method. " + "; ".join(
+            f"{name}: {m.help} (lr {m.learning_rate:g})" for name, m in PEFT_METHODS.items())
+        + f" (default: {DEFAULT_METHOD})",
+    )
+    peft.add_argument("--peft-config", metavar="FILE.json",
+                      help="any config peft accepts, as JSON with peft_type (the format of "
+                      "adapter_config.json); checked by peft before anything is trained")
     for flag, name, kind in LORA_OPTIONS:
-        group.add_argument(flag, type=kind, help=f"LoRA {name} (default: LoraSettings.{name})")
+        group.add_argument(flag, type=kind, help=f"{name} of --peft (default: the method's)")
     group.add_argument("--target-modules",
-                       help="comma-separated LoRA target modules (default: LoraSettings')")
+                       help="comma-separated target modules (default: peft's table for the "
+                       "model family)")
     group.add_argument("--no-energy", action="store_true", help="do not run codecarbon")
     parser.add_argument("--out", help="output folder for report.json and adapter/ "
                         "(default: adapterpool-runs/TASK-TIME)")
@@ -204,18 +219,23 @@ def adapt_config_from_args(args: argparse.Namespace) -> AdaptConfig:
     return AdaptConfig(**values, fallback=train)
 
 
-def _lora_settings(args: argparse.Namespace):
-    from .modeling import LoraSettings
+def peft_config_from_args(args: argparse.Namespace):
+    """The PeftConfig of ``--peft`` (with the shorthands) or ``--peft-config``; peft checks it."""
+    from .peft_methods import load_peft_config, peft_config, with_shorthands
 
-    given = {name: getattr(args, flag[2:].replace("-", "_")) for flag, name, _ in LORA_OPTIONS}
-    given = {name: value for name, value in given.items() if value is not None}
+    shorthands = {name: getattr(args, flag[2:].replace("-", "_")) for flag, name, _ in LORA_OPTIONS}
+    overrides = with_shorthands(None if args.peft_config else args.peft, **shorthands)
     if args.target_modules is not None:
-        given["target_modules"] = [m.strip() for m in args.target_modules.split(",") if m.strip()]
-    return LoraSettings(**given)
+        overrides["target_modules"] = [m.strip() for m in args.target_modules.split(",")
+                                       if m.strip()]
+    if args.peft_config:
+        return peft_config(load_peft_config(args.peft_config), **overrides)
+    return peft_config(args.peft, **overrides)
 
 
 def _run_adapt(args: argparse.Namespace) -> dict:
     config = adapt_config_from_args(args)  # a bad setting stops here, before any work
+    peft = peft_config_from_args(args)
 
     from .loop import adapt, default_run_dir, is_main_process
     from .summary import print_adapt_report
@@ -224,7 +244,7 @@ def _run_adapt(args: argparse.Namespace) -> dict:
     pool = _open_pool(args)
     result = adapt(
         task, pool, config,
-        lora=_lora_settings(args),
+        peft=peft,
         out_dir=args.out or default_run_dir(task.name),
         show_progress=not args.json,
         measure_energy=not args.no_energy,

@@ -28,7 +28,11 @@ class TrainConfig:
     """Budget and optimiser settings; ``epochs`` is the most the run may take."""
 
     epochs: float = field(default=3, metadata=_help("most epochs the run may take (fractions ok)"))
-    learning_rate: float = field(default=1e-3, metadata=_help("AdamW peak learning rate"))
+    learning_rate: float | None = field(
+        default=None,
+        metadata=_help("AdamW peak learning rate (None: the PEFT method's, e.g. 1e-3 for LoRA, "
+                       "3e-2 for prompt tuning; see adapterpool.peft_methods)"),
+    )
     batch_size: int = field(default=32, metadata=_help("training batch size"))
     eval_batch_size: int = field(default=128, metadata=_help("evaluation batch size"))
     warmup_ratio: float = field(default=0.06, metadata=_help("share of steps in linear warm-up"))
@@ -59,6 +63,8 @@ class TrainConfig:
             )
         if not self.epochs > 0:
             raise UsageError(f"epochs must be > 0, got {self.epochs}")
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise UsageError(f"learning_rate must be > 0 (or None), got {self.learning_rate}")
         if self.evals_per_epoch < 1:
             raise UsageError(f"evals_per_epoch must be >= 1, got {self.evals_per_epoch}")
 

@@ -30,6 +30,15 @@ class BaseModelError(AdapterPoolError, RuntimeError):
     """The base model cannot be found or loaded; the message says how to provide it."""
 
 
+class PeftConfigError(AdapterPoolError, ValueError):
+    """A PEFT method or config that is unknown, invalid, or that cannot run on the base model;
+    raised before anything is trained or written, naming the method, field or reason."""
+
+
+class IncompatibleAdapterError(AdapterPoolError, ValueError):
+    """An adapter that cannot warm-start a model (another method, base model or tensor layout)."""
+
+
 class AdapterRejected(AdapterPoolError, ValueError):
     """The adapter may not enter the pool; the message says which rule it broke."""
 

@@ -17,7 +17,7 @@ from typing import Any, Literal, TypeVar
 
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list, parse_flag_from_env, set_seed
-from peft import PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
+from peft import PeftConfig, PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
 
 from . import DEFAULT_METRIC, __version__
 from .composition import compose_lora, score_weights
@@ -26,8 +26,17 @@ from .contributing import adapter_metadata, contribute
 from .energy import EnergyMeter, EnergyReading
 from .errors import AdapterPoolError, UsageError
 from .metrics import get_metric
-from .modeling import LoraSettings, load_tokenizer, new_model, save_adapter, warm_start_model
+from .modeling import (
+    check_method,
+    load_tokenizer,
+    new_model,
+    save_adapter,
+    warm_start_model,
+    warm_start_problem,
+)
+from .peft_methods import config_json, method_name, peft_config
 from .pool import Pool
+from .pool.store import seeded_sample
 from .scoring import CandidateScore, score_candidates
 from .strategies import CutoffRule, PassRule, SettleRule, StopRule, first_reason
 from .tasks import Task
@@ -99,12 +108,15 @@ class RankResult:
     seconds: float
     energy: EnergyReading
     n_samples: int
+    # pool adapters not drawn because they cannot warm-start the loop's method, by reason
+    incompatible: dict[str, int] = field(default_factory=dict)
 
     def as_json(self) -> dict:
         return {
             "seed": self.seed,
             "metrics": self.metrics,
             "subset": self.subset,
+            "incompatible": self.incompatible,
             "n_samples": self.n_samples,
             "seconds": self.seconds,
             "scores": [
@@ -136,12 +148,25 @@ def rank(
     max_length: int = 128,
     show_progress: bool = True,
     measure_energy: bool = True,
+    peft_type: str | None = None,
 ) -> RankResult:
-    """Score a seeded random subset of ``subset`` pool adapters on ``task``, best first."""
+    """Score a seeded random subset of ``subset`` pool adapters on ``task``, best first.
+
+    With ``peft_type`` (the loop's method) the subset is drawn only among adapters that can
+    warm-start it (same base model and PEFT type); the others are counted by reason.
+    """
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
     for name in metrics:
         get_metric(name)  # an unknown name fails before any work
-    candidates = pool.sample(subset, seed) if pool.list() else []
+    records, incompatible = pool.list(), {}
+    if peft_type is not None:
+        problems = {r.id: warm_start_problem(r, base_model=pool.base_model, peft_type=peft_type)
+                    for r in records}
+        records = [r for r in records if problems[r.id] is None]
+        for reason in problems.values():
+            if reason is not None:
+                incompatible[reason] = incompatible.get(reason, 0) + 1
+    candidates = seeded_sample(records, subset, seed) if records else []
     tokenizer = load_tokenizer(pool.base_model)
     with EnergyMeter(enabled=measure_energy and bool(candidates)) as meter:
         scores = score_candidates(
@@ -151,7 +176,7 @@ def rank(
     n_samples = min(len(task.train), max_samples or len(task.train))
     return RankResult(
         metrics, seed, [c.id for c in candidates], scores, meter.reading.seconds, meter.reading,
-        n_samples,
+        n_samples, incompatible,
     )
 
 
@@ -185,6 +210,7 @@ class Attempt:
             "passed": self.passed,
             "stop_reason": self.result.stop_reason,
             "head_kept": self.head_kept,
+            "learning_rate": self.result.learning_rate,
             "energy": self.result.energy.as_report(),
             "history": self.result.history,
         }
@@ -243,11 +269,13 @@ class AdaptResult:
         return path
 
 
-def standard_lora_model(base_model: str | None, label_names, lora: LoraSettings | None = None,
-                        *, seed: int) -> PeftModel:
-    """A fresh LoRA model (seeded initialisation): where standard LoRA and the fallback start."""
+def standard_lora_model(base_model: str | None, label_names,
+                        peft: PeftConfig | str | None = None, *, seed: int) -> PeftModel:
+    """A fresh adapter of method ``peft`` (default LoRA; a name of
+    :data:`~adapterpool.peft_methods.PEFT_METHODS` or any PeftConfig), seeded: where standard
+    LoRA and the fallback start."""
     set_seed(seed)
-    return new_model(base_model, label_names, (lora or LoraSettings()).to_peft())
+    return new_model(base_model, label_names, peft)
 
 
 def train_standard(
@@ -255,13 +283,13 @@ def train_standard(
     base_model: str | None,
     config: TrainConfig,
     *,
-    lora: LoraSettings | None = None,
+    peft: PeftConfig | str | None = None,
     description: str = "standard LoRA",
     show_progress: bool = True,
     measure_energy: bool = True,
 ) -> TrainResult:
-    """Standard LoRA from scratch on ``task``: the baseline and the fallback."""
-    model = standard_lora_model(base_model, task.label_names, lora, seed=config.seed)
+    """Standard LoRA (or method ``peft``) from scratch on ``task``: the baseline and fallback."""
+    model = standard_lora_model(base_model, task.label_names, peft, seed=config.seed)
     return train(
         model, task, load_tokenizer(base_model), config,
         description=description, show_progress=show_progress, measure_energy=measure_energy,
@@ -273,13 +301,17 @@ def adapt(
     pool: Pool,
     config: AdaptConfig | None = None,
     *,
-    lora: LoraSettings | None = None,
+    peft: PeftConfig | str | None = None,
     show_progress: bool = True,
     measure_energy: bool = True,
     out_dir: str | Path | None = None,
     **overrides: Any,
 ) -> AdaptResult:
     """Run the whole loop on ``task`` as ``config`` says (default: ``AdaptConfig()``).
+
+    ``peft`` is the fallback's method (default LoRA): a name of
+    :data:`~adapterpool.peft_methods.PEFT_METHODS` or any PeftConfig. Candidates are drawn among
+    the pool's adapters of its PEFT type; each warm start uses the candidate's own saved config.
 
     Writes nothing unless ``out_dir`` is given (then ``out_dir/report.json`` and
     ``out_dir/adapter/``); ``contribute`` adds a passing adapter to the pool either way.
@@ -294,6 +326,9 @@ def adapt(
             DeprecationWarning,
             stacklevel=2,
         )
+    peft = peft_config(peft)
+    check_method(pool.base_model, peft, len(task.label_names),  # before any work
+                 max_length=config.fallback.max_length)
     start = time.perf_counter()
     # Under `accelerate launch` every process trains (data parallel) and must take the same
     # decisions; those follow from the ranking and from validation scores, which `train` gathers
@@ -306,10 +341,11 @@ def adapt(
             task, pool, [config.metric], subset=config.subset, seed=config.seed,
             max_samples=config.max_samples, max_length=config.fallback.max_length,
             show_progress=show_progress, measure_energy=measure_energy,
+            peft_type=str(peft.peft_type.value),
         ))
     else:  # standard LoRA only (`adapterpool train`): nothing to rank
         ranking = RankResult([config.metric], config.seed, [], [], 0.0, EnergyReading(), 0)
-    run = _LoopRun(task, pool, config, lora, show_progress, measure_energy)
+    run = _LoopRun(task, pool, config, peft, show_progress, measure_energy)
     # A candidate that could not be scored (NaN, with an error) is never warm-started from.
     usable = [s for s in ranking.scores if math.isfinite(s.scores[config.metric])]
     skipped = run.skip_reason(usable)
@@ -325,8 +361,8 @@ def adapt(
     if final is not None:
         meta = adapter_metadata(task, final.result, parent_id=final.adapter_id, seed=config.seed)
     report = _report(task, pool, config, ranking, run.attempts, final, outcome, skipped, start,
-                     processes=state.num_processes, fallback_choice=run.fallback_choice,
-                     composition=run.composition)
+                     processes=state.num_processes, peft=peft,
+                     fallback_choice=run.fallback_choice, composition=run.composition)
     result = AdaptResult(
         outcome, run.attempts, ranking.scores, final.result.model if final else None, report,
         adapter_meta=meta,
@@ -364,8 +400,8 @@ class _LoopRun:
     """The attempts of one ``adapt`` call and the strategies that shape them."""
 
     def __init__(self, task: Task, pool: Pool, config: AdaptConfig,
-                 lora: LoraSettings | None, show_progress: bool, measure_energy: bool) -> None:
-        self.task, self.pool, self.config, self.lora = task, pool, config, lora
+                 peft: PeftConfig, show_progress: bool, measure_energy: bool) -> None:
+        self.task, self.pool, self.config, self.peft = task, pool, config, peft
         self.show_progress, self.measure_energy = show_progress, measure_energy
         self.tokenizer = load_tokenizer(pool.base_model)
         self.attempts: list[Attempt] = []
@@ -536,7 +572,7 @@ class _LoopRun:
             attempt = self.attempt("warm_fallback", source.adapter_id, source.result.model,
                                    config, eval_at_start=True)
         else:
-            model = standard_lora_model(self.pool.base_model, self.task.label_names, self.lora,
+            model = standard_lora_model(self.pool.base_model, self.task.label_names, self.peft,
                                         seed=self.config.seed)
             attempt = self.attempt("standard_lora", None, model, config)
         return attempt if attempt.passed else None
@@ -545,7 +581,8 @@ class _LoopRun:
 def _report(task: Task, pool: Pool, config: AdaptConfig, ranking: RankResult,
             attempts: list[Attempt], final: Attempt | None, outcome: Outcome,
             skipped: dict | None, start: float, *, processes: int = 1,
-            fallback_choice: dict | None = None, composition: dict | None = None) -> dict:
+            peft: PeftConfig | None = None, fallback_choice: dict | None = None,
+            composition: dict | None = None) -> dict:
     energy = ranking.energy
     for attempt in attempts:
         energy = energy + attempt.result.energy
@@ -569,6 +606,8 @@ def _report(task: Task, pool: Pool, config: AdaptConfig, ranking: RankResult,
             for s in ranking.scores
         ],
         "skipped": skipped,
+        # pool adapters never drawn: another base model or PEFT type than the fallback's method
+        "incompatible": ranking.incompatible,
         "composition": composition,  # merged members and weights (or why no merge)
         "warm_fallback": fallback_choice,  # the best attempt, its shortfall, whether it went on
         # "final": the attempt whose adapter is the result (passing, else the best)
@@ -589,6 +628,8 @@ def _report(task: Task, pool: Pool, config: AdaptConfig, ranking: RankResult,
             "train": config.resolved_fallback().as_dict(),
             "config": config.to_dict(),
             "processes": processes,  # under `accelerate launch`, data parallel over this many
+            "peft": None if peft is None else {"method": method_name(peft),
+                                               "config": config_json(peft)},
         },
         "adapter_dir": None,
     }

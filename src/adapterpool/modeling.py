@@ -1,54 +1,51 @@
-"""Models: a base encoder with a PEFT adapter and a classification head, built, warm-started, saved.
+"""Models: a base model with a PEFT adapter and a classification head, built, warm-started, saved.
 
 Adapters are PEFT's own format; the head travels inside the adapter (``modules_to_save``), so one
-folder is enough to score a candidate on target data with its *source* head.
+folder is enough to score a candidate on target data with its *source* head. Any PEFT method
+(:mod:`adapterpool.peft_methods`) and any Hugging Face encoder or decoder-only model works:
+decoders (GPT-2, Llama, ...) classify from their last non-pad token, so a tokenizer without a pad
+token gets a stand-in (eos) and the model's ``config.pad_token_id`` is set to it.
 """
 
 from __future__ import annotations
 
+import copy
 import json
-from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from peft import (
-    LoraConfig,
     PeftConfig,
     PeftModel,
-    TaskType,
+    PeftType,
     get_peft_model,
     get_peft_model_state_dict,
     set_peft_model_state_dict,
 )
+from peft.utils import ModulesToSaveWrapper
 from safetensors.torch import load_file
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedTokenizerBase,
+)
 
 from .base_model import canonical_name, resolve_base_model
+from .errors import BaseModelError, IncompatibleAdapterError, PeftConfigError
 from .peft_files import ADAPTER_WEIGHTS, ADAPTERPOOL_META
+from .peft_methods import method_name, peft_config
 
+if TYPE_CHECKING:
+    from .pool import AdapterRecord
+
+# Heads of transformers' *ForSequenceClassification models: encoders name theirs ``classifier``
+# and read the first token (or a pooler), decoder-only models name theirs ``score`` and read the
+# last non-pad token.
 HEAD_MODULES = ("classifier", "score")
-
-
-@dataclass
-class LoraSettings:
-    """Standard LoRA defaults for BERT-like encoders (attention q/k/v, head trained)."""
-
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.1
-    target_modules: list[str] = field(default_factory=lambda: ["query", "key", "value"])
-    # BERT's pooler is what its classifier reads; trained and carried over on warm-start.
-    modules_to_save: list[str] = field(default_factory=lambda: ["classifier", "pooler"])
-
-    def to_peft(self) -> LoraConfig:
-        return LoraConfig(
-            task_type=TaskType.SEQ_CLS,
-            r=self.r,
-            lora_alpha=self.alpha,
-            lora_dropout=self.dropout,
-            target_modules=list(self.target_modules),
-            modules_to_save=list(self.modules_to_save),
-        )
+LAST_TOKEN_HEAD = "score"
 
 
 def pick_device() -> torch.device:
@@ -56,43 +53,136 @@ def pick_device() -> torch.device:
 
 
 def load_tokenizer(base_model: str | None) -> PreTrainedTokenizerBase:
-    return AutoTokenizer.from_pretrained(resolve_base_model(base_model))
+    """The base model's tokenizer, with a pad token: batches need one, and decoder-only models'
+    tokenizers (GPT-2, Llama) have none. The stand-in is eos (then sep, then unk): a token the
+    model already knows, so no embedding is added and adapters stay base-compatible."""
+    tokenizer = AutoTokenizer.from_pretrained(resolve_base_model(base_model))
+    if tokenizer.pad_token is None:
+        stand_in = tokenizer.eos_token or tokenizer.sep_token or tokenizer.unk_token
+        if stand_in is None:
+            raise BaseModelError(
+                f"the tokenizer of {canonical_name(base_model)} has no pad, eos, sep or unk token "
+                "to pad batches with; add a pad token to its tokenizer_config.json"
+            )
+        tokenizer.pad_token = stand_in
+    return tokenizer
+
+
+@cache
+def _pad_token_id(base_model: str | None) -> int | None:
+    return load_tokenizer(base_model).pad_token_id
 
 
 def base_classifier(base_model: str | None, label_names: list[str] | tuple[str, ...]):
-    """The base model with a fresh sequence-classification head for ``label_names``."""
+    """The base model with a fresh sequence-classification head for ``label_names``.
+
+    ``config.pad_token_id`` is set where the model has none (decoders): their head reads the last
+    token that is not padding, and refuses batches without knowing which one that is.
+    """
     labels = list(label_names)
+    path = resolve_base_model(base_model)
+    extra = {}
+    if getattr(AutoConfig.from_pretrained(path), "pad_token_id", None) is None:
+        extra["pad_token_id"] = _pad_token_id(base_model)
     return AutoModelForSequenceClassification.from_pretrained(
-        resolve_base_model(base_model),
+        path,
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={name: i for i, name in enumerate(labels)},
+        **extra,
     )
 
 
 def new_model(
-    base_model: str | None, label_names: list[str] | tuple[str, ...], peft_config: PeftConfig
+    base_model: str | None, label_names: list[str] | tuple[str, ...],
+    peft: PeftConfig | str | None = None,
 ) -> PeftModel:
-    """A fresh trainable PEFT model (standard LoRA from scratch when ``peft_config`` is LoRA).
+    """A fresh trainable PEFT model: ``peft`` is a method name or config (default LoRA), copied,
+    since ``get_peft_model`` changes the config it is given.
 
-    ``modules_to_save`` entries the architecture lacks (a pooler, say) are dropped.
+    ``modules_to_save`` entries the architecture lacks (a pooler, say) are dropped. A method that
+    cannot run on this model is a :class:`PeftConfigError` naming both and peft's reason.
     """
-    base = base_classifier(base_model, label_names)
-    if peft_config.modules_to_save:
-        names = {name.rsplit(".", 1)[-1] for name, _ in base.named_modules()}
-        peft_config.modules_to_save = [m for m in peft_config.modules_to_save if m in names]
-    model = get_peft_model(base, peft_config)
+    model = _build(base_classifier(base_model, label_names), peft_config(peft), base_model)
     config = model.peft_config["default"]
     config.base_model_name_or_path = canonical_name(base_model)
-    if isinstance(config.modules_to_save, list):
+    return model
+
+
+def check_method(base_model: str | None, peft: PeftConfig | str | None, n_labels: int = 2,
+                 max_length: int | None = None) -> None:
+    """Raise :class:`PeftConfigError` unless ``peft`` runs on ``base_model`` (with inputs of up
+    to ``max_length`` tokens), without loading weights (the model is built on the meta device):
+    the loop calls it before any work, so a method that does not fit fails before anything is
+    trained or written."""
+    path = resolve_base_model(base_model)
+    config = AutoConfig.from_pretrained(path, num_labels=n_labels)
+    with torch.device("meta"):
+        base = AutoModelForSequenceClassification.from_config(config)
+        model = _build(base, peft_config(peft), base_model)
+    if max_length is not None:
+        check_room(model, max_length)
+
+
+def check_room(model: PeftModel, max_length: int) -> None:
+    """Prompt learning puts its virtual tokens before the input: both must fit the model's
+    position embeddings, or the forward pass fails on an index deep inside the model."""
+    config = model.active_peft_config
+    if not config.is_prompt_learning:
+        return
+    base = model.get_base_model().config
+    positions = getattr(base, "max_position_embeddings", None) or getattr(base, "n_positions", None)
+    if positions and max_length + config.num_virtual_tokens > positions:
+        raise PeftConfigError(
+            f"{method_name(config)}: {config.num_virtual_tokens} virtual tokens + max_length "
+            f"{max_length} exceed the model's {positions} positions; lower --max-length"
+        )
+
+
+def _build(base: torch.nn.Module, config: PeftConfig, base_model: str | None) -> PeftModel:
+    if getattr(config, "modules_to_save", None):
+        names = {name.rsplit(".", 1)[-1] for name, _ in base.named_modules()}
+        config.modules_to_save = [m for m in config.modules_to_save if m in names]
+    where = f"{method_name(config)} on {canonical_name(base_model)} ({base.config.model_type})"
+    try:
+        model = get_peft_model(base, config)
+    except (TypeError, ValueError, KeyError, NotImplementedError) as exc:
+        raise PeftConfigError(f"{where} cannot be built: {exc}") from exc
+    saved = model.peft_config["default"]
+    if isinstance(getattr(saved, "modules_to_save", None), list | set):
         # peft appends its task's head names (classifier, score) even when the list, read from a
         # saved adapter, already holds them: without this every warm start saved one copy more.
-        config.modules_to_save = list(dict.fromkeys(config.modules_to_save))
+        saved.modules_to_save = list(dict.fromkeys(saved.modules_to_save))
+    if saved.peft_type == PeftType.PREFIX_TUNING:
+        _check_prefix_runs(model, where)
     return model
+
+
+def _check_prefix_runs(model: PeftModel, where: str) -> None:
+    """Prefix tuning's fit shows only in the forward pass (peft then checks that the model's
+    forward takes ``past_key_values``), so one token goes through. On the meta device the pass
+    stops at the first step that needs values, past peft's check: that counts as running."""
+    device = next(model.parameters()).device
+    try:
+        with torch.no_grad():
+            model(input_ids=torch.zeros(1, 1, dtype=torch.long, device=device))
+    except ValueError as exc:
+        raise PeftConfigError(
+            f"{where} does not run: {exc} (peft passes the prefix as past_key_values; this "
+            "model's forward names its cache differently or has none)"
+        ) from exc
+    except (RuntimeError, NotImplementedError):
+        if device.type != "meta":
+            raise
 
 
 def read_adapter_config(adapter_dir: str | Path) -> PeftConfig:
     return PeftConfig.from_pretrained(str(adapter_dir))
+
+
+def is_head_key(key: str) -> bool:
+    """Whether a saved tensor name belongs to the classification head (source labels)."""
+    return any(f".{head}." in key for head in HEAD_MODULES)
 
 
 def adapter_state(adapter_dir: str | Path, *, with_head: bool) -> dict[str, torch.Tensor]:
@@ -100,7 +190,7 @@ def adapter_state(adapter_dir: str | Path, *, with_head: bool) -> dict[str, torc
     state = load_file(str(Path(adapter_dir) / ADAPTER_WEIGHTS))
     if with_head:
         return state
-    return {k: v for k, v in state.items() if not any(f".{h}." in k for h in HEAD_MODULES)}
+    return {k: v for k, v in state.items() if not is_head_key(k)}
 
 
 def warm_start_model(
@@ -112,49 +202,151 @@ def warm_start_model(
 ) -> PeftModel:
     """A trainable model whose adapter starts from ``adapter_dir`` and whose head is fresh.
 
-    The source head has the source task's labels, so only the adapter weights carry over.
-    ``keep_head=True`` carries the head too: for a source whose label names are the target's
-    (same order), whose head then already means the right thing (the ``same-labels`` strategy).
+    The model is built from the adapter's own saved config (its method, rank, targets, virtual
+    tokens), and every saved tensor but the head is loaded with peft's
+    ``set_peft_model_state_dict``: LoRA's A/B, DoRA's magnitudes, AdaLoRA's E/A/B at the ranks it
+    kept, IA3's vectors, LoHa/LoKr factors, prompt embeddings, the pooler. The source head has
+    the source task's labels, so it stays fresh; ``keep_head=True`` carries it too, for a source
+    whose label names are the target's (same order) (the ``same-labels`` strategy).
+
+    Raises :class:`IncompatibleAdapterError` when a saved tensor is not taken up by the model or
+    a tensor of the method is not in the file (nothing is half-loaded silently).
     """
     config = read_adapter_config(adapter_dir)
-    config.inference_mode = False
     model = new_model(base_model, label_names, config)
-    state = get_peft_model_state_dict(model, save_embedding_layers=False)  # fresh head included
+    fresh = get_peft_model_state_dict(model, save_embedding_layers=False)  # fresh head included
     carried = adapter_state(adapter_dir, with_head=keep_head)
-    unknown = sorted(set(carried) - set(state))
-    if unknown:
-        raise ValueError(f"adapter {adapter_dir} has tensors the model lacks: {unknown[:3]}")
+    unknown = sorted(set(carried) - set(fresh))
+    lacking = sorted(k for k in set(fresh) - set(carried) if not is_head_key(k))
+    if unknown or lacking:
+        what = (f"has tensors the model lacks: {unknown[:3]}" if unknown
+                else f"lacks tensors of its method: {lacking[:3]}")
+        raise IncompatibleAdapterError(f"adapter {adapter_dir} {what}")
     if keep_head:
-        wrong = [k for k in carried if carried[k].shape != state[k].shape]
+        wrong = [k for k in carried if is_head_key(k) and carried[k].shape != fresh[k].shape]
         if wrong:
-            raise ValueError(
+            raise IncompatibleAdapterError(
                 f"adapter {adapter_dir}: head {wrong[0]} has shape "
                 f"{tuple(carried[wrong[0]].shape)},"
-                f" the target's {len(label_names)} labels need {tuple(state[wrong[0]].shape)}"
+                f" the target's {len(label_names)} labels need {tuple(fresh[wrong[0]].shape)}"
             )
-    result = set_peft_model_state_dict(model, state | carried)
-    missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
-    if missing:
-        raise ValueError(f"warm start from {adapter_dir} left LoRA weights unset: {missing[:3]}")
+    try:
+        result = set_peft_model_state_dict(model, fresh | carried)
+    except RuntimeError as exc:  # a size mismatch: another base model or layout
+        raise IncompatibleAdapterError(f"adapter {adapter_dir} does not fit: {exc}") from exc
+    # Prompt learning's embeddings are loaded into the prompt encoder apart from the rest (and
+    # strictly), so load_state_dict reports them as unexpected: checked by value instead.
+    prompt = model.active_peft_config.is_prompt_learning and "prompt_embeddings" in carried
+    unused = [k for k in getattr(result, "unexpected_keys", [])
+              if not (prompt and k == "prompt_embeddings")]
+    if prompt and not torch.equal(model.prompt_encoder["default"].embedding.weight.detach().cpu(),
+                                  carried["prompt_embeddings"].cpu()):
+        unused.append("prompt_embeddings")
+    if unused:
+        raise IncompatibleAdapterError(
+            f"warm start from {adapter_dir} left saved tensors unused: {sorted(unused)[:3]}"
+        )
     return model
+
+
+def warm_start_problem(record: AdapterRecord, *, base_model: str, peft_type: str) -> str | None:
+    """Why pool adapter ``record`` cannot warm-start the loop's model (None: it can).
+
+    ``base_model``: trained on another base model; ``peft_type``: another PEFT type than the
+    loop's method (a warm start carries the method's own tensors, which another method has not);
+    ``task_type``: not a sequence-classification adapter. Tensor names and shapes were checked
+    against the base model when the adapter entered the pool, and are again on warm start.
+    """
+    if canonical_name(record.base_model) != canonical_name(base_model):
+        return "base_model"
+    if str(record.peft_type).upper() != str(peft_type).upper():
+        return "peft_type"
+    if (record.peft_config or {}).get("task_type") not in (None, "SEQ_CLS"):
+        return "task_type"
+    return None
 
 
 def load_for_inference(
     base_model: str | None, label_names: list[str] | tuple[str, ...], adapter_dir: str | Path
 ) -> torch.nn.Module:
-    """The adapter with its own head, merged into the base weights: a plain fast classifier."""
+    """The adapter with its own head, merged into the base weights where peft can (a plain fast
+    classifier), else the PEFT model as it is (see :func:`can_merge`)."""
     model = PeftModel.from_pretrained(base_classifier(base_model, label_names), str(adapter_dir))
-    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+    return model.merge_and_unload() if can_merge(model) else model
+
+
+def can_merge(model: PeftModel) -> bool:
+    """Whether ``merge_and_unload`` gives a plain model back.
+
+    Not for prompt learning (nothing to merge: the prompt is an input). Not for methods on peft's
+    generic unload path (IA3, LoHa, LoKr, ...) when a ``modules_to_save`` module has no weight of
+    its own, as BERT's pooler: peft 0.21 fails putting such a module back. LoRA and AdaLoRA have
+    their own unload, which handles it.
+    """
+    config = model.active_peft_config
+    if config.is_prompt_learning:
+        return False
+    if config.peft_type in (PeftType.LORA, PeftType.ADALORA):
+        return True
+    return all(hasattr(module.original_module, "weight") for module in model.modules()
+               if isinstance(module, ModulesToSaveWrapper))
 
 
 def head_module(model: torch.nn.Module) -> torch.nn.Module:
-    """The classification head, whose input is the pooled feature the metrics read."""
+    """The classification head; :func:`pooled_head_input` turns its input into the feature."""
     inner = model.get_base_model() if isinstance(model, PeftModel) else model
     for name in HEAD_MODULES:
         module = getattr(inner, name, None)
         if module is not None:
             return module
     raise ValueError(f"{type(inner).__name__} has no classification head named {HEAD_MODULES}")
+
+
+def reads_last_token(model: torch.nn.Module) -> bool:
+    """Whether the model classifies from its last non-pad token (decoder-only models)."""
+    inner = model.get_base_model() if isinstance(model, PeftModel) else model
+    return getattr(inner, LAST_TOKEN_HEAD, None) is not None
+
+
+def pooled_head_input(
+    model: torch.nn.Module, head_input: torch.Tensor, input_ids: torch.Tensor | None
+) -> torch.Tensor:
+    """One feature vector per example: the head input at the position the model's logits come
+    from. A pooled input (BERT's pooler output) is that already. A decoder's head runs on every
+    token and transformers keeps the rightmost token that is not padding (either padding side),
+    or the last position when the model got embeddings instead of ids (prompt learning), so the
+    same is taken here; an encoder head given token states (RoBERTa's) reads the first.
+    ``input_ids`` is what the model itself was given (None for embeddings).
+    """
+    if head_input.ndim == 2:
+        return head_input
+    rows = torch.arange(head_input.shape[0], device=head_input.device)
+    if not reads_last_token(model):
+        return head_input[:, 0]
+    inner = model.get_base_model() if isinstance(model, PeftModel) else model
+    pad = getattr(inner.config, "pad_token_id", None)
+    if input_ids is None or pad is None:
+        return head_input[:, -1]
+    positions = torch.arange(input_ids.shape[-1], device=input_ids.device, dtype=torch.int32)
+    last = (positions * (input_ids != pad).to(torch.int32)).argmax(-1).to(head_input.device)
+    return head_input[rows, last]
+
+
+def fit_tokenizer(tokenizer: PreTrainedTokenizerBase, model: torch.nn.Module):
+    """``tokenizer`` padding the side ``model`` needs: left for prompt learning on a decoder.
+
+    peft hands prompt-learning models embeddings, not ids, so a decoder's head reads the last
+    position, which is the last real token only with left padding (peft's own examples pad GPT
+    models on the left). Otherwise the tokenizer's own side is kept: transformers finds the last
+    non-pad token on either side, and right padding keeps GPT-2's absolute positions as trained.
+    """
+    config = model.active_peft_config if isinstance(model, PeftModel) else None
+    if (config is None or not config.is_prompt_learning or not reads_last_token(model)
+            or tokenizer.padding_side == "left"):
+        return tokenizer
+    tokenizer = copy.copy(tokenizer)
+    tokenizer.padding_side = "left"
+    return tokenizer
 
 
 def save_adapter(model: PeftModel, out_dir: str | Path, metadata: dict) -> Path:

@@ -1,7 +1,9 @@
 """Transferability scoring: one forward pass per candidate adapter, every chosen metric from it.
 
-The pass yields the pooled features that the candidate's head reads, its source-head probabilities
-and their argmax — the inputs of all metrics in :mod:`adapterpool.metrics`.
+The pass yields the pooled features that the candidate's head reads (the first token or pooler
+output of an encoder, the last non-pad token of a decoder, as transformers picks it), its
+source-head probabilities and their argmax — the inputs of all metrics in
+:mod:`adapterpool.metrics`.
 
 The base model is built once per ranking (:class:`SharedBase`): each candidate's adapter is merged
 into it for its pass and taken out again, since rebuilding the base for every candidate costs
@@ -30,7 +32,15 @@ from transformers import PreTrainedTokenizerBase
 from .encoding import EncodedRecords, inference_loader, restore_order
 from .metrics import ENSEMBLE, ENSEMBLE_MEMBERS, compute_metric, ensemble, per_candidate_metrics
 from .metrics._validation import encode_labels
-from .modeling import base_classifier, head_module, load_for_inference, pick_device
+from .modeling import (
+    base_classifier,
+    can_merge,
+    fit_tokenizer,
+    head_module,
+    load_for_inference,
+    pick_device,
+    pooled_head_input,
+)
 from .pool import AdapterPool, AdapterRecord
 from .tasks import Records, Task
 from .tasks.task import stratified_subsample
@@ -75,22 +85,29 @@ def candidate_outputs(
     start = time.perf_counter()
     device = next(model.parameters()).device
     captured: list[torch.Tensor] = []
+    given: dict[str, torch.Tensor | None] = {}  # the ids the classifier itself received
+
+    def see_ids(_module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        given["input_ids"] = kwargs.get("input_ids", args[0] if args else None)
 
     def hook(_module: torch.nn.Module, inputs: tuple, _output: object) -> None:
-        pooled = inputs[0]
-        captured.append((pooled[:, 0] if pooled.ndim == 3 else pooled).float().cpu())
+        pooled = pooled_head_input(model, inputs[0], given.get("input_ids"))
+        captured.append(pooled.float().cpu())
 
-    handle = head_module(model).register_forward_hook(hook)
+    inner = model.get_base_model() if isinstance(model, PeftModel) else model
+    handles = [inner.register_forward_pre_hook(see_ids, with_kwargs=True),
+               head_module(model).register_forward_hook(hook)]
     model.eval()
     probs: list[torch.Tensor] = []
-    loader, order = inference_loader(data, tokenizer, batch_size)
+    loader, order = inference_loader(data, fit_tokenizer(tokenizer, model), batch_size)
     try:
         for batch in loader:
             batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
             logits = model(**batch).logits
             probs.append(torch.softmax(logits.double(), dim=-1).cpu())
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
     return CandidateOutputs(
         features=restore_order(torch.cat(captured).numpy(), order),
         source_probs=restore_order(torch.cat(probs).numpy(), order),
@@ -175,12 +192,17 @@ class SharedBase:
         self._touched: list[int] = []  # ids of the parameters the attached adapter merged into
 
     def attach(self, n_labels: int, adapter_dir: str | Path) -> torch.nn.Module:
-        """The base with the adapter at ``adapter_dir`` merged in: a plain fast classifier."""
+        """The base with the adapter at ``adapter_dir`` merged in: a plain fast classifier; an
+        adapter peft cannot merge (:func:`~adapterpool.modeling.can_merge`) runs unmerged on the
+        shared base, which :meth:`detach` puts back all the same (its modules, untouched
+        weights)."""
         self.detach()
         self._fit_head(n_labels)
         model = PeftModel.from_pretrained(self.model, str(adapter_dir))
         if model.peft_config[model.active_adapter].is_prompt_learning:
-            raise TypeError("prompt-learning adapters cannot be merged into a shared base")
+            raise TypeError("prompt-learning adapters wrap the model; built fresh instead")
+        if not can_merge(model):
+            return model.eval()
         with torch.no_grad():
             for module in model.modules():
                 if isinstance(module, BaseTunerLayer):

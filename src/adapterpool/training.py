@@ -7,19 +7,26 @@ GPUs or nodes; on one CPU it is a plain loop.
 its defaults without loading torch) and is re-exported here, where it has always been imported.
 Early stops (early pass, hopeless cutoff) are decided by a *stop rule* from
 :mod:`adapterpool.strategies`, so the trainer stays ignorant of thresholds and strategies.
+
+Every PEFT method trains through the same loop; what differs is kept here: the learning rate
+(the method's, from :mod:`adapterpool.peft_methods`, unless the config sets one), AdaLoRA's rank
+reallocation after each optimiser step, and the padding side prompt learning needs on decoders.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from peft import PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
+from peft import PeftModel
 from sklearn.metrics import accuracy_score, f1_score
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
@@ -27,6 +34,8 @@ from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmu
 from .config import SELECTION_METRICS, TrainConfig
 from .encoding import EncodedRecords, inference_loader, train_loader
 from .energy import EnergyMeter, EnergyReading
+from .modeling import check_room, fit_tokenizer
+from .peft_methods import learning_rate_for
 from .strategies import STOP_REASONS, StopRule
 from .tasks import Task
 
@@ -47,6 +56,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     # why it ended: "passed" / "cutoff" (a stop rule), "budget" (all epochs), "early_stopping"
     stop_reason: str = "budget"
+    learning_rate: float | None = None  # as trained: the config's, else the PEFT method's
 
     @property
     def train_seconds(self) -> float:
@@ -71,7 +81,7 @@ def evaluate(
     accelerator: Accelerator | None = None,
 ) -> dict:
     """Accuracy, macro-F1 and weighted-F1 of ``model`` on encoded records."""
-    loader, _ = inference_loader(data, tokenizer, batch_size)
+    loader, _ = inference_loader(data, fit_tokenizer(tokenizer, model), batch_size)
     device = next(model.parameters()).device
     if accelerator is not None and accelerator.num_processes > 1:
         loader = accelerator.prepare(loader)  # shard across processes, gather below
@@ -114,8 +124,11 @@ def train(
     Every history entry has ``step``, ``epoch``, ``seconds`` (wall time since training started,
     the clock of ``train_seconds``) and the validation scores.
     """
+    check_room(model, config.max_length)
     set_seed(config.seed)
     accelerator = Accelerator()
+    tokenizer = fit_tokenizer(tokenizer, model)
+    learning_rate = config.learning_rate or learning_rate_for(model.active_peft_config)
     train_data = EncodedRecords(task.train, tokenizer, config.max_length)
     validation_data = EncodedRecords(task.validation, tokenizer, config.max_length)
     loader = train_loader(train_data, tokenizer, config.batch_size, config.seed)
@@ -128,7 +141,7 @@ def train(
             {"params": decay, "weight_decay": config.weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ],
-        lr=config.learning_rate,
+        lr=learning_rate,
     )
     # The schedule counts the batches of the whole data set: under several processes Accelerate
     # steps the prepared scheduler once per process for every optimiser step.
@@ -145,6 +158,7 @@ def train(
     steps_per_epoch = len(loader)
     total_steps = _steps(config.epochs, steps_per_epoch)
     eval_every = max(1, steps_per_epoch // max(1, config.evals_per_epoch))
+    allocate = rank_allocation(accelerator.unwrap_model(model), total_steps)
     history: list[dict] = []
     best_score, best_step, best_state, stale = -np.inf, 0, None, 0
     step = 0
@@ -163,9 +177,7 @@ def train(
         })
         if scores[config.selection_metric] > best_score:
             best_score, best_step, stale = scores[config.selection_metric], step, 0
-            unwrapped = accelerator.unwrap_model(model)
-            weights = get_peft_model_state_dict(unwrapped, save_embedding_layers=False)
-            best_state = {k: v.detach().cpu().clone() for k, v in weights.items()}
+            best_state = trained_state(accelerator.unwrap_model(model))
         else:
             stale += 1
         reason = stop_rule(history, config) if stop_rule is not None else None
@@ -193,8 +205,10 @@ def train(
                 accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
-                optimizer.zero_grad()
                 step += 1
+                if allocate is not None:  # AdaLoRA: after the step, before the gradients go
+                    allocate(step)
+                optimizer.zero_grad()
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.3f}")
                 if step % eval_every == 0 or step == total_steps:
@@ -204,7 +218,7 @@ def train(
         bar.close()
     model = accelerator.unwrap_model(model)
     if best_state is not None:
-        set_peft_model_state_dict(model, best_state)
+        restore_state(model, best_state)
     best = next(h for h in history if h["step"] == best_step)
     validation = {k: best[k] for k in SELECTION_METRICS}
     test = None
@@ -224,7 +238,70 @@ def train(
         energy=meter.reading,
         history=history,
         stop_reason=stop_reason or "budget",
+        learning_rate=learning_rate,
     )
+
+
+def trained_state(model: PeftModel) -> dict:
+    """A copy of what training changes: every trainable parameter (and AdaLoRA's rank pattern).
+
+    Not peft's adapter state dict: for P-tuning that is the prompt encoder's *output* (its MLP is
+    not saved) and for AdaLoRA it is cut to the current rank pattern, so loading it back would not
+    give the trained model again; the parameters themselves do, for every method.
+    """
+    params = {name: p.detach().cpu().clone()
+              for name, p in model.named_parameters() if p.requires_grad}
+    config = model.active_peft_config
+    return {"params": params, "rank_pattern": copy.deepcopy(getattr(config, "rank_pattern", None))}
+
+
+def restore_state(model: PeftModel, state: dict) -> None:
+    """Put back what :func:`trained_state` copied."""
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in state["params"].items():
+            params[name].copy_(value)
+    if hasattr(model.active_peft_config, "rank_pattern"):
+        model.active_peft_config.rank_pattern = copy.deepcopy(state["rank_pattern"])
+
+
+def rank_allocation(model: PeftModel, total_steps: int) -> Callable[[int], None] | None:
+    """AdaLoRA's per-step call, ``update_and_allocate(step)``, set up for this run (None for
+    every other method).
+
+    A fresh AdaLoRA model (no rank pattern yet) spreads its rank budget over this run: its
+    ``total_step`` becomes the run's real step count. A model whose ranks were allocated earlier
+    in this process (a racing winner or warm fallback continuing its attempt) keeps that pattern:
+    peft's final phase masks with it every step. A warm start from a saved AdaLoRA adapter holds
+    only the ranks the source kept (peft resized the layers on load): those are trained as they
+    are, since reallocating would measure the budget against the full initial ranks and mask
+    every one.
+    """
+    tuner = model.base_model
+    config = model.active_peft_config
+    if not hasattr(tuner, "update_and_allocate") or not hasattr(config, "rank_pattern"):
+        return None
+    if not config.rank_pattern:
+        config.total_step = total_steps
+        if total_steps - config.tfinal < 2:  # peft's final allocation needs a measured step
+            warnings.warn(
+                f"AdaLoRA: a {total_steps}-step run (tfinal {config.tfinal}) has no step to "
+                "measure importance in before the final allocation; ranks stay at init_r",
+                UserWarning, stacklevel=3,
+            )
+            return None
+        if config.tinit >= total_steps - config.tfinal:
+            warnings.warn(
+                f"AdaLoRA: tinit ({config.tinit}) + tfinal ({config.tfinal}) leave no steps of "
+                f"this {total_steps}-step run to reallocate ranks in", UserWarning, stacklevel=3,
+            )
+        return tuner.update_and_allocate
+    rows = sum(p.shape[0] for n, p in model.named_parameters() if ".lora_E." in n)
+    full = sum(len(v) for v in config.rank_pattern.values())
+    if rows != full:  # resized to the kept ranks on load: nothing to mask
+        return None
+    done = config.total_step
+    return lambda step: tuner.update_and_allocate(done + step)
 
 
 def _steps(epochs: float, steps_per_epoch: int) -> int:

@@ -58,6 +58,10 @@ class BenchConfig:
     strategies: list[str] = field(default_factory=list)
     strategy_seeds: list[int] = field(default_factory=lambda: [0])
     strategy_targets: list[str] | None = None
+    # The PEFT method of every training unit (sources, baselines, fallbacks): a method name or
+    # the dict of a peft config; None is the product's default (LoRA on peft's per-model
+    # targets). A resumed run must keep it, or its units stop being comparable.
+    peft: str | dict | None = None
     strategy_metric: str = "knn"
     seed: int = 0
     base_model: str | None = None

@@ -26,6 +26,7 @@ from ..errors import PoolError
 from ..loop import adapt, train_standard
 from ..metrics import get_metric
 from ..modeling import load_tokenizer, warm_start_model
+from ..peft_methods import peft_config
 from ..pool import AdapterPool, AdapterRecord
 from ..pool.store import seeded_sample
 from ..scoring import score_candidates
@@ -229,6 +230,10 @@ class BenchRun:
                                       patience=self.config.source_patience)
         return self._train_config(self.config.source_epochs)
 
+    def _peft(self):
+        """A fresh config of the run's PEFT method (peft's builders change what they are given)."""
+        return peft_config(self.config.peft)
+
     def _baseline_config(self) -> TrainConfig:
         return self._train_config(self.config.baseline_max_epochs, evals_per_epoch=1)
 
@@ -276,7 +281,7 @@ class BenchRun:
             self._announce(f"[bold]source[/bold] {key}: standard LoRA on {len(task.train)} "
                            f"examples, {config.epochs:g} epochs at most")
             result = train_standard(
-                task, pool.base_model, config,
+                task, pool.base_model, config, peft=self._peft(),
                 description=f"source {key}", show_progress=self.show_progress,
                 measure_energy=self.measure_energy,
             )
@@ -365,7 +370,7 @@ class BenchRun:
         task = self._target_task(spec)
         self._announce(f"[bold]{key}[/bold]: standard LoRA baseline, early stopping, at most "
                        f"{self.config.baseline_max_epochs} epochs")
-        result = train_standard(task, pool.base_model, self._baseline_config(),
+        result = train_standard(task, pool.base_model, self._baseline_config(), peft=self._peft(),
                                 description=f"{key} standard LoRA",
                                 show_progress=self.show_progress,
                                 measure_energy=self.measure_energy)
@@ -400,7 +405,7 @@ class BenchRun:
                 task = task or self._task(spec)
                 self._announce(f"[bold]{key}[/bold]: loop with strategy {strategy}, seed {seed}")
                 result = adapt(task, view, self.strategy_config(strategy, seed, threshold),
-                               show_progress=self.show_progress,
+                               peft=self._peft(), show_progress=self.show_progress,
                                measure_energy=self.measure_energy)
                 self.state.trained += 1
                 self.state.computed["strategy"] += 1

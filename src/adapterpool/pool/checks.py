@@ -17,7 +17,6 @@ from ..errors import AdapterRejected
 from ..peft_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy"}
-SUPPORTED_PEFT_TYPES = {"LORA", "ADALORA", "IA3", "PREFIX_TUNING", "PROMPT_TUNING", "P_TUNING"}
 MAX_ADAPTER_BYTES = 512 * 1024 * 1024
 ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,126}[a-z0-9]$")
 
@@ -93,8 +92,11 @@ def check_files(adapter_dir: Path) -> None:
 
 def read_tensor_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
     """Names and shapes from the safetensors header; a non-safetensors file is refused."""
-    head = weights.read_bytes()[:1] if weights.stat().st_size else b""
-    if head == b"\x80":  # the pickle protocol opcode: a pickle under a safetensors name
+    with open(weights, "rb") as handle:
+        head = handle.read(9)
+    # A pickle starts with its protocol opcode 0x80; safetensors with the 8-byte length of its
+    # JSON header, then "{" (and that length may well end in the byte 0x80 too).
+    if head[:1] == b"\x80" and head[8:9] != b"{":
         raise AdapterRejected(f"{weights.name} is a pickle, not safetensors; refused unopened")
     try:
         with safe_open(str(weights), framework="np") as handle:
@@ -104,15 +106,20 @@ def read_tensor_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
 
 
 def read_config(adapter_dir: Path) -> dict:
+    """The adapter's config; its ``peft_type`` must be one peft knows (every method of
+    :mod:`adapterpool.peft_methods` and any other), its task sequence classification."""
+    from peft import PeftType
+
     try:
         config = json.loads((adapter_dir / ADAPTER_CONFIG).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise AdapterRejected(f"{ADAPTER_CONFIG} is not valid JSON: {exc}") from exc
-    if not isinstance(config, dict) or config.get("peft_type") not in SUPPORTED_PEFT_TYPES:
+    known = sorted(t.value for t in PeftType)
+    if not isinstance(config, dict) or config.get("peft_type") not in known:
         raise AdapterRejected(
             f"{ADAPTER_CONFIG}: peft_type "
             f"{config.get('peft_type') if isinstance(config, dict) else None!r} "
-            f"is not supported ({sorted(SUPPORTED_PEFT_TYPES)})"
+            f"is not a PEFT type peft {_peft_version()} knows ({', '.join(known)})"
         )
     if config.get("task_type") not in (None, "SEQ_CLS"):
         raise AdapterRejected(
@@ -121,19 +128,47 @@ def read_config(adapter_dir: Path) -> dict:
     return config
 
 
+def _peft_version() -> str:
+    from peft import __version__
+
+    return __version__
+
+
 @lru_cache(maxsize=32)
 def expected_shapes(
     base_model: str, config_json: str, num_labels: int
 ) -> dict[str, tuple[int, ...]]:
-    """Tensor names and shapes a PEFT model with this config has on the pool's base model."""
-    from peft import PeftConfig, get_peft_model, get_peft_model_state_dict
+    """Tensor names and shapes a PEFT model with this config has on the pool's base model.
 
+    Built on the meta device (shapes need no weights), or with the weights where peft's state
+    dict depends on values (AdaLoRA cuts its tensors to the saved rank pattern). A config peft
+    cannot build on this model is refused with peft's reason.
+    """
+    import torch
+    from peft import PeftConfig, get_peft_model, get_peft_model_state_dict
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from ..base_model import resolve_base_model
     from ..modeling import base_classifier
 
-    config = PeftConfig.from_peft_type(**json.loads(config_json))
-    config.inference_mode = True
-    model = get_peft_model(base_classifier(base_model, [str(i) for i in range(num_labels)]), config)
-    return {k: tuple(v.shape) for k, v in get_peft_model_state_dict(model).items()}
+    def shapes(base: torch.nn.Module) -> dict[str, tuple[int, ...]]:
+        config = PeftConfig.from_peft_type(**json.loads(config_json))
+        config.inference_mode = True
+        try:
+            model = get_peft_model(base, config)
+        except (TypeError, ValueError, KeyError, NotImplementedError) as exc:
+            raise AdapterRejected(
+                f"a {config.peft_type} adapter with this config cannot be built on the pool's "
+                f"base model: {exc}"
+            ) from exc
+        return {k: tuple(v.shape) for k, v in get_peft_model_state_dict(model).items()}
+
+    model_config = AutoConfig.from_pretrained(resolve_base_model(base_model), num_labels=num_labels)
+    try:
+        with torch.device("meta"):
+            return shapes(AutoModelForSequenceClassification.from_config(model_config))
+    except (NotImplementedError, RuntimeError):  # a state dict that needs values
+        return shapes(base_classifier(base_model, [str(i) for i in range(num_labels)]))
 
 
 def check_tensors(shapes: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]]) -> None:
