@@ -432,7 +432,7 @@ def test_racing_with_settle_continues_a_passing_probe_instead_of_probing_on(targ
 
 def test_strategies_combine(target, tiny_pool):
     result = _adapt(target, tiny_pool, BASE, threshold=1.01, max_tries=2, transfer_epochs=2,
-                    strategy="early-pass,cutoff,warm-fallback")
+                    strategy="early-pass,cutoff,warm-fallback", warm_fallback_max_shortfall=None)
     assert [a.kind for a in result.attempts] == ["transfer", "transfer", "warm_fallback"]
     assert [a.result.stop_reason for a in result.attempts[:2]] == ["cutoff", "cutoff"]
     assert all(a.result.epochs_run < 2 for a in result.attempts[:2])

@@ -533,8 +533,8 @@ def markdown(summary: dict) -> str:
            if summary["incomplete_targets"] else "") + ".",
         f"- Pool: {', '.join(summary['sources'])} — for each target, every member except the "
         "target's own task.",
-        f"- Base model: {c.get('base_model') or 'all-MiniLM-L6-v2 (packaged)'}; LoRA r=16 on "
-        "query/key/value, head trained; this machine: "
+        f"- Base model: {c.get('base_model') or 'all-MiniLM-L6-v2 (packaged)'}; "
+        f"{_peft_setup(c.get('peft'))}, head trained; this machine: "
         f"{summary['host']['cpus']} CPU cores, shared with other work."
         + (f" Sources: {summary['sources_trained_on']}." if summary.get("sources_trained_on")
            else ""),
@@ -685,6 +685,18 @@ def plots(summary: dict, out_dir: Path) -> list[Path]:
         fig.savefig(written[-1], dpi=120)
         plt.close(fig)
     return written
+
+
+def _peft_setup(peft) -> str:
+    """The run's PEFT method in a few words (``BenchConfig.peft``)."""
+    if peft is None:
+        return ("the default LoRA r=16 (peft's per-model targets; runs recorded before "
+                "BenchConfig.peft existed: query/key/value)")
+    if isinstance(peft, str):
+        return f"PEFT method {peft} with its defaults"
+    targets = peft.get("target_modules")
+    targets = "/".join(targets) if isinstance(targets, list) else "peft's per-model targets"
+    return f"{peft.get('peft_type', 'LORA')} r={peft.get('r', '?')} on {targets}"
 
 
 def _source_budget(c: dict) -> str:
