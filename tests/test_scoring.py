@@ -3,6 +3,7 @@ giving the scores of freshly built models, and features that stay with their exa
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import shutil
@@ -180,3 +181,86 @@ def test_features_stay_with_their_examples_under_length_sorted_batches(
                 np.testing.assert_allclose(out.features[i], pooled.numpy(), atol=1e-5)
                 np.testing.assert_allclose(out.source_probs[i], probs.numpy(), atol=1e-6)
     shared.detach()
+
+
+# -- broken adapter folders: each failure kind gets NaN, an error and a warning -------------------
+def _broken_copy(pool: AdapterPool, tmp_path: Path, adapter_id: str) -> Path:
+    folder = tmp_path / f"broken-{adapter_id}"
+    shutil.copytree(pool.adapter_dir(adapter_id), folder)
+    return folder
+
+
+def test_truncated_safetensors_is_ranked_last_with_its_reason(
+    tiny_pool: AdapterPool, target: Task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A weights file cut in half (an interrupted copy into a cache, say): it cannot be read at
+    all; the loader's error is the candidate's, the others score as if alone."""
+    records = tiny_pool.list()
+    broken = records[2].id
+    alone = _alone(tiny_pool, target)
+    bad = _broken_copy(tiny_pool, tmp_path, broken)
+    data = (bad / ADAPTER_WEIGHTS).read_bytes()
+    (bad / ADAPTER_WEIGHTS).write_bytes(data[: len(data) // 2])
+    real = tiny_pool.adapter_dir
+    monkeypatch.setattr(tiny_pool, "adapter_dir", lambda i: bad if i == broken else real(i))
+    with caplog.at_level(logging.WARNING, logger="adapterpool"):
+        result = _score(tiny_pool, records, target)
+    _check_others(result, broken, alone, len(records))
+    assert "SafetensorError" in result[-1].error or "safetensors" in result[-1].error.lower()
+    assert any(broken in r.getMessage() for r in caplog.records)
+    assert scoring.ranking_warnings(result) == [f"adapter {broken}: {result[-1].error}"]
+
+
+def test_adapter_whose_files_are_gone_is_ranked_last(
+    pool_copy: AdapterPool, target: Task
+) -> None:
+    records = pool_copy.list()
+    broken = records[0].id
+    alone = _alone(pool_copy, target)
+    shutil.rmtree(pool_copy.path / "adapters" / broken)
+    result = _score(pool_copy, records, target)
+    _check_others(result, broken, alone, len(records))
+    assert "missing" in result[-1].error
+
+
+def _nan_adapter(pool: AdapterPool, tmp_path: Path) -> str:
+    """A real pool entry whose head weights are NaN: every check of an add passes (names,
+    shapes, safetensors), yet its forward pass can give nothing finite."""
+    from safetensors.torch import load_file, save_file
+
+    source = pool.list()[0]
+    folder = _broken_copy(pool, tmp_path, source.id)
+    state = load_file(str(folder / ADAPTER_WEIGHTS))
+    head = [k for k in state if "classifier" in k]
+    assert head
+    for key in head:
+        state[key] = torch.full_like(state[key], math.nan)
+    save_file(state, str(folder / ADAPTER_WEIGHTS))
+    return pool.add(folder, adapter_id="nan-head").id
+
+
+def test_non_finite_outputs_give_nan_and_a_warning_in_rank_json_and_table(
+    pool_copy: AdapterPool, target: Task, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from adapterpool.cli import main
+    from adapterpool.loop import rank
+
+    broken = _nan_adapter(pool_copy, tmp_path)
+    n = len(pool_copy.list())
+    ranking = rank(target, pool_copy, ["logme", "knn"], subset=n, max_samples=48,
+                   max_length=32, show_progress=False, measure_energy=False).as_json()
+    last = ranking["scores"][-1]
+    assert last["adapter_id"] == broken and last["scores"] == {"logme": None, "knn": None}
+    assert "FloatingPointError" in last["error"]
+    assert ranking["warnings"] == [f"adapter {broken}: {last['error']}"]
+    assert all(s["error"] is None for s in ranking["scores"][:-1])
+    argv = ["rank", "builtin:movie-sentiment", "--pool", str(pool_copy.path), "--metric",
+            "logme", "--subset", str(n), "--max-train", "48", "--max-samples", "48",
+            "--max-length", "32"]
+    assert main([*argv, "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["scores"][-1]["adapter_id"] == broken and payload["warnings"]
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    assert "warning:" in table and broken in table.split("warning:")[1]

@@ -257,7 +257,7 @@ def _cmd_tasks(args: argparse.Namespace) -> None:
 
 def _cmd_rank(args: argparse.Namespace) -> None:
     from .loop import rank
-    from .summary import console, ranking_table
+    from .summary import console, print_warnings, ranking_table
 
     metrics = args.metric or [DEFAULT_METRIC]
     result = rank(
@@ -270,6 +270,7 @@ def _cmd_rank(args: argparse.Namespace) -> None:
         return
     console.print(ranking_table(payload["scores"], metrics,
                                 title=f"Ranking (seed {args.seed}, {result.n_samples} samples)"))
+    print_warnings(payload["warnings"])
     console.print(f"scoring took {result.seconds:.1f}s")
 
 

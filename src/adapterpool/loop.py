@@ -27,7 +27,7 @@ from .errors import AdapterPoolError
 from .metrics import get_metric
 from .modeling import LoraSettings, load_tokenizer, new_model, save_adapter, warm_start_model
 from .pool import Pool
-from .scoring import CandidateScore, score_candidates
+from .scoring import CandidateScore, ranking_warnings, score_candidates
 from .strategies import CutoffRule, PassRule, SettleRule, StopRule, first_reason
 from .tasks import Task
 from .training import TrainConfig, TrainResult, train
@@ -116,6 +116,7 @@ class RankResult:
                 }
                 for s in self.scores
             ],
+            "warnings": ranking_warnings(self.scores),
         }
 
 
@@ -508,6 +509,7 @@ def _report(task: Task, pool: Pool, config: AdaptConfig, ranking: RankResult,
             }
             for s in ranking.scores
         ],
+        "warnings": ranking_warnings(ranking.scores),
         "skipped": skipped,
         # "final": the attempt whose adapter is the result (passing, else the best)
         "attempts": [a.as_json() | {"final": a is final} for a in attempts],

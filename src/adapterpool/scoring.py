@@ -145,6 +145,12 @@ def auto_batch_size(device: torch.device) -> int:
     return 256 if device.type == "cuda" else 64
 
 
+def ranking_warnings(scores: list[CandidateScore]) -> list[str]:
+    """One line per candidate with an error: what the ranking's output and report.json show, so
+    a NaN in the table always comes with its reason."""
+    return [f"adapter {s.adapter_id}: {s.error}" for s in scores if s.error]
+
+
 def rank_key(score: CandidateScore, metric: str) -> tuple[bool, float]:
     value = score.scores.get(metric, math.nan)
     return (math.isnan(value), -value if not math.isnan(value) else 0.0)
