@@ -20,10 +20,10 @@ from accelerate.utils import broadcast_object_list, parse_flag_from_env, set_see
 from peft import PeftModel
 
 from . import DEFAULT_METRIC, __version__
-from .config import AdaptConfig
+from .config import SIMILARITIES, SUBSET_STRATEGIES, AdaptConfig
 from .contributing import adapter_metadata, contribute
 from .energy import EnergyMeter, EnergyReading
-from .errors import AdapterPoolError
+from .errors import AdapterPoolError, UsageError
 from .metrics import get_metric
 from .modeling import LoraSettings, load_tokenizer, new_model, save_adapter, warm_start_model
 from .pool import Pool
@@ -98,11 +98,20 @@ class RankResult:
     seconds: float
     energy: EnergyReading
     n_samples: int
+    subset_strategy: str = "random"
+    prefilter: dict | None = None  # stage 1 (subset_strategy "prefilter"): Prefilter.as_json()
+
+    @property
+    def warnings(self) -> list[str]:
+        """Stage 1's warnings (adapters without a usable summary), then failed candidates."""
+        return [*(self.prefilter or {}).get("warnings", []), *ranking_warnings(self.scores)]
 
     def as_json(self) -> dict:
         return {
             "seed": self.seed,
             "metrics": self.metrics,
+            "subset_strategy": self.subset_strategy,
+            "prefilter": self.prefilter,
             "subset": self.subset,
             "n_samples": self.n_samples,
             "seconds": self.seconds,
@@ -116,7 +125,7 @@ class RankResult:
                 }
                 for s in self.scores
             ],
-            "warnings": ranking_warnings(self.scores),
+            "warnings": self.warnings,
         }
 
 
@@ -136,14 +145,31 @@ def rank(
     max_length: int = 128,
     show_progress: bool = True,
     measure_energy: bool = True,
+    subset_strategy: str = "random",
+    prefilter_similarity: str = "cosine",
 ) -> RankResult:
-    """Score a seeded random subset of ``subset`` pool adapters on ``task``, best first."""
+    """Score ``subset`` pool adapters on ``task``, best first: a seeded random draw
+    (``subset_strategy="random"``), or the ``subset`` adapters of the whole pool whose task
+    summaries are most similar to the target's (``"prefilter"``, :mod:`adapterpool.prefilter`).
+    """
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
     for name in metrics:
         get_metric(name)  # an unknown name fails before any work
-    candidates = pool.sample(subset, seed) if pool.list() else []
+    if subset_strategy not in SUBSET_STRATEGIES or prefilter_similarity not in SIMILARITIES:
+        raise UsageError(f"subset_strategy {subset_strategy!r} / prefilter_similarity "
+                         f"{prefilter_similarity!r}: choose from {SUBSET_STRATEGIES} / "
+                         f"{SIMILARITIES}")
+    stage1 = None
+    populated = bool(pool.list())
     tokenizer = load_tokenizer(pool.base_model)
-    with EnergyMeter(enabled=measure_energy and bool(candidates)) as meter:
+    with EnergyMeter(enabled=measure_energy and populated) as meter:
+        if subset_strategy == "prefilter" and populated:
+            from .prefilter import prefilter
+
+            stage1 = prefilter(task, pool, subset, similarity=prefilter_similarity, seed=seed)
+            candidates = stage1.chosen
+        else:
+            candidates = pool.sample(subset, seed) if populated else []
         scores = score_candidates(
             pool, candidates, task, tokenizer, metrics,
             max_samples=max_samples, max_length=max_length, seed=seed, show_progress=show_progress,
@@ -151,7 +177,7 @@ def rank(
     n_samples = min(len(task.train), max_samples or len(task.train))
     return RankResult(
         metrics, seed, [c.id for c in candidates], scores, meter.reading.seconds, meter.reading,
-        n_samples,
+        n_samples, subset_strategy, stage1.as_json() if stage1 else None,
     )
 
 
@@ -306,6 +332,8 @@ def adapt(
             task, pool, [config.metric], subset=config.subset, seed=config.seed,
             max_samples=config.max_samples, max_length=config.fallback.max_length,
             show_progress=show_progress, measure_energy=measure_energy,
+            subset_strategy=config.subset_strategy,
+            prefilter_similarity=config.prefilter_similarity,
         ))
     else:  # standard LoRA only (`adapterpool train`): nothing to rank
         ranking = RankResult([config.metric], config.seed, [], [], 0.0, EnergyReading(), 0)
@@ -498,6 +526,8 @@ def _report(task: Task, pool: Pool, config: AdaptConfig, ranking: RankResult,
         "metric": config.metric,
         "threshold": {"metric": config.threshold_metric, "value": config.threshold},
         "strategy": list(config.strategy),
+        "subset_strategy": config.subset_strategy,
+        "prefilter": ranking.prefilter,
         "subset": ranking.subset,
         "scores": [
             {
@@ -509,7 +539,7 @@ def _report(task: Task, pool: Pool, config: AdaptConfig, ranking: RankResult,
             }
             for s in ranking.scores
         ],
-        "warnings": ranking_warnings(ranking.scores),
+        "warnings": ranking.warnings,
         "skipped": skipped,
         # "final": the attempt whose adapter is the result (passing, else the best)
         "attempts": [a.as_json() | {"final": a is final} for a in attempts],
