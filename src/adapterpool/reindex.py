@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
 from .errors import PoolError
 from .modeling import load_tokenizer, pick_device
-from .pool import AdapterPool
+from .pool import AdapterPool, AdapterRecord, Pool
 from .pool.summaries import attach_summary, summary_rows
 from .scoring import CandidateModels, _describe
 from .task_embedding import (
@@ -29,6 +30,7 @@ from .task_embedding import (
     probe_records,
     probe_summary,
 )
+from .task_summary import TaskSummary
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,29 @@ class ReindexReport:
                 "failed": self.failed, "seconds": self.seconds}
 
 
+def probe_summaries(
+    pool: Pool, records: list[AdapterRecord], *, max_length: int = DEFAULT_SUMMARY_LENGTH,
+    show_progress: bool = True,
+) -> Iterator[tuple[AdapterRecord, TaskSummary | None, str | None]]:
+    """``(record, summary, None)`` for each adapter, or ``(record, None, why)`` when it cannot be
+    loaded or run. The base model's pass over the probe set is done once, before the first."""
+    tokenizer = load_tokenizer(pool.base_model)
+    probe = probe_records()
+    base = encode(load_encoder(pool.base_model), probe, tokenizer, max_length=max_length)
+    models = CandidateModels(pool.base_model, pick_device(), reuse_base=True)
+    for record in tqdm(records, desc="probe summaries", disable=not show_progress, leave=False):
+        try:
+            model, release = models.open(record, pool.adapter_dir(record.id))
+            try:
+                moved = encode(model, probe, tokenizer, max_length=max_length)
+            finally:
+                release()
+        except Exception as exc:  # one adapter's failure must not end the others
+            yield record, None, _describe(exc)
+            continue
+        yield record, probe_summary(base, moved, max_length=max_length), None
+
+
 def reindex(
     pool: AdapterPool, *, max_length: int = DEFAULT_SUMMARY_LENGTH, show_progress: bool = True,
 ) -> ReindexReport:
@@ -59,29 +84,19 @@ def reindex(
     have = summary_rows(pool)
     todo = [r for r in records if r.id not in have]
     report = ReindexReport(adapters=len(records), already=len(records) - len(todo))
-    if not todo:
-        report.seconds = time.perf_counter() - start
-        return report
-    tokenizer = load_tokenizer(pool.base_model)
-    probe = probe_records()
-    base = encode(load_encoder(pool.base_model), probe, tokenizer, max_length=max_length)
-    models = CandidateModels(pool.base_model, pick_device(), reuse_base=True)
-    for record in tqdm(todo, desc="reindex", disable=not show_progress, leave=False):
-        try:
-            model, release = models.open(record, pool.adapter_dir(record.id))
-            try:
-                moved = encode(model, probe, tokenizer, max_length=max_length)
-            finally:
-                release()
-            attach_summary(pool, record.id, probe_summary(base, moved, max_length=max_length))
-            report.computed.append(record.id)
-        except PoolError as exc:
-            if "already has a task summary" in str(exc):
-                continue  # another reindex did it meanwhile
-            report.failed[record.id] = _describe(exc)
-        except Exception as exc:  # one adapter's failure must not end the reindex
-            report.failed[record.id] = _describe(exc)
-        if record.id in report.failed:
-            logger.warning("adapter %s: no task summary: %s", record.id, report.failed[record.id])
+    if todo:
+        for record, summary, why in probe_summaries(pool, todo, max_length=max_length,
+                                                    show_progress=show_progress):
+            if summary is not None:
+                try:
+                    attach_summary(pool, record.id, summary)
+                    report.computed.append(record.id)
+                    continue
+                except PoolError as exc:
+                    if "already has a task summary" in str(exc):
+                        continue  # another reindex did it meanwhile
+                    why = _describe(exc)
+            report.failed[record.id] = why or "unknown"
+            logger.warning("adapter %s: no task summary: %s", record.id, why)
     report.seconds = time.perf_counter() - start
     return report
