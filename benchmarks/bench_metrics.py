@@ -78,7 +78,8 @@ def main() -> None:
     print(f"{'metric':<22}{'seconds':>10}{'score':>14}")
     for name in args.metric or list(METRICS):
         start = time.perf_counter()
-        score = compute_metric(name, features=features, source_probs=probs, labels=labels)
+        score = compute_metric(name, features=features, source_probs=probs, labels=labels,
+                               layer_features=features)
         seconds = time.perf_counter() - start
         rows.append({"metric": name, "seconds": seconds, "score": score})
         print(f"{name:<22}{seconds:>10.2f}{score:>14.4f}", flush=True)

@@ -264,3 +264,57 @@ def test_non_finite_outputs_give_nan_and_a_warning_in_rank_json_and_table(
     assert main(argv) == 0
     table = capsys.readouterr().out
     assert "warning:" in table and broken in table.split("warning:")[1]
+
+
+# -- features averaged over layers (TransformerRanker) --------------------------------------------
+def test_layer_mean_features_average_every_layers_token_mean(tiny_pool: AdapterPool) -> None:
+    tokenizer = load_tokenizer(tiny_pool.base_model)
+    words = SENTENCE.split()
+    texts = [" ".join(words[: 2 + (5 * i) % len(words)]) for i in range(7)]
+    data = EncodedRecords(Records(text=texts, label=[i % 2 for i in range(7)]), tokenizer, 64)
+    record = tiny_pool.list()[1]
+    model = load_for_inference(tiny_pool.base_model, record.label_names,
+                               tiny_pool.adapter_dir(record.id))
+    out = candidate_outputs(model, data, tokenizer, batch_size=3, layer_mean=True)  # padded
+    assert out.layer_features.shape == (7, 32)
+    with torch.inference_mode():
+        for i, text in enumerate(texts):
+            states = model(**tokenizer(text, return_tensors="pt"),
+                           output_hidden_states=True).hidden_states
+            assert len(states) == 3  # embeddings + 2 layers: the embeddings are left out
+            expected = torch.stack([s[0].mean(dim=0) for s in states[1:]]).mean(dim=0)
+            np.testing.assert_allclose(out.layer_features[i], expected.numpy(), atol=1e-5)
+    plain = candidate_outputs(model, data, tokenizer, batch_size=3)
+    assert plain.layer_features is None
+    np.testing.assert_allclose(plain.features, out.features, atol=1e-6)  # same pass otherwise
+
+
+def test_layers_metrics_rank_candidates_from_the_same_pass(
+    tiny_pool: AdapterPool, target: Task, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from adapterpool.metrics import knn_accuracy, logme
+
+    seen = {}
+    real = scoring.candidate_outputs
+
+    def keep(*args, **kwargs):
+        out = real(*args, **kwargs)
+        seen[len(seen)] = out
+        return out
+
+    monkeypatch.setattr(scoring, "candidate_outputs", keep)
+    records = tiny_pool.list()
+    result = score_candidates(tiny_pool, records, target, load_tokenizer(tiny_pool.base_model),
+                              ["logme-layers", "knn-layers", "logme"], max_samples=48,
+                              max_length=32, show_progress=False)
+    assert len(seen) == len(records)  # one pass per candidate serves all three metrics
+    labels = np.asarray(scoring.scoring_sample(target, 48, 0).label)
+    by_id = {s.adapter_id: s for s in result}
+    for i, record in enumerate(records):
+        scores, out = by_id[record.id].scores, seen[i]
+        assert scores["logme-layers"] == pytest.approx(logme(out.layer_features, labels))
+        assert scores["knn-layers"] == pytest.approx(knn_accuracy(out.layer_features, labels))
+        assert scores["logme"] == pytest.approx(logme(out.features, labels))
+        assert scores["logme-layers"] != scores["logme"]
+    ranked = [s.scores["logme-layers"] for s in result]
+    assert ranked == sorted(ranked, reverse=True)
