@@ -140,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_threshold_args(train)
     _add_train_args(train, epochs_flag="--epochs")
 
-    rank = sub.add_parser("rank", help="score a random subset of the pool on a task")
+    rank = sub.add_parser("rank", help="score N adapters of the pool on a task (a random draw, "
+                          "or the N closest by task summary: --subset-strategy prefilter)")
     _add_task_args(rank)
     _add_pool_arg(rank)
     rank.add_argument("--metric", action="append",
