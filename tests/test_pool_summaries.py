@@ -179,3 +179,26 @@ def test_pool_reindex_and_verify_on_the_command_line(pool_copy: AdapterPool, cap
     assert report["computed"] == [victim] and report["already"] == 2 and not report["failed"]
     assert main(["pool", "reindex", str(pool_copy.path)]) == 0
     assert "0 task summaries computed, 3 adapters had one" in capsys.readouterr().out
+
+
+def test_dangling_rows_are_leftovers_that_block_nothing(pool_copy: AdapterPool, tmp_path: Path):
+    from adapterpool.pool.catalog import adapters_table
+
+    first = pool_copy.list()[0]
+    folder = _without_summary(pool_copy, tmp_path, first.id)
+    # as a remove by an adapterpool without summaries: adapter row and files go, its summary
+    # row stays
+    with pool_copy.engine.begin() as conn:
+        conn.execute(adapters_table.delete().where(adapters_table.c.id == first.id))
+    pool_copy.storage.delete(first.id)
+    report = verify(pool_copy)
+    assert report["task_summaries_dangling"] == [first.id] and report["consistent"]
+    record = pool_copy.add(folder)  # the same id again: the leftover row goes, no "duplicate"
+    assert record.id == first.id and first.id not in summary_rows(pool_copy)
+    with pool_copy.engine.begin() as conn:
+        conn.execute(task_summaries_table.insert().values(
+            adapter_id="gone-adapter", sha256="0" * 64, source="texts", n_texts=1, dims=32,
+            created_at="2026-01-01"))
+    assert verify(pool_copy)["task_summaries_dangling"] == ["gone-adapter"]
+    verify(pool_copy, repair=True)
+    assert "gone-adapter" not in summary_rows(pool_copy)

@@ -109,7 +109,8 @@ def run_pool_command(args: argparse.Namespace) -> None:
                    if report["recent"] else "")
             )
         if not report["consistent"]:
-            raise PoolError("the pool has catalogued adapters whose files are missing or altered")
+            raise PoolError("the pool has catalogued adapters whose files (or task summaries) are "
+                            "missing or altered")
     elif args.pool_command == "reindex":
         from ..reindex import reindex
 

@@ -90,9 +90,10 @@ def verify(
         "grace_seconds": grace_seconds,
         "repaired": repair,
         **summaries,
-        # a broken summary is derived data: repair drops it (pool reindex computes it again)
-        "consistent": not (corrupt or missing) and (repair or not (
-            summaries["task_summaries_corrupt"] or summaries["task_summaries_dangling"])),
+        # a broken summary is derived data: repair drops it (pool reindex computes it again);
+        # dangling rows and unrecorded files are leftovers, never read
+        "consistent": not (corrupt or missing) and (
+            repair or not summaries["task_summaries_corrupt"]),
     }
 
 

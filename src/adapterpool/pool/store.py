@@ -233,6 +233,9 @@ class AdapterPool:
             try:
                 with self.engine.begin() as conn:
                     conn.execute(insert(adapters_table).values(**record.to_row()))
+                    # a summary row under this new id can only be a leftover (a remove by a
+                    # version without summaries): it goes, whether or not this add has one
+                    delete_summary_row(conn, record.id)
                     if summary is not None:
                         summary_sha = sha256_file(staging / TASK_EMBEDDING)
                         conn.execute(insert(task_summaries_table).values(
