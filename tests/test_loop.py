@@ -193,6 +193,7 @@ def test_a_candidate_that_cannot_be_scored_is_never_tried(target, pool_copy, tmp
     report = _adapt(target, pool_copy, tmp_path, threshold=1.01, max_tries=3).report
     last = report["scores"][-1]
     assert last["adapter_id"] == broken.id and last["score"] is None and last["error"]
+    assert report["warnings"] == [f"adapter {broken.id}: {last['error']}"]
     tried = [a["adapter_id"] for a in report["attempts"] if a["kind"] == "transfer"]
     assert broken.id not in tried and len(tried) == 2
     json.dumps(report, allow_nan=False)  # strict JSON: no NaN anywhere

@@ -196,15 +196,18 @@ def test_separable_features_score_higher_than_shuffled_labels(name):
 def test_relabelling_and_sample_order_do_not_matter(name):
     x, y = blobs(n=90)
     probs = probs_from(x)
-    base = M.compute_metric(name, features=x, source_probs=probs, labels=y)
+
+    def score(features, source_probs, labels):  # *-layers metrics read the same features here
+        return M.compute_metric(name, features=features, source_probs=source_probs,
+                                labels=labels, layer_features=features)
+
+    base = score(x, probs, y)
     renamed = np.array(["c", "a", "b"])[y]  # labels renamed and reordered
-    assert M.compute_metric(name, features=x, source_probs=probs, labels=renamed) == pytest.approx(
-        base, rel=1e-6, abs=1e-9)
+    assert score(x, probs, renamed) == pytest.approx(base, rel=1e-6, abs=1e-9)
     if name in ("nleep", "linear-probe"):
         return  # their seeded fits depend on sample order by design
     perm = np.random.default_rng(2).permutation(len(y))
-    assert M.compute_metric(name, features=x[perm], source_probs=probs[perm], labels=y[perm]) == \
-        pytest.approx(base, rel=1e-6, abs=1e-9)
+    assert score(x[perm], probs[perm], y[perm]) == pytest.approx(base, rel=1e-6, abs=1e-9)
 
 
 def test_nleep_is_deterministic_for_a_seed():
@@ -277,3 +280,9 @@ def test_registry_names_and_routing():
     assert M.compute_metric("nce", features=x, source_probs=probs, labels=y) == \
         M.nce(probs.argmax(axis=1), y)
     assert M.compute_metric("logme", features=x, source_probs=probs, labels=y) == M.logme(x, y)
+    # the *-layers metrics read the layer-averaged features, and say so when they are missing
+    layers = x[:, ::-1].copy()
+    assert M.compute_metric("logme-layers", features=x, source_probs=probs, labels=y,
+                            layer_features=layers) == M.logme(layers, y)
+    with pytest.raises(M.MetricInputError, match="averaged over layers"):
+        M.compute_metric("knn-layers", features=x, source_probs=probs, labels=y)

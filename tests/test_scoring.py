@@ -3,6 +3,7 @@ giving the scores of freshly built models, and features that stay with their exa
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import shutil
@@ -180,3 +181,140 @@ def test_features_stay_with_their_examples_under_length_sorted_batches(
                 np.testing.assert_allclose(out.features[i], pooled.numpy(), atol=1e-5)
                 np.testing.assert_allclose(out.source_probs[i], probs.numpy(), atol=1e-6)
     shared.detach()
+
+
+# -- broken adapter folders: each failure kind gets NaN, an error and a warning -------------------
+def _broken_copy(pool: AdapterPool, tmp_path: Path, adapter_id: str) -> Path:
+    folder = tmp_path / f"broken-{adapter_id}"
+    shutil.copytree(pool.adapter_dir(adapter_id), folder)
+    return folder
+
+
+def test_truncated_safetensors_is_ranked_last_with_its_reason(
+    tiny_pool: AdapterPool, target: Task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A weights file cut in half (an interrupted copy into a cache, say): it cannot be read at
+    all; the loader's error is the candidate's, the others score as if alone."""
+    records = tiny_pool.list()
+    broken = records[2].id
+    alone = _alone(tiny_pool, target)
+    bad = _broken_copy(tiny_pool, tmp_path, broken)
+    data = (bad / ADAPTER_WEIGHTS).read_bytes()
+    (bad / ADAPTER_WEIGHTS).write_bytes(data[: len(data) // 2])
+    real = tiny_pool.adapter_dir
+    monkeypatch.setattr(tiny_pool, "adapter_dir", lambda i: bad if i == broken else real(i))
+    with caplog.at_level(logging.WARNING, logger="adapterpool"):
+        result = _score(tiny_pool, records, target)
+    _check_others(result, broken, alone, len(records))
+    assert "SafetensorError" in result[-1].error or "safetensors" in result[-1].error.lower()
+    assert any(broken in r.getMessage() for r in caplog.records)
+    assert scoring.ranking_warnings(result) == [f"adapter {broken}: {result[-1].error}"]
+
+
+def test_adapter_whose_files_are_gone_is_ranked_last(
+    pool_copy: AdapterPool, target: Task
+) -> None:
+    records = pool_copy.list()
+    broken = records[0].id
+    alone = _alone(pool_copy, target)
+    shutil.rmtree(pool_copy.path / "adapters" / broken)
+    result = _score(pool_copy, records, target)
+    _check_others(result, broken, alone, len(records))
+    assert "missing" in result[-1].error
+
+
+def _nan_adapter(pool: AdapterPool, tmp_path: Path) -> str:
+    """A real pool entry whose head weights are NaN: every check of an add passes (names,
+    shapes, safetensors), yet its forward pass can give nothing finite."""
+    from safetensors.torch import load_file, save_file
+
+    source = pool.list()[0]
+    folder = _broken_copy(pool, tmp_path, source.id)
+    state = load_file(str(folder / ADAPTER_WEIGHTS))
+    head = [k for k in state if "classifier" in k]
+    assert head
+    for key in head:
+        state[key] = torch.full_like(state[key], math.nan)
+    save_file(state, str(folder / ADAPTER_WEIGHTS))
+    return pool.add(folder, adapter_id="nan-head").id
+
+
+def test_non_finite_outputs_give_nan_and_a_warning_in_rank_json_and_table(
+    pool_copy: AdapterPool, target: Task, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from adapterpool.cli import main
+    from adapterpool.loop import rank
+
+    broken = _nan_adapter(pool_copy, tmp_path)
+    n = len(pool_copy.list())
+    ranking = rank(target, pool_copy, ["logme", "knn"], subset=n, max_samples=48,
+                   max_length=32, show_progress=False, measure_energy=False).as_json()
+    last = ranking["scores"][-1]
+    assert last["adapter_id"] == broken and last["scores"] == {"logme": None, "knn": None}
+    assert "FloatingPointError" in last["error"]
+    assert ranking["warnings"] == [f"adapter {broken}: {last['error']}"]
+    assert all(s["error"] is None for s in ranking["scores"][:-1])
+    argv = ["rank", "builtin:movie-sentiment", "--pool", str(pool_copy.path), "--metric",
+            "logme", "--subset", str(n), "--max-train", "48", "--max-samples", "48",
+            "--max-length", "32"]
+    assert main([*argv, "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["scores"][-1]["adapter_id"] == broken and payload["warnings"]
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    assert "warning:" in table and broken in table.split("warning:")[1]
+
+
+# -- features averaged over layers (TransformerRanker) --------------------------------------------
+def test_layer_mean_features_average_every_layers_token_mean(tiny_pool: AdapterPool) -> None:
+    tokenizer = load_tokenizer(tiny_pool.base_model)
+    words = SENTENCE.split()
+    texts = [" ".join(words[: 2 + (5 * i) % len(words)]) for i in range(7)]
+    data = EncodedRecords(Records(text=texts, label=[i % 2 for i in range(7)]), tokenizer, 64)
+    record = tiny_pool.list()[1]
+    model = load_for_inference(tiny_pool.base_model, record.label_names,
+                               tiny_pool.adapter_dir(record.id))
+    out = candidate_outputs(model, data, tokenizer, batch_size=3, layer_mean=True)  # padded
+    assert out.layer_features.shape == (7, 32)
+    with torch.inference_mode():
+        for i, text in enumerate(texts):
+            states = model(**tokenizer(text, return_tensors="pt"),
+                           output_hidden_states=True).hidden_states
+            assert len(states) == 3  # embeddings + 2 layers: the embeddings are left out
+            expected = torch.stack([s[0].mean(dim=0) for s in states[1:]]).mean(dim=0)
+            np.testing.assert_allclose(out.layer_features[i], expected.numpy(), atol=1e-5)
+    plain = candidate_outputs(model, data, tokenizer, batch_size=3)
+    assert plain.layer_features is None
+    np.testing.assert_allclose(plain.features, out.features, atol=1e-6)  # same pass otherwise
+
+
+def test_layers_metrics_rank_candidates_from_the_same_pass(
+    tiny_pool: AdapterPool, target: Task, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from adapterpool.metrics import knn_accuracy, logme
+
+    seen = {}
+    real = scoring.candidate_outputs
+
+    def keep(*args, **kwargs):
+        out = real(*args, **kwargs)
+        seen[len(seen)] = out
+        return out
+
+    monkeypatch.setattr(scoring, "candidate_outputs", keep)
+    records = tiny_pool.list()
+    result = score_candidates(tiny_pool, records, target, load_tokenizer(tiny_pool.base_model),
+                              ["logme-layers", "knn-layers", "logme"], max_samples=48,
+                              max_length=32, show_progress=False)
+    assert len(seen) == len(records)  # one pass per candidate serves all three metrics
+    labels = np.asarray(scoring.scoring_sample(target, 48, 0).label)
+    by_id = {s.adapter_id: s for s in result}
+    for i, record in enumerate(records):
+        scores, out = by_id[record.id].scores, seen[i]
+        assert scores["logme-layers"] == pytest.approx(logme(out.layer_features, labels))
+        assert scores["knn-layers"] == pytest.approx(knn_accuracy(out.layer_features, labels))
+        assert scores["logme"] == pytest.approx(logme(out.features, labels))
+        assert scores["logme-layers"] != scores["logme"]
+    ranked = [s.scores["logme-layers"] for s in result]
+    assert ranked == sorted(ranked, reverse=True)

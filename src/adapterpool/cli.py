@@ -9,7 +9,15 @@ from dataclasses import fields
 from pathlib import Path
 
 from . import DEFAULT_METRIC, __version__
-from .config import SELECTION_METRICS, AdaptConfig, TrainConfig, field_default, field_help
+from .config import (
+    SELECTION_METRICS,
+    SIMILARITIES,
+    SUBSET_STRATEGIES,
+    AdaptConfig,
+    TrainConfig,
+    field_default,
+    field_help,
+)
 from .peft_methods import DEFAULT_METHOD, PEFT_METHODS
 from .strategies import STRATEGIES
 
@@ -51,6 +59,14 @@ def _add_pool_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--base-model", help="must match the pool's base model (default: the pool's)"
     )
+
+
+def _add_subset_args(parser: argparse.ArgumentParser) -> None:
+    """How the N candidates are chosen (rank and adapt alike)."""
+    _option(parser, "--subset", AdaptConfig, "subset", type=int)
+    _option(parser, "--subset-strategy", AdaptConfig, "subset_strategy", choices=SUBSET_STRATEGIES)
+    _option(parser, "--prefilter-similarity", AdaptConfig, "prefilter_similarity",
+            choices=SIMILARITIES)
 
 
 def _add_threshold_args(parser: argparse.ArgumentParser) -> None:
@@ -142,12 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_threshold_args(train)
     _add_train_args(train, epochs_flag="--epochs")
 
-    rank = sub.add_parser("rank", help="score a random subset of the pool on a task")
+    rank = sub.add_parser("rank", help="score N adapters of the pool on a task (a random draw, "
+                          "or the N closest by task summary: --subset-strategy prefilter)")
     _add_task_args(rank)
     _add_pool_arg(rank)
     rank.add_argument("--metric", action="append",
                       help=f"repeatable; default {DEFAULT_METRIC}")
-    _option(rank, "--subset", AdaptConfig, "subset", type=int)
+    _add_subset_args(rank)
     _option(rank, "--max-samples", AdaptConfig, "max_samples", type=int)
     _option(rank, "--max-length", TrainConfig, "max_length", type=int)
     rank.add_argument("--json", action="store_true")
@@ -156,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_task_args(adapt)
     _add_pool_arg(adapt)
     _option(adapt, "--metric", AdaptConfig, "metric")
-    _option(adapt, "--subset", AdaptConfig, "subset", type=int)
+    _add_subset_args(adapt)
     _option(adapt, "--max-tries", AdaptConfig, "max_tries", type=int)
     _add_threshold_args(adapt)
     _option(adapt, "--max-samples", AdaptConfig, "max_samples", type=int)
@@ -280,12 +297,13 @@ def _cmd_tasks(args: argparse.Namespace) -> None:
 
 def _cmd_rank(args: argparse.Namespace) -> None:
     from .loop import rank
-    from .summary import console, ranking_table
+    from .summary import console, print_warnings, ranking_table
 
     metrics = args.metric or [DEFAULT_METRIC]
     result = rank(
         _load_task(args), _open_pool(args), metrics, subset=args.subset, seed=args.seed,
         max_samples=args.max_samples, max_length=args.max_length, show_progress=not args.json,
+        subset_strategy=args.subset_strategy, prefilter_similarity=args.prefilter_similarity,
     )
     payload = result.as_json()
     if args.json:
@@ -293,6 +311,12 @@ def _cmd_rank(args: argparse.Namespace) -> None:
         return
     console.print(ranking_table(payload["scores"], metrics,
                                 title=f"Ranking (seed {args.seed}, {result.n_samples} samples)"))
+    print_warnings(payload["warnings"])
+    if result.prefilter:
+        stage1 = result.prefilter
+        console.print(f"prefilter: kept {len(stage1['chosen'])} of {stage1['pool_size']} adapters "
+                      f"by {stage1['similarity']} similarity of task summaries "
+                      f"({stage1['seconds']:.1f}s)")
     console.print(f"scoring took {result.seconds:.1f}s")
 
 
@@ -303,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     if args.command in ("train", "rank", "adapt", "bench", "demo", "serve") or (
-        getattr(args, "pool_command", None) == "import"
+        getattr(args, "pool_command", None) in ("import", "reindex")
     ):  # commands that load models (the others stay fast)
         from .verbosity import quiet_third_party
 

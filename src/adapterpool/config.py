@@ -17,6 +17,8 @@ from .errors import UsageError, did_you_mean
 from .strategies import PLAIN, parse_strategies
 
 SELECTION_METRICS = ("accuracy", "f1_macro", "f1_weighted")
+SUBSET_STRATEGIES = ("random", "prefilter")  # how the N candidates are chosen (prefilter.py)
+SIMILARITIES = ("cosine", "frechet")  # task-summary similarities (adapterpool.task_summary)
 
 
 def _help(text: str) -> dict[str, str]:
@@ -89,7 +91,20 @@ class AdaptConfig:
     metric: str = field(
         default=DEFAULT_METRIC, metadata=_help("transferability metric that ranks the candidates")
     )
-    subset: int = field(default=5, metadata=_help("pool adapters drawn at random (N)"))
+    subset: int = field(default=5, metadata=_help(
+        "candidates scored (N): drawn at random, or kept by the prefilter (subset_strategy)"))
+    subset_strategy: str = field(
+        default="random",
+        metadata=_help(
+            "how the N candidates are chosen: random (a seeded draw, the published method) or "
+            "prefilter (the N whose task summaries are most similar to the target's, out of the "
+            "whole pool, from one base-model pass: for pools of thousands)"
+        ),
+    )
+    prefilter_similarity: str = field(
+        default="cosine",
+        metadata=_help(f"prefilter: task-summary similarity, one of {', '.join(SIMILARITIES)}"),
+    )
     max_tries: int = field(
         default=2,
         metadata=_help("transfer attempts before the fallback (K); 0: standard LoRA only"),
@@ -187,6 +202,11 @@ class AdaptConfig:
         checks = [
             (self.max_tries >= 0, f"max_tries must be >= 0, got {self.max_tries}"),
             (self.subset >= 1, f"subset must be >= 1, got {self.subset}"),
+            (self.subset_strategy in SUBSET_STRATEGIES,
+             f"subset_strategy must be one of {SUBSET_STRATEGIES}, got {self.subset_strategy!r}"),
+            (self.prefilter_similarity in SIMILARITIES,
+             f"prefilter_similarity must be one of {SIMILARITIES}, "
+             f"got {self.prefilter_similarity!r}"),
             (self.transfer_epochs > 0, f"transfer epochs must be > 0, got {self.transfer_epochs}"),
             (self.max_samples is None or self.max_samples >= 1,
              f"max_samples must be >= 1 or None, got {self.max_samples}"),

@@ -43,11 +43,14 @@ def contribute(
     parent_id: str | None = None,
     seed: int = 0,
     task_name: str | None = None,
+    task_summary: bool = True,
 ) -> AdapterRecord:
     """Add ``result``'s adapter to ``pool`` (checked, staged, atomic); returns its record.
 
     ``task_name`` overrides the name recorded for the task (the benchmark keys sources by it).
-    The PEFT folder is written to a temporary folder and removed afterwards.
+    The PEFT folder is written to a temporary folder and removed afterwards. ``task_summary``:
+    the adapter travels with the summary of its task's texts (:func:`write_task_summary`), which
+    lets a large pool prefilter candidates for a target without running them.
     """
     from .modeling import save_adapter
 
@@ -56,4 +59,22 @@ def contribute(
         meta["task"]["name"] = task_name
     with tempfile.TemporaryDirectory(prefix="adapterpool-") as tmp:
         folder = save_adapter(result.model, Path(tmp) / "adapter", meta)
+        if task_summary:
+            write_task_summary(folder, task, pool.base_model, seed=seed)
         return pool.add(folder, parent_id=parent_id)
+
+
+def write_task_summary(folder: Path, task: Task, base_model: str, *, seed: int = 0) -> Path:
+    """Write ``task``'s summary into an adapter folder: the base model's mean-pooled sentence
+    embeddings of a seeded sample of its training texts (their mean and per-dimension
+    variance, a few KB; :mod:`adapterpool.task_embedding`). Only now are the texts at hand: a
+    pool never sees them, so this is the one moment a ``"texts"`` summary can be made."""
+    from .modeling import load_tokenizer
+    from .peft_files import TASK_EMBEDDING
+    from .task_embedding import load_encoder, records_summary
+
+    summary = records_summary(task.train, load_encoder(base_model), load_tokenizer(base_model),
+                              seed=seed)
+    path = Path(folder) / TASK_EMBEDDING
+    path.write_bytes(summary.to_bytes())
+    return path

@@ -43,6 +43,10 @@ class AdapterRejected(AdapterPoolError, ValueError):
     """The adapter may not enter the pool; the message says which rule it broke."""
 
 
+class TaskSummaryError(AdapterRejected):
+    """A task summary (an adapter's task embedding) that is unusable; the message says why."""
+
+
 class PoolError(AdapterPoolError, RuntimeError):
     """A pool cannot be opened or an operation on it is impossible."""
 

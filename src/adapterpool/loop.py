@@ -21,7 +21,7 @@ from peft import PeftConfig, PeftModel, get_peft_model_state_dict, set_peft_mode
 
 from . import DEFAULT_METRIC, __version__
 from .composition import compose_lora, score_weights
-from .config import AdaptConfig
+from .config import SIMILARITIES, SUBSET_STRATEGIES, AdaptConfig
 from .contributing import adapter_metadata, contribute
 from .energy import EnergyMeter, EnergyReading
 from .errors import AdapterPoolError, UsageError
@@ -37,7 +37,7 @@ from .modeling import (
 from .peft_methods import config_json, method_name, peft_config
 from .pool import Pool
 from .pool.store import seeded_sample
-from .scoring import CandidateScore, score_candidates
+from .scoring import CandidateScore, ranking_warnings, score_candidates
 from .strategies import CutoffRule, PassRule, SettleRule, StopRule, first_reason
 from .tasks import Task
 from .training import TrainConfig, TrainResult, train
@@ -110,11 +110,20 @@ class RankResult:
     n_samples: int
     # pool adapters not drawn because they cannot warm-start the loop's method, by reason
     incompatible: dict[str, int] = field(default_factory=dict)
+    subset_strategy: str = "random"
+    prefilter: dict | None = None  # stage 1 (subset_strategy "prefilter"): Prefilter.as_json()
+
+    @property
+    def warnings(self) -> list[str]:
+        """Stage 1's warnings (adapters without a usable summary), then failed candidates."""
+        return [*(self.prefilter or {}).get("warnings", []), *ranking_warnings(self.scores)]
 
     def as_json(self) -> dict:
         return {
             "seed": self.seed,
             "metrics": self.metrics,
+            "subset_strategy": self.subset_strategy,
+            "prefilter": self.prefilter,
             "subset": self.subset,
             "incompatible": self.incompatible,
             "n_samples": self.n_samples,
@@ -129,6 +138,7 @@ class RankResult:
                 }
                 for s in self.scores
             ],
+            "warnings": self.warnings,
         }
 
 
@@ -149,15 +159,23 @@ def rank(
     show_progress: bool = True,
     measure_energy: bool = True,
     peft_type: str | None = None,
+    subset_strategy: str = "random",
+    prefilter_similarity: str = "cosine",
 ) -> RankResult:
-    """Score a seeded random subset of ``subset`` pool adapters on ``task``, best first.
+    """Score ``subset`` pool adapters on ``task``, best first: a seeded random draw
+    (``subset_strategy="random"``), or the ``subset`` adapters of the whole pool whose task
+    summaries are most similar to the target's (``"prefilter"``, :mod:`adapterpool.prefilter`).
 
-    With ``peft_type`` (the loop's method) the subset is drawn only among adapters that can
-    warm-start it (same base model and PEFT type); the others are counted by reason.
+    With ``peft_type`` (the loop's method) only adapters that can warm-start it (same base model
+    and PEFT type) are drawn or prefiltered; the others are counted by reason.
     """
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
     for name in metrics:
         get_metric(name)  # an unknown name fails before any work
+    if subset_strategy not in SUBSET_STRATEGIES or prefilter_similarity not in SIMILARITIES:
+        raise UsageError(f"subset_strategy {subset_strategy!r} / prefilter_similarity "
+                         f"{prefilter_similarity!r}: choose from {SUBSET_STRATEGIES} / "
+                         f"{SIMILARITIES}")
     records, incompatible = pool.list(), {}
     if peft_type is not None:
         problems = {r.id: warm_start_problem(r, base_model=pool.base_model, peft_type=peft_type)
@@ -166,9 +184,18 @@ def rank(
         for reason in problems.values():
             if reason is not None:
                 incompatible[reason] = incompatible.get(reason, 0) + 1
-    candidates = seeded_sample(records, subset, seed) if records else []
+    stage1 = None
+    populated = bool(records)
     tokenizer = load_tokenizer(pool.base_model)
-    with EnergyMeter(enabled=measure_energy and bool(candidates)) as meter:
+    with EnergyMeter(enabled=measure_energy and populated) as meter:
+        if subset_strategy == "prefilter" and populated:
+            from .prefilter import prefilter
+
+            stage1 = prefilter(task, pool, subset, similarity=prefilter_similarity, seed=seed,
+                               records=records)
+            candidates = stage1.chosen
+        else:
+            candidates = seeded_sample(records, subset, seed) if populated else []
         scores = score_candidates(
             pool, candidates, task, tokenizer, metrics,
             max_samples=max_samples, max_length=max_length, seed=seed, show_progress=show_progress,
@@ -176,7 +203,7 @@ def rank(
     n_samples = min(len(task.train), max_samples or len(task.train))
     return RankResult(
         metrics, seed, [c.id for c in candidates], scores, meter.reading.seconds, meter.reading,
-        n_samples, incompatible,
+        n_samples, incompatible, subset_strategy, stage1.as_json() if stage1 else None,
     )
 
 
@@ -342,6 +369,8 @@ def adapt(
             max_samples=config.max_samples, max_length=config.fallback.max_length,
             show_progress=show_progress, measure_energy=measure_energy,
             peft_type=str(peft.peft_type.value),
+            subset_strategy=config.subset_strategy,
+            prefilter_similarity=config.prefilter_similarity,
         ))
     else:  # standard LoRA only (`adapterpool train`): nothing to rank
         ranking = RankResult([config.metric], config.seed, [], [], 0.0, EnergyReading(), 0)
@@ -594,6 +623,8 @@ def _report(task: Task, pool: Pool, config: AdaptConfig, ranking: RankResult,
         "metric": config.metric,
         "threshold": {"metric": config.threshold_metric, "value": config.threshold},
         "strategy": list(config.strategy),
+        "subset_strategy": config.subset_strategy,
+        "prefilter": ranking.prefilter,
         "subset": ranking.subset,
         "scores": [
             {
@@ -605,6 +636,7 @@ def _report(task: Task, pool: Pool, config: AdaptConfig, ranking: RankResult,
             }
             for s in ranking.scores
         ],
+        "warnings": ranking.warnings,
         "skipped": skipped,
         # pool adapters never drawn: another base model or PEFT type than the fallback's method
         "incompatible": ranking.incompatible,

@@ -30,7 +30,14 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from .encoding import EncodedRecords, inference_loader, restore_order
-from .metrics import ENSEMBLE, ENSEMBLE_MEMBERS, compute_metric, ensemble, per_candidate_metrics
+from .metrics import (
+    ENSEMBLE,
+    ENSEMBLE_MEMBERS,
+    compute_metric,
+    ensemble,
+    get_metric,
+    per_candidate_metrics,
+)
 from .metrics._validation import encode_labels
 from .modeling import (
     base_classifier,
@@ -53,6 +60,24 @@ class CandidateOutputs:
     features: np.ndarray  # (n, d) float32: the input of the classification head
     source_probs: np.ndarray  # (n, c_source) float64
     seconds: float
+    layer_features: np.ndarray | None = None  # (n, d) float32, with layer_mean=True
+
+
+def layer_mean_features(hidden_states: tuple[torch.Tensor, ...],
+                        attention_mask: torch.Tensor) -> torch.Tensor:
+    """Every transformer layer's output mean-pooled over the real tokens, then averaged over the
+    layers: (batch, hidden). TransformerRanker's "layer mean" (Garbas et al. 2024), which lifts
+    LogME's agreement with fine-tuned accuracy over the last layer alone. The embedding layer's
+    output (``hidden_states[0]``) is left out: an adapter on the attention does not change it, so
+    it would only dilute the differences between candidates.
+    """
+    mask = attention_mask.unsqueeze(-1).float()
+    extra = hidden_states[-1].shape[1] - mask.shape[1]
+    if extra > 0:  # prompt learning: its virtual tokens come first, and every one is attended
+        mask = torch.cat([mask.new_ones(mask.shape[0], extra, 1), mask], dim=1)
+    count = mask.sum(dim=1).clamp(min=1.0)
+    pooled = [(layer.float() * mask).sum(dim=1) / count for layer in hidden_states[1:]]
+    return torch.stack(pooled).mean(dim=0)
 
 
 @dataclass
@@ -80,8 +105,10 @@ def candidate_outputs(
     tokenizer: PreTrainedTokenizerBase,
     *,
     batch_size: int = 64,
+    layer_mean: bool = False,
 ) -> CandidateOutputs:
-    """Run ``model`` over ``data`` (length-sorted batches), capturing head inputs and probs."""
+    """Run ``model`` over ``data`` (length-sorted batches), capturing head inputs and probs;
+    with ``layer_mean`` also :func:`layer_mean_features` from the same pass."""
     start = time.perf_counter()
     device = next(model.parameters()).device
     captured: list[torch.Tensor] = []
@@ -99,12 +126,15 @@ def candidate_outputs(
                head_module(model).register_forward_hook(hook)]
     model.eval()
     probs: list[torch.Tensor] = []
+    layers: list[torch.Tensor] = []
     loader, order = inference_loader(data, fit_tokenizer(tokenizer, model), batch_size)
     try:
         for batch in loader:
             batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
-            logits = model(**batch).logits
-            probs.append(torch.softmax(logits.double(), dim=-1).cpu())
+            out = model(**batch, output_hidden_states=layer_mean)
+            probs.append(torch.softmax(out.logits.double(), dim=-1).cpu())
+            if layer_mean:
+                layers.append(layer_mean_features(out.hidden_states, batch["attention_mask"]).cpu())
     finally:
         for handle in handles:
             handle.remove()
@@ -112,6 +142,7 @@ def candidate_outputs(
         features=restore_order(torch.cat(captured).numpy(), order),
         source_probs=restore_order(torch.cat(probs).numpy(), order),
         seconds=time.perf_counter() - start,
+        layer_features=restore_order(torch.cat(layers).numpy(), order) if layer_mean else None,
     )
 
 
@@ -144,6 +175,7 @@ def _score_outputs(
                     source_probs=outputs.source_probs,
                     labels=labels,
                     seed=seed,
+                    layer_features=outputs.layer_features,
                 )
             )
             if not math.isfinite(value):
@@ -160,6 +192,12 @@ def _score_outputs(
 def auto_batch_size(device: torch.device) -> int:
     """Start large on a GPU (halved on out-of-memory), moderate on CPU where bigger buys nothing."""
     return 256 if device.type == "cuda" else 64
+
+
+def ranking_warnings(scores: list[CandidateScore]) -> list[str]:
+    """One line per candidate with an error: what the ranking's output and report.json show, so
+    a NaN in the table always comes with its reason."""
+    return [f"adapter {s.adapter_id}: {s.error}" for s in scores if s.error]
 
 
 def rank_key(score: CandidateScore, metric: str) -> tuple[bool, float]:
@@ -338,6 +376,7 @@ def score_candidates(
     if not metrics:
         raise ValueError("at least one metric is needed")
     computed = per_candidate_metrics(metrics)  # unknown names fail here, before any work
+    layer_mean = any(get_metric(name).needs == "layer_features" for name in computed)
     sample = scoring_sample(task, max_samples, seed)
     data = EncodedRecords(sample, tokenizer, max_length)
     labels = np.asarray(sample.label)
@@ -354,7 +393,7 @@ def score_candidates(
             try:
                 outputs = find_executable_batch_size(
                     lambda size, model=model: candidate_outputs(
-                        model, data, tokenizer, batch_size=size),
+                        model, data, tokenizer, batch_size=size, layer_mean=layer_mean),
                     starting_batch_size=batch_size or auto_batch_size(device),
                 )()
             finally:
@@ -362,6 +401,8 @@ def score_candidates(
                 release()
                 load_seconds += time.perf_counter() - released
             finite = np.isfinite(outputs.features).all() and np.isfinite(outputs.source_probs).all()
+            if outputs.layer_features is not None:
+                finite = finite and np.isfinite(outputs.layer_features).all()
             if not finite:
                 raise FloatingPointError("the forward pass gave NaN or infinite values")
         except Exception as exc:  # one candidate's failure must not end the ranking

@@ -43,6 +43,12 @@ def ranking_table(scores: list[dict], metrics: list[str], title: str = "Candidat
     return table
 
 
+def print_warnings(warnings: list[str] | None) -> None:
+    """The ranking's warnings under its table: why a candidate has no score (NaN, shown '-')."""
+    for line in warnings or []:
+        console.print(f"[yellow]warning:[/yellow] {line} (NaN, ranked last)", highlight=False)
+
+
 def attempts_table(report: dict) -> Table:
     table = Table(title=f"Attempts on {report['task']['name']} (threshold "
                   f"{report['threshold']['metric']} >= {report['threshold']['value']})")
@@ -66,6 +72,7 @@ def print_adapt_report(report: dict) -> None:
         console.print(
             ranking_table(rows, [report["metric"]], title=f"Ranking by {report['metric']}")
         )
+        print_warnings(report.get("warnings"))
     console.print(attempts_table(report))
     timing = report["timing"]
     console.print(

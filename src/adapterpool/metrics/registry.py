@@ -8,7 +8,7 @@ from typing import Literal
 
 import numpy as np
 
-from ..errors import UnknownMetricError, did_you_mean
+from ..errors import MetricInputError, UnknownMetricError, did_you_mean
 from .ensemble import ensemble
 from .gbc import gbc
 from .hscore import h_score, regularized_h_score
@@ -24,7 +24,7 @@ from .transrate import transrate
 class MetricSpec:
     name: str
     fn: Callable[..., float]
-    needs: Literal["features", "source_probs", "source_labels", "candidates"]
+    needs: Literal["features", "layer_features", "source_probs", "source_labels", "candidates"]
     description: str
     seeded: bool = False
 
@@ -44,6 +44,12 @@ METRICS: dict[str, MetricSpec] = {
         MetricSpec("knn", knn_accuracy, "features", "leave-one-out 5-NN accuracy"),
         MetricSpec("linear-probe", linear_probe_accuracy, "features",
                    "5-fold logistic-regression accuracy", seeded=True),
+        # TransformerRanker (Garbas et al. 2024): features averaged over every layer's
+        # mean-pooled token states estimate transferability better than the last layer alone
+        MetricSpec("logme-layers", logme, "layer_features",
+                   "LogME on features averaged over layers (Garbas et al. 2024)"),
+        MetricSpec("knn-layers", knn_accuracy, "layer_features",
+                   "leave-one-out 5-NN accuracy on features averaged over layers"),
     )
 }
 
@@ -78,12 +84,24 @@ def per_candidate_metrics(metrics: list[str]) -> list[str]:
     return expanded
 
 
-def compute_metric(name: str, *, features, source_probs, labels, seed: int = 0) -> float:
-    """Route the right input of one forward pass to metric ``name``."""
+def compute_metric(
+    name: str, *, features, source_probs, labels, seed: int = 0, layer_features=None
+) -> float:
+    """Route the right input of one forward pass to metric ``name``.
+
+    ``layer_features``: the layer-averaged features that ``*-layers`` metrics read
+    (``scoring.candidate_outputs(..., layer_mean=True)``).
+    """
     spec = get_metric(name)
     if spec.needs == "candidates":
         raise ValueError(f"{name!r} ranks a set of candidates; use ensemble({{metric: scores}})")
-    if spec.needs == "features":
+    if spec.needs == "layer_features":
+        if layer_features is None:
+            raise MetricInputError(
+                f"{name!r} reads features averaged over layers: pass layer_features "
+                "(scoring.candidate_outputs(..., layer_mean=True) computes them)")
+        inputs = layer_features
+    elif spec.needs == "features":
         inputs = features
     elif spec.needs == "source_probs":
         inputs = source_probs

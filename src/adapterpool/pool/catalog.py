@@ -51,6 +51,20 @@ adapters_table = Table(
     Column("description", Text),
 )
 
+# One row per adapter whose folder holds a task summary (TASK_EMBEDDING): the file's sha256, so
+# that it is verified like the weights, and what it was computed from. A table of its own, so that
+# pools created before it get it from create_all and old readers never see it.
+task_summaries_table = Table(
+    "task_summaries",
+    metadata,
+    Column("adapter_id", String(160), primary_key=True),
+    Column("sha256", String(64), nullable=False),
+    Column("source", String(16), nullable=False),  # "texts" | "probe"
+    Column("n_texts", Integer, nullable=False),
+    Column("dims", Integer, nullable=False),
+    Column("created_at", String(40), nullable=False),
+)
+
 tokens_table = Table(
     "write_tokens",
     metadata,

@@ -39,6 +39,14 @@ def add_pool_parsers(sub: argparse._SubParsersAction) -> None:
                              "in progress stages its files before it takes the catalog lock "
                              "(default: %(default)s)")
     verify.add_argument("--json", action="store_true")
+    reindex = pool_sub.add_parser(
+        "reindex", help="compute the missing task summaries (for prefiltering large pools)",
+        description="Adapters contributed before task summaries existed, or imported without "
+                    "one, get a probe summary: the packaged probe texts embedded by the base "
+                    "model, weighted by how far the adapter moves each (their training texts are "
+                    "not known). Adapters that have a summary are left as they are.")
+    reindex.add_argument("path")
+    reindex.add_argument("--json", action="store_true")
     export = pool_sub.add_parser("export", help="a PEFT folder with a model card")
     export.add_argument("path")
     export.add_argument("id")
@@ -91,13 +99,34 @@ def run_pool_command(args: argparse.Namespace) -> None:
                 f"{report['corrupt'] or 'none'}; "
                 f"missing files: {report['missing_files'] or 'none'}; "
                 f"orphans: {report['orphans'] or 'none'}; "
-                f"leftovers: {report['leftovers'] or 'none'}"
-                + (" (orphans and leftovers removed)" if args.repair else "")
+                f"leftovers: {report['leftovers'] or 'none'}; "
+                f"task summaries: {report['task_summaries']} verified, corrupt: "
+                f"{report['task_summaries_corrupt'] or 'none'}, unrecorded: "
+                f"{report['task_summaries_unrecorded'] or 'none'}, dangling: "
+                f"{report['task_summaries_dangling'] or 'none'}"
+                + (" (orphans, leftovers and broken summaries removed)" if args.repair else "")
                 + (f"; left alone, younger than {args.grace:g} s: {report['recent']}"
                    if report["recent"] else "")
             )
         if not report["consistent"]:
-            raise PoolError("the pool has catalogued adapters whose files are missing or altered")
+            raise PoolError("the pool has catalogued adapters whose files (or task summaries) are "
+                            "missing or altered")
+    elif args.pool_command == "reindex":
+        from ..reindex import reindex
+
+        if not isinstance(pool, AdapterPool):
+            raise PoolError("reindex runs where the pool's files are: on the server's pool folder")
+        result = reindex(pool, show_progress=not args.json)
+        if args.json:
+            print(json.dumps(result.as_json(), indent=2))
+        else:
+            console.print(
+                f"{len(result.computed)} task summaries computed, {result.already} adapters had "
+                f"one, {len(result.failed)} failed ({result.seconds:.1f}s)")
+            for adapter_id, why in result.failed.items():
+                console.print(f"[yellow]warning:[/yellow] {adapter_id}: {why}", highlight=False)
+        if result.failed:
+            raise PoolError(f"{len(result.failed)} adapters got no task summary (see above)")
     elif args.pool_command == "export":
         from .maintenance import export
 

@@ -10,11 +10,12 @@ from pathlib import Path
 from sqlalchemy import select
 
 from ..errors import UsageError
-from ..peft_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTERPOOL_META
+from ..peft_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTERPOOL_META, TASK_EMBEDDING
 from .catalog import adapters_table, catalog_write_lock
 from .checks import AdapterRejected
 from .storage import mtime
 from .store import AdapterPool, PoolError
+from .summaries import summary_rows, verified_summary_bytes, verify_summaries
 
 DEFAULT_GRACE_SECONDS = 600.0
 
@@ -76,6 +77,8 @@ def verify(
                     pool.storage.fs.rm(rel, recursive=True)
                 else:
                     shutil.rmtree(pool.path / rel, ignore_errors=True)
+        # last under the lock: its repair commits, which ends the lock
+        summaries = verify_summaries(pool, conn, catalogued, repair=repair)
     return {
         "adapters": len(records),
         "verified": len(records) - len(corrupt) - len(missing),
@@ -86,7 +89,11 @@ def verify(
         "recent": recent,
         "grace_seconds": grace_seconds,
         "repaired": repair,
-        "consistent": not (corrupt or missing),
+        **summaries,
+        # a broken summary is derived data: repair drops it (pool reindex computes it again);
+        # dangling rows and unrecorded files are leftovers, never read
+        "consistent": not (corrupt or missing) and (
+            repair or not summaries["task_summaries_corrupt"]),
     }
 
 
@@ -145,6 +152,10 @@ def export(pool: AdapterPool, adapter_id: str, out_dir: str | Path) -> Path:
     for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTERPOOL_META):
         if (source / name).is_file():
             shutil.copyfile(source / name, out / name)
+    # the task summary travels too, verified; an import elsewhere keeps it
+    row = summary_rows(pool).get(adapter_id)
+    if row is not None:
+        (out / TASK_EMBEDDING).write_bytes(verified_summary_bytes(pool, adapter_id, row))
     config = json.loads((source / ADAPTER_CONFIG).read_text())
     (out / "README.md").write_text(model_card(record, config))
     return out

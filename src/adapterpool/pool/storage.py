@@ -42,6 +42,25 @@ class LocalStorage:
             shutil.rmtree(final)
         os.rename(staging, final)
 
+    def publish_file(self, staged: Path, adapter_id: str, name: str) -> None:
+        """Move one staged file into a published adapter's folder: one atomic rename."""
+        folder = self.root / adapter_id
+        if not folder.is_dir():
+            raise FileNotFoundError(f"adapter folder {folder} does not exist")
+        os.replace(staged, folder / name)
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def read_file(self, adapter_id: str, name: str) -> bytes | None:
+        path = self.root / adapter_id / name
+        return path.read_bytes() if path.is_file() else None
+
+    def delete_file(self, adapter_id: str, name: str) -> None:
+        (self.root / adapter_id / name).unlink(missing_ok=True)
+
     def local_dir(self, adapter_id: str, sha256: str) -> Path | None:
         folder = self.root / adapter_id
         return folder if (folder / ADAPTER_WEIGHTS).is_file() else None
@@ -94,6 +113,20 @@ class FsspecStorage:
         if self.fs.exists(final):
             self.fs.rm(final, recursive=True)
         self.fs.mv(remote_staging, final, recursive=True)
+
+    def publish_file(self, staged: Path, adapter_id: str, name: str) -> None:
+        """Upload one file into a published adapter's folder (an object store writes it whole)."""
+        if not self.fs.exists(self._path(adapter_id, ADAPTER_WEIGHTS)):
+            raise FileNotFoundError(f"adapter folder {self._path(adapter_id)} does not exist")
+        self.fs.put_file(str(staged), self._path(adapter_id, name))
+
+    def read_file(self, adapter_id: str, name: str) -> bytes | None:
+        path = self._path(adapter_id, name)
+        return self.fs.cat_file(path) if self.fs.exists(path) else None
+
+    def delete_file(self, adapter_id: str, name: str) -> None:
+        if self.fs.exists(self._path(adapter_id, name)):
+            self.fs.rm(self._path(adapter_id, name))
 
     def local_dir(self, adapter_id: str, sha256: str) -> Path | None:
         folder = self.cache / sha256

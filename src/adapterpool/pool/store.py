@@ -20,10 +20,17 @@ from sqlalchemy.exc import IntegrityError
 
 from ..base_model import canonical_name
 from ..errors import DuplicateAdapterError, PoolError, UsageError
-from ..peft_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTERPOOL_META
-from .catalog import AdapterRecord, adapters_table, create_schema, make_engine
+from ..peft_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTERPOOL_META, TASK_EMBEDDING
+from .catalog import (
+    AdapterRecord,
+    adapters_table,
+    create_schema,
+    make_engine,
+    task_summaries_table,
+)
 from .checks import AdapterRejected, check_id, slugify, validate_adapter_dir
 from .storage import open_storage, sha256_stream
+from .summaries import delete_summary_row, stage_summary_file, summary_dims, summary_row
 
 POOL_MARKER = "pool.json"
 FORMAT_VERSION = "1"
@@ -149,6 +156,12 @@ class AdapterPool:
     def sample(self, n: int, seed: int) -> list[AdapterRecord]:
         return seeded_sample(self.list(), n, seed)
 
+    def task_summaries(self, adapter_ids: list[str]):
+        """The verified task summaries of ``adapter_ids`` (a :class:`SummaryReading`)."""
+        from .summaries import read_summaries
+
+        return read_summaries(self, adapter_ids)
+
     # -- writing -------------------------------------------------------------------------------
     def add(
         self,
@@ -160,7 +173,9 @@ class AdapterPool:
     ) -> AdapterRecord:
         """Check, stage and publish an adapter; returns its catalog record.
 
-        ``meta`` defaults to the folder's ``adapterpool.json`` (task block, metrics, timing).
+        ``meta`` defaults to the folder's ``adapterpool.json`` (task block, metrics, timing). A
+        task summary in the folder (``task_embedding.safetensors``) is checked, kept and recorded
+        with its sha256 in the same transaction; a folder without one is added all the same.
         """
         source = Path(adapter_dir)
         if meta is None:
@@ -186,6 +201,7 @@ class AdapterPool:
             config["base_model_name_or_path"] = self.base_model
             (staging / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True))
             (staging / ADAPTERPOOL_META).write_text(json.dumps(meta, indent=2, sort_keys=True))
+            summary = stage_summary_file(source, staging, summary_dims(self))
             config = validate_adapter_dir(staging, base_model=self.base_model, meta=meta)
             sha = sha256_file(staging / ADAPTER_WEIGHTS)
             task = meta["task"]
@@ -217,6 +233,13 @@ class AdapterPool:
             try:
                 with self.engine.begin() as conn:
                     conn.execute(insert(adapters_table).values(**record.to_row()))
+                    # a summary row under this new id can only be a leftover (a remove by a
+                    # version without summaries): it goes, whether or not this add has one
+                    delete_summary_row(conn, record.id)
+                    if summary is not None:
+                        summary_sha = sha256_file(staging / TASK_EMBEDDING)
+                        conn.execute(insert(task_summaries_table).values(
+                            **summary_row(record.id, summary_sha, summary)))
                     self.storage.publish(staging, record.id)
                     published = True
             except IntegrityError as exc:
@@ -245,6 +268,7 @@ class AdapterPool:
         record = self.get(adapter_id)
         with self.engine.begin() as conn:
             conn.execute(delete(adapters_table).where(adapters_table.c.id == record.id))
+            delete_summary_row(conn, record.id)
         self.storage.delete(record.id)
         return record
 

@@ -1,0 +1,142 @@
+"""Stage 1 of ranking a large pool: the N adapters whose task summaries are closest to the
+target's, found without running any adapter.
+
+One pass of the *base* model over a seeded sample of the target's training texts gives the
+target's summary (:mod:`adapterpool.task_embedding`); every adapter's summary is read from the
+pool (a few KB each, verified), and a similarity (:mod:`adapterpool.task_summary`) orders them.
+Stage 2, the precise metric with one forward pass per candidate, then runs on the N kept only
+(ESM-LogME, Schulte et al. 2024, ranks 1,500+ sources from one base-model pass per target).
+
+Adapters without a usable summary (contributed before summaries existed and not reindexed, or a
+summary that failed its checks) get NaN similarity and come after all others, in a seeded random
+order: with fewer than N summarised adapters the rest of the N are a random draw, as the
+``random`` strategy's. Each such adapter is named in the warnings.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .pool import AdapterRecord
+from .pool.protocol import Pool
+from .task_embedding import DEFAULT_SUMMARY_LENGTH, DEFAULT_SUMMARY_TEXTS
+from .task_summary import TaskSummary, check_similarity, similarities
+from .tasks import Task
+
+logger = logging.getLogger(__name__)  # a child of "adapterpool"
+
+
+@dataclass
+class Prefilter:
+    """What stage 1 chose and why; ``as_json`` is what report.json records."""
+
+    similarity: str
+    keep: int
+    chosen: list[AdapterRecord]
+    similarities: dict[str, float]  # every adapter of the pool; NaN: no usable summary
+    sources: dict[str, str]  # adapter id -> "texts" | "probe" (summarised adapters only)
+    target: TaskSummary
+    target_seconds: float  # the base-model pass over the target sample
+    seconds: float  # all of stage 1
+    warnings: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict:
+        ranked = sorted(self.similarities.items(),
+                        key=lambda kv: (math.isnan(kv[1]), -kv[1] if not math.isnan(kv[1]) else 0))
+        return {
+            "similarity": self.similarity,
+            "keep": self.keep,
+            "pool_size": len(self.similarities),
+            "chosen": [r.id for r in self.chosen],
+            "target_texts": self.target.n_texts,
+            "target_seconds": self.target_seconds,
+            "seconds": self.seconds,
+            "similarities": [
+                {"adapter_id": adapter_id,
+                 "similarity": None if math.isnan(value) else value,
+                 "summary": self.sources.get(adapter_id)}
+                for adapter_id, value in ranked
+            ],
+            "warnings": self.warnings,
+        }
+
+
+def order_by_similarity(ids: list[str], values: np.ndarray, seed: int) -> list[int]:
+    """Indices best first: finite similarities descending (ties by id), then the NaN ones in a
+    seeded random order."""
+    finite = [i for i in range(len(ids)) if np.isfinite(values[i])]
+    finite.sort(key=lambda i: (-values[i], ids[i]))
+    rest = sorted((i for i in range(len(ids)) if not np.isfinite(values[i])), key=lambda i: ids[i])
+    shuffled = [rest[j] for j in np.random.default_rng(seed).permutation(len(rest))]
+    return finite + shuffled
+
+
+def target_summary(
+    task: Task, base_model: str, *, n_texts: int = DEFAULT_SUMMARY_TEXTS, seed: int = 0,
+    max_length: int = DEFAULT_SUMMARY_LENGTH,
+) -> TaskSummary:
+    """The target's summary: one base-model pass over a seeded sample of its training texts."""
+    from .modeling import load_tokenizer
+    from .task_embedding import load_encoder, records_summary
+
+    return records_summary(task.train, load_encoder(base_model), load_tokenizer(base_model),
+                           n_texts=n_texts, seed=seed, max_length=max_length)
+
+
+def prefilter(
+    task: Task, pool: Pool, keep: int, *, similarity: str = "cosine", seed: int = 0,
+    n_texts: int = DEFAULT_SUMMARY_TEXTS, max_length: int = DEFAULT_SUMMARY_LENGTH,
+    target: TaskSummary | None = None, records: list | None = None,
+) -> Prefilter:
+    """The ``keep`` adapters of the whole pool (or of ``records``, the pool's adapters that can
+    warm-start the loop's method) most similar to ``task`` (see the module)."""
+    from .errors import UsageError
+
+    if keep < 1:
+        raise UsageError(f"prefilter must keep at least 1 adapter, got {keep}")
+    check_similarity(similarity)  # an unknown similarity fails before any work
+    start = time.perf_counter()
+    records = sorted(pool.list() if records is None else records, key=lambda r: r.id)
+    ids = [r.id for r in records]
+    warnings: list[str] = []
+    reader = getattr(pool, "task_summaries", None)
+    if reader is None:
+        summaries: dict[str, TaskSummary] = {}
+        warnings.append(f"this pool ({type(pool).__name__}) serves no task summaries: "
+                        "the prefilter falls back to a seeded random draw")
+    else:
+        reading = reader(ids)
+        summaries = reading.summaries
+        for adapter_id, problem in sorted(reading.problems.items()):
+            warnings.append(f"adapter {adapter_id}: task summary not used: {problem}")
+        if reading.missing:
+            warnings.append(
+                f"{len(reading.missing)} of {len(ids)} adapters have no task summary and come "
+                "last (in a seeded random order); compute them with `adapterpool pool reindex "
+                f"POOL`: {', '.join(reading.missing[:10])}"
+                + (" ..." if len(reading.missing) > 10 else ""))
+    target_start = time.perf_counter()
+    if target is None:
+        target = target_summary(task, pool.base_model, n_texts=n_texts, seed=seed,
+                                max_length=max_length)
+    target_seconds = time.perf_counter() - target_start
+    for line in warnings:
+        logger.warning("prefilter: %s", line)
+    values = similarities(target, [summaries.get(i) for i in ids], similarity)
+    order = order_by_similarity(ids, values, seed)
+    return Prefilter(
+        similarity=similarity,
+        keep=keep,
+        chosen=[records[i] for i in order[:keep]],
+        similarities={ids[i]: float(values[i]) for i in range(len(ids))},
+        sources={i: s.source for i, s in summaries.items()},
+        target=target,
+        target_seconds=target_seconds,
+        seconds=time.perf_counter() - start,
+        warnings=warnings,
+    )
