@@ -67,3 +67,14 @@ def tiny_gpt2_model(tmp_path_factory: pytest.TempPathFactory) -> str:
     tokenizer.pad_token = None
     tokenizer.save_pretrained(path)
     return str(path)
+
+
+@pytest.fixture()
+def pool_copy(tiny_pool, tmp_path):
+    """A copy of the tiny pool that a test may change (the module's pool stays as it is)."""
+    import shutil
+
+    from adapterpool.pool import AdapterPool
+
+    shutil.copytree(tiny_pool.path, tmp_path / "pool")
+    return AdapterPool(tmp_path / "pool")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,12 +27,6 @@ from adapterpool.training import TrainConfig
 @pytest.fixture(scope="module")
 def target() -> Task:
     return load_task("builtin:subjectivity", max_train=48, max_eval=16, seed=1)
-
-
-@pytest.fixture()
-def pool_copy(tiny_pool: AdapterPool, tmp_path: Path) -> AdapterPool:
-    shutil.copytree(tiny_pool.path, tmp_path / "pool")
-    return AdapterPool(tmp_path / "pool")
 
 
 def _unit(vector) -> TaskSummary:

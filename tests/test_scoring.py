@@ -32,12 +32,6 @@ def target() -> Task:
     return load_task("builtin:movie-sentiment", max_train=48, max_eval=16, seed=0)
 
 
-@pytest.fixture()
-def pool_copy(tiny_pool: AdapterPool, tmp_path: Path) -> AdapterPool:
-    shutil.copytree(tiny_pool.path, tmp_path / "pool")
-    return AdapterPool(tmp_path / "pool")
-
-
 def _score(pool: AdapterPool, records: list, task: Task, **kwargs) -> list[CandidateScore]:
     tokenizer = load_tokenizer(pool.base_model)
     return score_candidates(pool, records, task, tokenizer, METRICS, max_samples=48,
