@@ -54,6 +54,9 @@ def _lora_config(adapter_dir: str | Path) -> LoraConfig:
     config = read_adapter_config(adapter_dir)
     if config.peft_type != PeftType.LORA:
         raise UsageError(f"composition merges LoRA adapters; {adapter_dir} is {config.peft_type}")
+    if getattr(config, "use_dora", False):
+        raise UsageError(f"composition merges plain LoRA; {adapter_dir} is DoRA (peft's merge "
+                         "does not combine the magnitude vectors)")
     # No task type: a sequence-classification PeftModel would add the head to modules_to_save
     # again, and the head is not merged (the key names of the LoRA tensors stay the same).
     return replace(config, modules_to_save=None, task_type=None, inference_mode=False)

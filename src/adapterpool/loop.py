@@ -543,9 +543,10 @@ class _LoopRun:
         model, keep = self.warm_start(top[0].adapter_id)
         state = get_peft_model_state_dict(model)  # the best candidate's pooler, the head
         lora_keys = {k for k in state if "lora_" in k}
-        if lora_keys != set(merged):
-            raise RuntimeError(f"composition: merged tensors {sorted(set(merged) ^ lora_keys)[:2]}"
-                               " do not match the model's")
+        if lora_keys != set(merged):  # tensors the merge does not produce: no composition
+            self.composition["error"] = ("the merge lacks tensors the model has: "
+                                         f"{sorted(lora_keys ^ set(merged))[:2]}")
+            return None
         set_peft_model_state_dict(model, state | merged)
         return self.attempt("composition", top[0].adapter_id, model, c.transfer_config(),
                             head_kept=keep)
