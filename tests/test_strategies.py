@@ -513,3 +513,20 @@ def test_composition_is_the_first_try_then_single_candidates(target, tiny_pool, 
     assert all(torch.equal(entry[k], merged[k]) for k in merged)
     with pytest.raises(UsageError, match="choose one"):
         AdaptConfig(strategy="composition,racing")
+
+
+def test_composition_refuses_what_peft_cannot_merge(tiny_pool, target, tmp_path):
+    from adapterpool.composition import compose_lora
+    from adapterpool.modeling import new_model, save_adapter
+
+    dora = save_adapter(new_model(tiny_pool.base_model, target.label_names, "dora"),
+                        tmp_path / "dora", {})
+    lora = tiny_pool.adapter_dir(tiny_pool.list()[0].id)
+    with pytest.raises(UsageError, match="DoRA"):
+        compose_lora(tiny_pool.base_model, target.label_names, [lora, dora], [0.5, 0.5])
+    ia3 = save_adapter(new_model(tiny_pool.base_model, target.label_names, "ia3"),
+                       tmp_path / "ia3", {})
+    with pytest.raises(UsageError, match="merges LoRA"):
+        compose_lora(tiny_pool.base_model, target.label_names, [lora, ia3], [0.5, 0.5])
+    with pytest.raises(UsageError, match=">= 2 adapters"):
+        compose_lora(tiny_pool.base_model, target.label_names, [lora], [1.0])
