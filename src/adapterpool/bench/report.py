@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import DEFAULT_METRIC
 from ..config import AdaptConfig
 from ..metrics import ensemble
 from .calibration import calibrate_cutoff, calibrate_min_score
@@ -317,6 +318,7 @@ def summarize(state: dict) -> dict:
         "mean": mean,
         "threshold_sweep": sweep,
         "best_metric": best,
+        "default_ranking": DEFAULT_METRIC,  # what rank/adapt use unless told (its row: mean)
         "best_by": {"weighted_tau": best, "regret_at_1": best_by("regret_at_1", -1.0),
                     "top1_hit": best_by("top1_hit", 1.0),
                     "loop_accuracy_ratio": best_by("accuracy_ratio", 1.0)},
