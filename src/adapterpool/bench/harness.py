@@ -73,15 +73,17 @@ class BenchState:
         files = [f for f in files if f.is_file()]
         if not files:
             return
+        self.merge_parts(files)
+        self._write()
+        for part in files:
+            part.unlink()
+
+    def merge_parts(self, files: list[Path]) -> None:
+        """Merge part files into the state in memory (their ``config`` is the worker's copy)."""
         for part in files:
             data = json.loads(part.read_text())
             data.pop("config", None)
             merge_units(self.data, data)
-        for key in ("sources", "targets"):
-            if key in self.data:
-                self.put(self.data[key], key)
-        for part in files:
-            part.unlink()
 
     def get(self, *keys: str):
         node = self.data
@@ -96,6 +98,10 @@ class BenchState:
         for key in keys[:-1]:
             node = node.setdefault(key, {})
         node[keys[-1]] = value
+        self._write()
+
+    def _write(self) -> None:
+        """The whole state to ``state.json``: temp file, fsync, ``os.replace``."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".state-")
         try:
@@ -113,10 +119,7 @@ class BenchState:
 def read_state(path: Path) -> dict:
     """``state.json`` with any part files merged in, read only (for reports)."""
     state = BenchState(path)
-    for part in sorted(state.parts_dir.glob("*.json")):
-        data = json.loads(part.read_text())
-        data.pop("config", None)
-        merge_units(state.data, data)
+    state.merge_parts(sorted(state.parts_dir.glob("*.json")))
     return state.data
 
 
