@@ -224,8 +224,9 @@ def markdown(result: dict) -> str:
         "# Ranking cost against pool size", "",
         f"Target {result['target']}; stage 2 = kNN on {result['max_samples']} target examples "
         f"({result['max_length']} tokens), N = {result['keep']} kept; MiniLM "
-        f"(all-MiniLM-L6-v2) on this {os.cpu_count()}-CPU machine, shared with other work (load "
-        "average in the table). Written by `benchmarks/bench_ranking_scale.py`.", "",
+        f"(all-MiniLM-L6-v2) on this {os.cpu_count()}-CPU machine (its load average, the "
+        "benchmark's own included, in the table). Written by "
+        "`benchmarks/bench_ranking_scale.py`.", "",
         "| adapters | stage 1 only (s) | of which target pass (s) | two stages (s) | "
         "scoring all (s) | top-1, two stages / all | load avg |",
         "|---|---|---|---|---|---|---|",
