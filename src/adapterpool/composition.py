@@ -95,5 +95,6 @@ def compose_lora(base_model: str | None, label_names: Sequence[str],
         if isinstance(module, LoraLayer) and MERGED in module.lora_B:
             factor = module.scaling[MERGED] / module.scaling[names[0]]
             module.lora_B[MERGED].weight.data.mul_(factor)
-    merged = get_peft_model_state_dict(model, adapter_name=MERGED)
+    # save_embedding_layers=False: "auto" looks the base model up on the Hub (a network call)
+    merged = get_peft_model_state_dict(model, adapter_name=MERGED, save_embedding_layers=False)
     return {k: v.detach().clone() for k, v in merged.items() if "lora_" in k}

@@ -541,7 +541,8 @@ class _LoopRun:
             self.composition["error"] = str(exc)
             return None
         model, keep = self.warm_start(top[0].adapter_id)
-        state = get_peft_model_state_dict(model)  # the best candidate's pooler, the head
+        # the best candidate's pooler, the head; no Hub lookup of the base model (see compose_lora)
+        state = get_peft_model_state_dict(model, save_embedding_layers=False)
         lora_keys = {k for k in state if "lora_" in k}
         if lora_keys != set(merged):  # tensors the merge does not produce: no composition
             self.composition["error"] = ("the merge lacks tensors the model has: "
