@@ -78,3 +78,40 @@ def pool_copy(tiny_pool, tmp_path):
 
     shutil.copytree(tiny_pool.path, tmp_path / "pool")
     return AdapterPool(tmp_path / "pool")
+
+
+@pytest.fixture(scope="session")
+def tiny_vit_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A 2-layer, 32-wide ViT on 16x16 images (patches of 8) with random weights and its image
+    processor (resize to 16x16, ImageNet-style normalisation), saved locally."""
+    import torch
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny-vit")
+    config = ViTConfig(image_size=16, patch_size=8, hidden_size=32, num_hidden_layers=2,
+                       num_attention_heads=2, intermediate_size=64)
+    ViTModel(config, add_pooling_layer=False).save_pretrained(path)
+    ViTImageProcessor(size={"height": 16, "width": 16}).save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_t5_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A 2+2-layer, 32-wide T5 with random weights and the MiniLM tokenizer (its [PAD] starts
+    the decoder, its [SEP] ends a target)."""
+    import torch
+    from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
+
+    from adapterpool.base_model import resolve_base_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny-t5")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_base_model(None))
+    config = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=16, d_ff=64, num_layers=2,
+                      num_decoder_layers=2, num_heads=2, pad_token_id=tokenizer.pad_token_id,
+                      decoder_start_token_id=tokenizer.pad_token_id,
+                      eos_token_id=tokenizer.sep_token_id)
+    T5ForConditionalGeneration(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)

@@ -49,6 +49,12 @@ def _add_task_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-field", default="text")
     parser.add_argument("--text-pair-field")
     parser.add_argument("--label-field", default="label")
+    parser.add_argument("--target-field",
+                        help="target-text column of a text2text task (folders: default 'target'; "
+                        "giving it makes an hf: dataset text2text)")
+    parser.add_argument("--image-field", default="image",
+                        help="image column of an image task (split files: paths relative to the "
+                        "task folder; hf: an Image feature)")
     _option(parser, "--seed", AdaptConfig, "seed", type=int)
 
 
@@ -163,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_task_args(rank)
     _add_pool_arg(rank)
     rank.add_argument("--metric", action="append",
-                      help=f"repeatable; default {DEFAULT_METRIC}")
+                      help=f"repeatable; default {DEFAULT_METRIC} (text2text tasks: "
+                      "target-loglik)")
     _add_subset_args(rank)
     _option(rank, "--max-samples", AdaptConfig, "max_samples", type=int)
     _option(rank, "--max-length", TrainConfig, "max_length", type=int)
@@ -203,6 +210,8 @@ def _load_task(args: argparse.Namespace):
         text_field=args.text_field,
         text_pair_field=args.text_pair_field,
         label_field=args.label_field,
+        target_field=args.target_field,
+        image_field=args.image_field,
     )
 
 
@@ -298,10 +307,12 @@ def _cmd_tasks(args: argparse.Namespace) -> None:
 def _cmd_rank(args: argparse.Namespace) -> None:
     from .loop import rank
     from .summary import console, print_warnings, ranking_table
+    from .task_kinds import get_kind
 
-    metrics = args.metric or [DEFAULT_METRIC]
+    task = _load_task(args)
+    metrics = args.metric or [get_kind(task.kind).default_metric]
     result = rank(
-        _load_task(args), _open_pool(args), metrics, subset=args.subset, seed=args.seed,
+        task, _open_pool(args), metrics, subset=args.subset, seed=args.seed,
         max_samples=args.max_samples, max_length=args.max_length, show_progress=not args.json,
         subset_strategy=args.subset_strategy, prefilter_similarity=args.prefilter_similarity,
     )
