@@ -115,3 +115,26 @@ def tiny_t5_model(tmp_path_factory: pytest.TempPathFactory) -> str:
     T5ForConditionalGeneration(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_bart_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A 2+2-layer, 32-wide BART with random weights and the MiniLM tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BartConfig, BartForConditionalGeneration
+
+    from adapterpool.base_model import resolve_base_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny-bart")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_base_model(None))
+    config = BartConfig(
+        vocab_size=len(tokenizer), d_model=32, encoder_layers=2, decoder_layers=2,
+        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
+        decoder_ffn_dim=64, max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
+        decoder_start_token_id=tokenizer.sep_token_id, forced_eos_token_id=tokenizer.sep_token_id,
+    )
+    BartForConditionalGeneration(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)

@@ -34,12 +34,15 @@ class EncodedRecords(Dataset):
             self.features = _image_features(records, processor)
             self.lengths = np.zeros(len(self.features), dtype=int)
             return
+        # encoder-decoder models take no token types (T5 and BART have none)
+        types = {"return_token_type_ids": False} if records.target is not None else {}
         encoded = processor(
             records.text,
             records.text_pair,
             truncation=True,
             max_length=max_length,
             padding=False,
+            **types,
         )
         if records.target is not None:
             self.inputs = "text2text"
