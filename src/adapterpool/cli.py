@@ -188,6 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_strategy_args(adapt)
     _add_train_args(adapt, epochs_flag="--standard-epochs")
 
+    pair = sub.add_parser(
+        "encoder-decoder", help="a text2text base model from two encoder checkpoints (default: "
+        "the packaged MiniLM on both sides, offline): transformers' EncoderDecoderModel")
+    pair.add_argument("out", help="new folder for the model and its tokenizer")
+    pair.add_argument("--encoder", help="encoder checkpoint (default: the embedded MiniLM)")
+    pair.add_argument("--decoder", help="decoder checkpoint (default: the encoder's)")
+
     demo = sub.add_parser("demo", help="the loop vs standard LoRA on the embedded default")
     demo.add_argument("--cache-dir", help="where the demo pool is kept")
     demo.add_argument("--rebuild", action="store_true", help="rebuild the cached demo pool")
@@ -337,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     from .server.cli import SERVER_COMMANDS, run_server_command
 
     args = build_parser().parse_args(argv)
-    if args.command in ("train", "rank", "adapt", "bench", "demo", "serve") or (
+    if args.command in ("train", "rank", "adapt", "bench", "demo", "serve",
+                        "encoder-decoder") or (
         getattr(args, "pool_command", None) in ("import", "reindex")
     ):  # commands that load models (the others stay fast)
         from .verbosity import quiet_third_party
@@ -360,6 +368,10 @@ def main(argv: list[str] | None = None) -> int:
             from .bench.cli import run_bench_command
 
             run_bench_command(args)
+        elif args.command == "encoder-decoder":
+            from .base_model import build_encoder_decoder
+
+            print(build_encoder_decoder(args.out, args.encoder, args.decoder))
         elif args.command == "demo":
             from .demo import run_demo
 
