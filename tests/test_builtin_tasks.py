@@ -13,7 +13,8 @@ from adapterpool.tasks.builtin import BUILTIN_TASKS, builtin_records, list_built
 EXPECTED_MIN_SIZE = {"movie-sentiment": 12000, "subjectivity": 10000, "speech-party": 2500,
                      "debate-role": 1000, "noun-category": 55000, "word-sense": 20000,
                      "pos-of-definition": 110000, "verb-category": 12000,
-                     "reverse-dictionary": 110000, "digits": 1797}
+                     "reverse-dictionary": 110000, "definition": 70000, "digits": 1797,
+                     "digit-parity": 1797}
 
 
 @pytest.mark.parametrize("name", sorted(BUILTIN_TASKS))

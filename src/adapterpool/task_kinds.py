@@ -51,6 +51,8 @@ class TaskKindSpec:
         "EncoderDecoderModel of BERTs): the first of these name sets that the model has all of "
         "(the attention query and value projections, as transformers versions name them)"))
     description: str = ""
+    pipeline_tag: str = field(default="text-classification",
+                              metadata=_help("the Hub's pipeline tag of its exported adapters"))
 
 
 TASK_KINDS: dict[str, TaskKindSpec] = {
@@ -65,11 +67,13 @@ TASK_KINDS: dict[str, TaskKindSpec] = {
         TaskKindSpec("text2text", "AutoModelForSeq2SeqLM", "SEQ_2_SEQ_LM", "tokenizer",
                      False, GENERATION_METRICS, "target-loglik", "text2text", False,
                      ATTENTION_QV,
-                     description="input text -> target text (encoder-decoder: T5, BART)"),
+                     description="input text -> target text (encoder-decoder: T5, BART)",
+                     pipeline_tag="text2text-generation"),
         TaskKindSpec("image", "AutoModelForImageClassification", None, "image_processor",
                      True, CLASSIFICATION_METRICS, DEFAULT_METRIC, "image", False,
                      ATTENTION_QV,
-                     description="an image -> a class label (ViT and friends)"),
+                     description="an image -> a class label (ViT and friends)",
+                     pipeline_tag="image-classification"),
     )
 }
 KIND_NAMES = tuple(TASK_KINDS)

