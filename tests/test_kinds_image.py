@@ -228,3 +228,11 @@ def test_adapt_transfers_contributes_and_falls_back(vit_pool, digits, tmp_path):
     assert [a["kind"] for a in report["attempts"]] == ["transfer", "standard_lora"]
     assert report["contributed_adapter_id"] is None and len(vit_pool.list()) == n_before + 1
     assert report["threshold"] == {"metric": "f1_macro", "value": 1.01}
+
+
+def test_reindex_leaves_image_adapters_without_a_text_summary(vit_pool):
+    from adapterpool.reindex import reindex
+
+    report = reindex(vit_pool, show_progress=False)
+    assert report.not_applicable == len(vit_pool.list()) and report.already == 0
+    assert not report.computed and not report.failed
