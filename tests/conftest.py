@@ -138,3 +138,17 @@ def tiny_bart_model(tmp_path_factory: pytest.TempPathFactory) -> str:
     BartForConditionalGeneration(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one intra-op thread for a module of tiny-model tests: 32-wide layers gain nothing
+    from more, and on a CPU shared with other jobs the extra threads wait on each other at every
+    op (one README example: 50 s with torch's default threads beside a busy process, 5 s
+    with one). Restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

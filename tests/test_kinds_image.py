@@ -37,6 +37,8 @@ from adapterpool.tasks import load_task
 from adapterpool.tasks.images import open_image
 from adapterpool.training import TrainConfig
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TINY = TrainConfig(epochs=1, batch_size=8, evals_per_epoch=1, patience=5)
 COLOURS = {"cat": (200, 40, 40), "dog": (40, 40, 200), "owl": (40, 200, 40)}
 

@@ -38,8 +38,10 @@ from adapterpool.scoring import seq2seq_outputs
 from adapterpool.tasks import load_task
 from adapterpool.training import TrainConfig
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TINY = TrainConfig(epochs=1, batch_size=8, max_length=16, evals_per_epoch=1, patience=5,
-                   selection_metric="rouge_l")
+                   selection_metric="rouge_l", max_new_tokens=4)
 ROWS = [{"text": f"the colour of item {i}", "target": f"colour {i % 3}"} for i in range(12)]
 
 
@@ -241,7 +243,8 @@ def test_adapt_transfers_contributes_and_falls_back(t5_pool, task, tmp_path):
                  "--max-train", "16", "--max-eval", "4", "--subset", "1", "--max-tries", "1",
                  "--threshold", "1.01", "--threshold-metric", "chrf", "--epochs", "1",
                  "--standard-epochs", "1", "--batch-size", "8", "--max-length", "16",
-                 "--no-energy", "--json", "--contribute", "--out", str(tmp_path / "cli")])
+                 "--max-new-tokens", "4", "--no-energy", "--json", "--contribute",
+                 "--out", str(tmp_path / "cli")])
     report = json.loads((tmp_path / "cli" / "report.json").read_text())
     assert code == 0 and report["outcome"] == "failed"
     assert [a["kind"] for a in report["attempts"]] == ["transfer", "standard_lora"]

@@ -321,14 +321,14 @@ def test_readme_python_example_runs(tiny_base_model, tmp_path, monkeypatch):
 # The task-kind examples (text2text, image), run in-process with tiny models: (README word,
 # stand-in) and options appended per subcommand (later options win).
 KIND_BUDGET = ["--max-train", "24", "--max-eval", "8", "--max-length", "16", "--batch-size", "8",
-               "--evals-per-epoch", "1", "--no-energy"]
+               "--evals-per-epoch", "1", "--max-new-tokens", "4", "--no-energy"]
 KIND_APPEND = {"train": [*KIND_BUDGET, "--epochs", "1"],
                "adapt": [*KIND_BUDGET, "--epochs", "1", "--standard-epochs", "1",
                          "--max-samples", "24", "--subset", "2"]}
 
 
 def test_readme_task_kind_examples_run(tiny_base_model, tiny_vit_model, tmp_path, monkeypatch,
-                                       capsys):
+                                       capsys, one_torch_thread):
     """The text2text example (an EncoderDecoderModel of the tiny BERT standing in for MiniLM's)
     and the image example (the tiny ViT standing in for ViT-base), in order."""
     from adapterpool.cli import main

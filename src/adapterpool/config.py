@@ -55,6 +55,11 @@ class TrainConfig:
         default="accuracy", metadata=_help("validation metric that picks the best weights")
     )
     seed: int = field(default=0, metadata=_help("seed of shuffling and initialisation"))
+    max_new_tokens: int | None = field(
+        default=None,
+        metadata=_help("text2text evaluation: most tokens generated per example, greedy (None: "
+                       "adapterpool.generation.DECODING's 32)"),
+    )
     schedule_epochs: float | None = field(
         default=None,
         metadata=_help(
@@ -75,14 +80,17 @@ class TrainConfig:
             raise UsageError(f"learning_rate must be > 0 (or None), got {self.learning_rate}")
         if self.evals_per_epoch < 1:
             raise UsageError(f"evals_per_epoch must be >= 1, got {self.evals_per_epoch}")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise UsageError(f"max_new_tokens must be >= 1 (or None), got {self.max_new_tokens}")
 
     def as_dict(self) -> dict:
-        """The settings; ``schedule_epochs`` only when set, so that records (and the demo pool's
-        cache key) from before it existed stay equal.
+        """The settings; ``schedule_epochs`` and ``max_new_tokens`` only when set, so that records
+        (and the demo pool's cache key) from before they existed stay equal.
         """
         data = asdict(self)
-        if data["schedule_epochs"] is None:
-            del data["schedule_epochs"]
+        for name in ("schedule_epochs", "max_new_tokens"):
+            if data[name] is None:
+                del data[name]
         return data
 
 

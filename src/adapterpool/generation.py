@@ -13,7 +13,7 @@ folding.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -39,6 +39,11 @@ class DecodingConfig:
 
 
 DECODING = DecodingConfig()
+
+
+def decoding_for(max_new_tokens: int | None) -> DecodingConfig:
+    """:data:`DECODING` with ``max_new_tokens`` (``TrainConfig.max_new_tokens``) where set."""
+    return DECODING if max_new_tokens is None else replace(DECODING, max_new_tokens=max_new_tokens)
 
 
 def _normalise(text: str) -> str:

@@ -83,14 +83,16 @@ def evaluate(
     *,
     batch_size: int = 128,
     accelerator: Accelerator | None = None,
+    max_new_tokens: int | None = None,
 ) -> dict:
     """Accuracy, macro-F1 and weighted-F1 of ``model`` on encoded records; for text2text
     records the text metrics of its greedy generations (on every process alike: generation is
-    not sharded)."""
+    not sharded; ``max_new_tokens``: see :func:`adapterpool.generation.decoding_for`)."""
     if data.inputs == "text2text":
-        from .generation import generate_texts, reference_texts, text_scores
+        from .generation import decoding_for, generate_texts, reference_texts, text_scores
 
-        predictions = generate_texts(model, data, tokenizer, batch_size=batch_size)
+        predictions = generate_texts(model, data, tokenizer, batch_size=batch_size,
+                                     decoding=decoding_for(max_new_tokens))
         return text_scores(reference_texts(data, tokenizer), predictions)
     loader, _ = inference_loader(data, fit_tokenizer(tokenizer, model), batch_size)
     device = next(model.parameters()).device
@@ -182,6 +184,7 @@ def train(
         scores = evaluate(
             model, validation_data, tokenizer,
             batch_size=config.eval_batch_size, accelerator=accelerator,
+            max_new_tokens=config.max_new_tokens,
         )
         history.append({
             "step": step, "epoch": step / steps_per_epoch,
@@ -237,7 +240,7 @@ def train(
     if task.test is not None:
         test = evaluate(
             model, EncodedRecords(task.test, tokenizer, config.max_length), tokenizer,
-            batch_size=config.eval_batch_size,
+            batch_size=config.eval_batch_size, max_new_tokens=config.max_new_tokens,
         )
     if accelerator.device.type != "cpu":  # on CPU only a costly gc.collect() with no gain
         accelerator.free_memory()
