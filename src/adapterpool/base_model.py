@@ -128,8 +128,9 @@ def build_encoder_decoder(out_dir: str | Path, encoder: str | None = None,
     The decoder is the checkpoint made causal, with fresh cross-attention layers. Decoding starts
     from the PAD token (as T5's does) and ends at SEP: a BERT-style tokenizer frames a target as
     ``[CLS] ... [SEP]``, so a CLS start (the usual bert2bert recipe) would feed the decoder CLS
-    twice and, until well trained, it repeats CLS (measured: only CLS after 16 LoRA steps). Nothing is downloaded for the default: this is the real offline text2text model
-    (pool adapters on it are LoRA on its query/value projections, the cross-attention included).
+    twice and, until well trained, it repeats CLS (measured: only CLS after 16 LoRA steps).
+    Nothing is downloaded for the default: this is the real offline text2text model (pool
+    adapters on it are LoRA on its query/value projections, the cross-attention included).
     """
     from transformers import AutoTokenizer, EncoderDecoderModel
 
