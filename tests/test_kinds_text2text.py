@@ -251,3 +251,26 @@ def test_adapt_transfers_contributes_and_falls_back(t5_pool, task, tmp_path):
     assert set(report["attempts"][1]["validation"]) == {"rouge_l", "exact_match", "chrf"}
     assert report["threshold"] == {"metric": "chrf", "value": 1.01}
     assert report["contributed_adapter_id"] is None and len(t5_pool.list()) == n_before + 1
+
+
+def test_encoder_decoder_from_two_encoders_gets_lora_on_every_attention(tiny_base_model,
+                                                                         tmp_path):
+    from adapterpool.base_model import build_encoder_decoder
+    from adapterpool.errors import BaseModelError
+    from adapterpool.modeling import new_model
+
+    folder = build_encoder_decoder(tmp_path / "ed", tiny_base_model)
+    tokenizer = load_preprocessor(str(folder), "text2text")
+    model = base_classifier(str(folder), [], "text2text")
+    assert model.config.model_type == "encoder-decoder"
+    # PAD starts decoding: targets are framed [CLS] ... [SEP], so a CLS start would repeat it
+    assert model.config.decoder_start_token_id == tokenizer.pad_token_id
+    assert model.generation_config.eos_token_id == tokenizer.sep_token_id
+    peft_model = new_model(str(folder), [], kind="text2text")
+    assert sorted(peft_model.peft_config["default"].target_modules) == ["query", "value"]
+    adapted = {n.rsplit(".lora_A", 1)[0] for n, _ in peft_model.named_parameters()
+               if ".lora_A." in n}
+    assert any(".crossattention." in n for n in adapted)  # the fresh cross-attention too
+    assert any(n.split(".")[2] == "encoder" for n in adapted)
+    with pytest.raises(BaseModelError, match="not empty"):
+        build_encoder_decoder(folder, tiny_base_model)
