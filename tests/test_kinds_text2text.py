@@ -174,12 +174,27 @@ def test_target_loglik_is_minus_the_models_own_loss(tiny_t5_model, task):
         with torch.no_grad():
             loss = model(**single).loss.item()
             states = model.encoder(input_ids=single["input_ids"]).last_hidden_state
+            target = model.encoder(input_ids=single["labels"]).last_hidden_state
         assert out.target_loglik[i] == pytest.approx(-loss, rel=1e-5)
         assert np.allclose(out.features[i], states[0].mean(0).numpy(), atol=1e-5)
+        assert np.allclose(out.target_features[i], target[0].mean(0).numpy(), atol=1e-5)
     assert out.source_probs.shape == (len(data), 0)
     value = compute_metric("target-loglik", features=out.features, source_probs=None,
                            labels=None, target_loglik=out.target_loglik)
     assert value == pytest.approx(float(np.mean(out.target_loglik)))
+
+
+def test_logme_targets_rewards_targets_the_input_features_predict():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(60, 8))
+    targets = features @ rng.normal(size=(8, 5)) + 0.1 * rng.normal(size=(60, 5))
+    shuffled = targets[rng.permutation(60)]
+    score = lambda t: compute_metric("logme-targets", features=features,  # noqa: E731
+                                     source_probs=None, labels=None, target_features=t)
+    assert score(targets) > score(shuffled)
+    assert score(targets + 100.0) == pytest.approx(score(targets))  # centred: no intercept
+    with pytest.raises(Exception, match="target feature rows"):
+        score(targets[:10])
 
 
 def test_metrics_and_thresholds_refuse_other_kinds():
@@ -216,13 +231,14 @@ def test_ranking_by_target_loglik_draws_text2text_adapters_only(t5_pool, task):
     with t5_pool.engine.begin() as conn:
         conn.execute(adapters_table.insert().values(**row))
     try:
-        ranking = rank(task, t5_pool, "target-loglik", subset=5, peft_type="LORA",
-                       show_progress=False, measure_energy=False)
+        ranking = rank(task, t5_pool, ["target-loglik", "logme-targets"], subset=5,
+                       peft_type="LORA", show_progress=False, measure_energy=False)
     finally:
         with t5_pool.engine.begin() as conn:
             conn.execute(adapters_table.delete().where(adapters_table.c.id == "classifier-clone"))
     assert ranking.subset == [source.id] and ranking.incompatible == {"task_kind": 1}
     assert ranking.scores[0].scores["target-loglik"] < 0  # a log-likelihood
+    assert np.isfinite(ranking.scores[0].scores["logme-targets"])
     with pytest.raises(UsageError, match="'knn' does not apply to text2text"):
         rank(task, t5_pool, "knn", show_progress=False)
 

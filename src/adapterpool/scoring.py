@@ -66,6 +66,7 @@ class CandidateOutputs:
     seconds: float
     layer_features: np.ndarray | None = None  # (n, d) float32, with layer_mean=True
     target_loglik: np.ndarray | None = None  # (n,) float64: text2text, mean token log-likelihood
+    target_features: np.ndarray | None = None  # (n, d) float32: text2text, targets' encoder states
 
 
 def layer_mean_features(hidden_states: tuple[torch.Tensor, ...],
@@ -166,13 +167,14 @@ def seq2seq_outputs(
     layer_mean: bool = False,
 ) -> CandidateOutputs:
     """A text2text candidate's teacher-forced pass over the target sample: per example the mean
-    log-probability of its target tokens (the negative of its token-averaged loss) and the
-    attention-masked mean of the encoder's last states (the feature)."""
+    log-probability of its target tokens (the negative of its token-averaged loss), the
+    attention-masked mean of the encoder's last states (the feature), and the same mean for the
+    target text run through the encoder (what ``logme-targets`` regresses on)."""
     start = time.perf_counter()
     device = next(model.parameters()).device
     model.eval()
     loader, order = inference_loader(data, tokenizer, batch_size)
-    features, loglik = [], []
+    features, loglik, targets = [], [], []
     for batch in loader:
         batch = {k: v.to(device) for k, v in batch.items()}
         out = model(**batch)
@@ -181,16 +183,22 @@ def seq2seq_outputs(
         token_logp = torch.log_softmax(out.logits.double(), dim=-1).gather(
             -1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
         loglik.append(((token_logp * mask).sum(-1) / mask.sum(-1).clamp(min=1)).cpu())
-        states = out.encoder_last_hidden_state.float()
-        weights = batch["attention_mask"].unsqueeze(-1).float()
-        features.append(((states * weights).sum(1) / weights.sum(1).clamp(min=1.0)).cpu())
+        features.append(_masked_mean(out.encoder_last_hidden_state, batch["attention_mask"]))
+        encoded = model.get_encoder()(input_ids=labels.clamp(min=0), attention_mask=mask.long())
+        targets.append(_masked_mean(encoded.last_hidden_state, mask))
     pooled = restore_order(torch.cat(features).numpy(), order)
     return CandidateOutputs(
         features=pooled,
         source_probs=np.zeros((len(pooled), 0)),
         seconds=time.perf_counter() - start,
         target_loglik=restore_order(torch.cat(loglik).numpy(), order),
+        target_features=restore_order(torch.cat(targets).numpy(), order),
     )
+
+
+def _masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    weights = mask.unsqueeze(-1).float()
+    return ((states.float() * weights).sum(1) / weights.sum(1).clamp(min=1.0)).cpu()
 
 
 def _describe(exc: BaseException, limit: int = 400) -> str:
@@ -224,6 +232,7 @@ def _score_outputs(
                     seed=seed,
                     layer_features=outputs.layer_features,
                     target_loglik=outputs.target_loglik,
+                    target_features=outputs.target_features,
                 )
             )
             if not math.isfinite(value):
@@ -458,7 +467,7 @@ def score_candidates(
                 release()
                 load_seconds += time.perf_counter() - released
             finite = np.isfinite(outputs.features).all() and np.isfinite(outputs.source_probs).all()
-            for extra in (outputs.layer_features, outputs.target_loglik):
+            for extra in (outputs.layer_features, outputs.target_loglik, outputs.target_features):
                 if extra is not None:
                     finite = finite and np.isfinite(extra).all()
             if not finite:

@@ -10,6 +10,7 @@ from .gbc import gbc
 from .hscore import h_score, regularized_h_score
 from .leep import leep
 from .logme import logme
+from .logme_targets import logme_targets
 from .nce import nce
 from .nleep import nleep
 from .probes import knn_accuracy, linear_probe_accuracy
@@ -31,5 +32,5 @@ __all__ = [
     "ENSEMBLE", "ENSEMBLE_MEMBERS", "per_candidate_metrics", "METRICS", "MetricInputError",
     "MetricSpec", "UnknownMetricError", "check_metric_kind", "compute_metric",
     "ensemble", "gbc", "get_metric", "h_score", "knn_accuracy", "leep", "linear_probe_accuracy",
-    "logme", "nce", "nleep", "regularized_h_score", "target_loglik", "transrate",
+    "logme", "logme_targets", "nce", "nleep", "regularized_h_score", "target_loglik", "transrate",
 ]

@@ -15,6 +15,7 @@ from .gbc import gbc
 from .hscore import h_score, regularized_h_score
 from .leep import leep
 from .logme import logme
+from .logme_targets import logme_targets
 from .nce import nce
 from .nleep import nleep
 from .probes import knn_accuracy, linear_probe_accuracy
@@ -30,7 +31,7 @@ class MetricSpec:
     name: str
     fn: Callable[..., float]
     needs: Literal["features", "layer_features", "source_probs", "source_labels", "candidates",
-                   "target_loglik"]
+                   "target_loglik", "target_features"]
     description: str
     seeded: bool = False
     kinds: tuple[str, ...] = LABELLED_KINDS  # task kinds it applies to
@@ -60,6 +61,9 @@ METRICS: dict[str, MetricSpec] = {
         MetricSpec("target-loglik", target_loglik, "target_loglik",
                    "zero-shot mean token log-likelihood of the target texts (minus the NLL "
                    "loss; higher is better)", kinds=("text2text",)),
+        MetricSpec("logme-targets", logme_targets, "target_features",
+                   "LogME evidence of the targets' mean-pooled encoder states from the inputs'",
+                   kinds=("text2text",)),
     )
 }
 
@@ -110,17 +114,22 @@ def per_candidate_metrics(metrics: list[str]) -> list[str]:
 
 def compute_metric(
     name: str, *, features, source_probs, labels, seed: int = 0, layer_features=None,
-    target_loglik=None,
+    target_loglik=None, target_features=None,
 ) -> float:
     """Route the right input of one forward pass to metric ``name``.
 
     ``layer_features``: the layer-averaged features that ``*-layers`` metrics read
     (``scoring.candidate_outputs(..., layer_mean=True)``); ``target_loglik``: per-example mean
-    token log-likelihoods of text2text targets (``scoring.seq2seq_outputs``).
+    token log-likelihoods of text2text targets and ``target_features``, the mean-pooled encoder
+    states of the target texts (both from ``scoring.seq2seq_outputs``).
     """
     spec = get_metric(name)
     if spec.needs == "candidates":
         raise ValueError(f"{name!r} ranks a set of candidates; use ensemble({{metric: scores}})")
+    if spec.needs == "target_features":
+        if target_features is None:
+            raise MetricInputError(f"{name!r} reads the targets' encoder states (text2text tasks)")
+        return float(spec.fn(features, target_features))
     if spec.needs == "target_loglik":
         if target_loglik is None:
             raise MetricInputError(f"{name!r} reads target log-likelihoods (text2text tasks)")
