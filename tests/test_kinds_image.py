@@ -238,3 +238,16 @@ def test_reindex_leaves_image_adapters_without_a_text_summary(vit_pool):
     report = reindex(vit_pool, show_progress=False)
     assert report.not_applicable == len(vit_pool.list()) and report.already == 0
     assert not report.computed and not report.failed
+
+
+def test_a_base_model_without_the_kinds_model_class_is_refused(tiny_base_model, vit_pool,
+                                                               tmp_path):
+    from adapterpool.errors import BaseModelError
+
+    text_pool = AdapterPool.init(tmp_path / "text", base_model=tiny_base_model)
+    digits = load_task("builtin:digits", max_train=20, max_eval=10)
+    with pytest.raises(BaseModelError, match=r"\(bert\) has no AutoModelForImageClassification"):
+        rank(digits, text_pool, "knn", show_progress=False)
+    with pytest.raises(BaseModelError, match=r"\(vit\) has no AutoModelForSequenceClassification"):
+        adapt(load_task("builtin:subjectivity", max_train=20, max_eval=10), vit_pool,
+              AdaptConfig(max_tries=0), show_progress=False, measure_energy=False)

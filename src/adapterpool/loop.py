@@ -27,6 +27,7 @@ from .energy import EnergyMeter, EnergyReading
 from .errors import AdapterPoolError, UsageError
 from .metrics import check_metric_kind
 from .modeling import (
+    check_base_fits,
     check_method,
     load_preprocessor,
     new_model,
@@ -182,6 +183,7 @@ def rank(
     if subset_strategy == "prefilter" and not get_kind(task.kind).task_summary:
         raise UsageError(f"the prefilter compares text-classification task summaries; "
                          f"{task.kind} tasks have none (use subset_strategy 'random')")
+    check_base_fits(pool.base_model, task.kind)
     records, incompatible = pool.list(), {}
     problems = {r.id: warm_start_problem(r, base_model=pool.base_model, kind=task.kind,
                                          peft_type=peft_type or r.peft_type)

@@ -95,6 +95,19 @@ def auto_class(kind: str):
     return getattr(transformers, get_kind(kind).auto_class)
 
 
+def check_base_fits(base_model: str | None, kind: str) -> None:
+    """Refuse, clearly and before any work, a base model that has no model class of ``kind``
+    (an image task on a MiniLM pool, a text task on a ViT pool, text2text on an encoder)."""
+    config = AutoConfig.from_pretrained(resolve_base_model(base_model))
+    cls = auto_class(kind)
+    if type(config) not in cls._model_mapping:
+        raise BaseModelError(
+            f"the base model {canonical_name(base_model)} ({config.model_type}) has no "
+            f"{cls.__name__} model: it cannot serve {kind} tasks; use a pool whose base model "
+            "can (adapterpool.task_kinds.TASK_KINDS names each kind's model class)"
+        )
+
+
 @cache
 def _pad_token_id(base_model: str | None) -> int | None:
     return load_tokenizer(base_model).pad_token_id
@@ -151,6 +164,7 @@ def check_method(base_model: str | None, peft: PeftConfig | str | None, n_labels
     to ``max_length`` tokens), without loading weights (the model is built on the meta device):
     the loop calls it before any work, so a method that does not fit fails before anything is
     trained or written."""
+    check_base_fits(base_model, kind)
     path = resolve_base_model(base_model)
     extra = {"num_labels": n_labels} if get_kind(kind).labelled else {}
     config = AutoConfig.from_pretrained(path, **extra)
