@@ -152,3 +152,26 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture()
+def entry_of_kind():
+    """``with entry_of_kind(pool, kind):`` a catalog entry copying the pool's first adapter under
+    another task kind (what a pool shared by several kinds holds), removed afterwards."""
+    from contextlib import contextmanager
+
+    from adapterpool.pool.catalog import adapters_table
+
+    @contextmanager
+    def add(pool, kind: str):
+        row = pool.list()[0].to_row() | {"id": f"{kind}-clone", "task_kind": kind,
+                                         "sha256": kind.encode().hex().ljust(64, "0")[:64]}
+        with pool.engine.begin() as conn:
+            conn.execute(adapters_table.insert().values(**row))
+        try:
+            yield row["id"]
+        finally:
+            with pool.engine.begin() as conn:
+                conn.execute(adapters_table.delete().where(adapters_table.c.id == row["id"]))
+
+    return add

@@ -189,22 +189,13 @@ def vit_pool(tmp_path_factory, tiny_vit_model, tiny_base_model):
     return pool
 
 
-def test_candidates_are_drawn_only_from_the_targets_kind(vit_pool, digits):
-    from adapterpool.pool.catalog import adapters_table
-
+def test_candidates_are_drawn_only_from_the_targets_kind(vit_pool, digits, entry_of_kind):
     image_id = vit_pool.list()[0].id
-    row = vit_pool.list()[0].to_row() | {"id": "text-clone", "task_kind": "single",
-                                         "sha256": "0" * 64}
-    with vit_pool.engine.begin() as conn:  # a text adapter's entry, as a mixed pool would hold
-        conn.execute(adapters_table.insert().values(**row))
-    try:
+    with entry_of_kind(vit_pool, "single"):  # a text adapter's entry, as a mixed pool holds
         ranking = rank(digits, vit_pool, "knn", subset=5, peft_type="LORA", show_progress=False,
                        measure_energy=False)
-        assert ranking.subset == [image_id] and ranking.incompatible == {"task_kind": 1}
-        assert np.isfinite(ranking.scores[0].scores["knn"])
-    finally:
-        with vit_pool.engine.begin() as conn:
-            conn.execute(adapters_table.delete().where(adapters_table.c.id == "text-clone"))
+    assert ranking.subset == [image_id] and ranking.incompatible == {"task_kind": 1}
+    assert np.isfinite(ranking.scores[0].scores["knn"])
     with pytest.raises(UsageError, match="prefilter.*image tasks have none"):
         rank(digits, vit_pool, "knn", subset_strategy="prefilter", show_progress=False)
 

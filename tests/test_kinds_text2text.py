@@ -223,19 +223,11 @@ def t5_pool(tmp_path_factory, tiny_t5_model):
     return pool
 
 
-def test_ranking_by_target_loglik_draws_text2text_adapters_only(t5_pool, task):
-    from adapterpool.pool.catalog import adapters_table
-
+def test_ranking_by_target_loglik_draws_text2text_adapters_only(t5_pool, task, entry_of_kind):
     source = t5_pool.list()[0]
-    row = source.to_row() | {"id": "classifier-clone", "task_kind": "pair", "sha256": "1" * 64}
-    with t5_pool.engine.begin() as conn:
-        conn.execute(adapters_table.insert().values(**row))
-    try:
+    with entry_of_kind(t5_pool, "pair"):  # a text classifier's entry, as a mixed pool holds
         ranking = rank(task, t5_pool, ["target-loglik", "logme-targets"], subset=5,
                        peft_type="LORA", show_progress=False, measure_energy=False)
-    finally:
-        with t5_pool.engine.begin() as conn:
-            conn.execute(adapters_table.delete().where(adapters_table.c.id == "classifier-clone"))
     assert ranking.subset == [source.id] and ranking.incompatible == {"task_kind": 1}
     assert ranking.scores[0].scores["target-loglik"] < 0  # a log-likelihood
     assert np.isfinite(ranking.scores[0].scores["logme-targets"])
