@@ -78,3 +78,100 @@ def pool_copy(tiny_pool, tmp_path):
 
     shutil.copytree(tiny_pool.path, tmp_path / "pool")
     return AdapterPool(tmp_path / "pool")
+
+
+@pytest.fixture(scope="session")
+def tiny_vit_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A 2-layer, 32-wide ViT on 16x16 images (patches of 8) with random weights and its image
+    processor (resize to 16x16, ImageNet-style normalisation), saved locally."""
+    import torch
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny-vit")
+    config = ViTConfig(image_size=16, patch_size=8, hidden_size=32, num_hidden_layers=2,
+                       num_attention_heads=2, intermediate_size=64)
+    ViTModel(config, add_pooling_layer=False).save_pretrained(path)
+    ViTImageProcessor(size={"height": 16, "width": 16}).save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_t5_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A 2+2-layer, 32-wide T5 with random weights and the MiniLM tokenizer (its [PAD] starts
+    the decoder, its [SEP] ends a target)."""
+    import torch
+    from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
+
+    from adapterpool.base_model import resolve_base_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny-t5")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_base_model(None))
+    config = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=16, d_ff=64, num_layers=2,
+                      num_decoder_layers=2, num_heads=2, pad_token_id=tokenizer.pad_token_id,
+                      decoder_start_token_id=tokenizer.pad_token_id,
+                      eos_token_id=tokenizer.sep_token_id)
+    T5ForConditionalGeneration(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_bart_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A 2+2-layer, 32-wide BART with random weights and the MiniLM tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BartConfig, BartForConditionalGeneration
+
+    from adapterpool.base_model import resolve_base_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny-bart")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_base_model(None))
+    config = BartConfig(
+        vocab_size=len(tokenizer), d_model=32, encoder_layers=2, decoder_layers=2,
+        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
+        decoder_ffn_dim=64, max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
+        decoder_start_token_id=tokenizer.sep_token_id, forced_eos_token_id=tokenizer.sep_token_id,
+    )
+    BartForConditionalGeneration(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one intra-op thread for a module of tiny-model tests: 32-wide layers gain nothing
+    from more, and on a CPU shared with other jobs the extra threads wait on each other at every
+    op (one README example: 50 s with torch's default threads beside a busy process, 5 s
+    with one). Restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture()
+def entry_of_kind():
+    """``with entry_of_kind(pool, kind):`` a catalog entry copying the pool's first adapter under
+    another task kind (what a pool shared by several kinds holds), removed afterwards."""
+    from contextlib import contextmanager
+
+    from adapterpool.pool.catalog import adapters_table
+
+    @contextmanager
+    def add(pool, kind: str):
+        row = pool.list()[0].to_row() | {"id": f"{kind}-clone", "task_kind": kind,
+                                         "sha256": kind.encode().hex().ljust(64, "0")[:64]}
+        with pool.engine.begin() as conn:
+            conn.execute(adapters_table.insert().values(**row))
+        try:
+            yield row["id"]
+        finally:
+            with pool.engine.begin() as conn:
+                conn.execute(adapters_table.delete().where(adapters_table.c.id == row["id"]))
+
+    return add

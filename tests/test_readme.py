@@ -164,7 +164,7 @@ def _run_block(commands: list[str], values: Values, cwd: Path) -> list[tuple[lis
 
 def test_every_readme_command_is_run_or_skipped_with_a_reason():
     blocks = _bash_blocks()
-    assert len(blocks) == 4, "README.md's bash blocks changed: update tests/test_readme.py"
+    assert len(blocks) == 6, "README.md's bash blocks changed: update tests/test_readme.py"
     assert blocks[0] == ["make demo", "make test"]
     commands = [c for block in blocks for c in block]
     assert all(c.startswith("adapterpool ") for block in blocks[1:] for c in block)
@@ -244,7 +244,7 @@ def test_readme_share_a_pool_section_runs(tiny_pool, tiny_base_model, tmp_path):
 
     team = tmp_path / "team-pool"
     values: Values = {"/srv/team-pool": str(team), "M": tiny_base_model, "TASK": TASK}
-    setup, clients = _bash_blocks()[2:4]
+    setup, clients = _bash_blocks()[4:6]
     serve_at = setup.index(SERVE)
     ran = _run_block(setup[:serve_at], values, tmp_path)
     (token,) = [out.strip() for argv, out in ran if argv[:2] == ["token", "create"]]
@@ -316,3 +316,38 @@ def test_readme_python_example_runs(tiny_base_model, tmp_path, monkeypatch):
     report = json.loads((tmp_path / "my-run" / "report.json").read_text())
     assert report["outcome"] == result.outcome
     assert (tmp_path / "my-run" / "adapter" / "adapter_config.json").is_file()
+
+
+# The task-kind examples (text2text, image), run in-process with tiny models: (README word,
+# stand-in) and options appended per subcommand (later options win).
+KIND_BUDGET = ["--max-train", "24", "--max-eval", "8", "--max-length", "16", "--batch-size", "8",
+               "--evals-per-epoch", "1", "--max-new-tokens", "4", "--no-energy"]
+KIND_APPEND = {"train": [*KIND_BUDGET, "--epochs", "1"],
+               "adapt": [*KIND_BUDGET, "--epochs", "1", "--standard-epochs", "1",
+                         "--max-samples", "24", "--subset", "2"]}
+
+
+def test_readme_task_kind_examples_run(tiny_base_model, tiny_vit_model, tmp_path, monkeypatch,
+                                       capsys, one_torch_thread):
+    """The text2text example (an EncoderDecoderModel of the tiny BERT standing in for MiniLM's)
+    and the image example (the tiny ViT standing in for ViT-base), in order."""
+    from adapterpool.cli import main
+    from adapterpool.pool import AdapterPool
+
+    monkeypatch.chdir(tmp_path)
+    text2text, image = _bash_blocks()[2:4]
+    stand_ins = {"google/vit-base-patch16-224-in21k": tiny_vit_model}
+    for command in text2text + image:
+        argv = [stand_ins.get(w, w) for w in shlex.split(command)[1:]]
+        argv += KIND_APPEND.get(argv[0], [])
+        if argv[0] == "encoder-decoder":
+            argv += ["--encoder", tiny_base_model]
+        assert main(argv) == 0, command
+    capsys.readouterr()
+    for pool, run, kind, metric in (("t2t-pool", "t2t-run", "text2text", "exact_match"),
+                                    ("vit-pool", "parity-run", "image", "accuracy")):
+        report = json.loads((tmp_path / run / "report.json").read_text())
+        assert report["task"]["kind"] == kind and report["threshold"]["metric"] == metric
+        assert report["attempts"][0]["kind"] == "transfer"  # the trained source was drawn
+        kinds = {r.task_kind for r in AdapterPool(tmp_path / pool).list()}
+        assert kinds == {kind}

@@ -49,6 +49,12 @@ def _add_task_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-field", default="text")
     parser.add_argument("--text-pair-field")
     parser.add_argument("--label-field", default="label")
+    parser.add_argument("--target-field",
+                        help="target-text column of a text2text task (folders: default 'target'; "
+                        "giving it makes an hf: dataset text2text)")
+    parser.add_argument("--image-field", default="image",
+                        help="image column of an image task (split files: paths relative to the "
+                        "task folder; hf: an Image feature)")
     _option(parser, "--seed", AdaptConfig, "seed", type=int)
 
 
@@ -78,7 +84,7 @@ def _add_threshold_args(parser: argparse.ArgumentParser) -> None:
 # TrainConfig fields on the command line; dest "fallback_<field>" (the fallback's settings).
 TRAIN_OPTIONS = (("--learning-rate", "learning_rate"), ("--batch-size", "batch_size"),
                  ("--max-length", "max_length"), ("--patience", "patience"),
-                 ("--evals-per-epoch", "evals_per_epoch"))
+                 ("--evals-per-epoch", "evals_per_epoch"), ("--max-new-tokens", "max_new_tokens"))
 # Shorthands for the rank, alpha and dropout of the methods that have them (PeftMethod.shorthands).
 LORA_OPTIONS = (("--lora-r", "r", int), ("--lora-alpha", "alpha", int),
                 ("--lora-dropout", "dropout", float))
@@ -88,7 +94,7 @@ def _add_train_args(parser: argparse.ArgumentParser, *, epochs_flag: str) -> Non
     group = parser.add_argument_group("training")
     _option(group, epochs_flag, TrainConfig, "epochs", dest="fallback_epochs")
     for flag, name in TRAIN_OPTIONS:
-        kind = {"type": float} if name == "learning_rate" else {}
+        kind = {"learning_rate": {"type": float}, "max_new_tokens": {"type": int}}.get(name, {})
         _option(group, flag, TrainConfig, name, dest=f"fallback_{name}", **kind)
     peft = group.add_mutually_exclusive_group()
     peft.add_argument(
@@ -163,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_task_args(rank)
     _add_pool_arg(rank)
     rank.add_argument("--metric", action="append",
-                      help=f"repeatable; default {DEFAULT_METRIC}")
+                      help=f"repeatable; default {DEFAULT_METRIC} (text2text tasks: "
+                      "target-loglik)")
     _add_subset_args(rank)
     _option(rank, "--max-samples", AdaptConfig, "max_samples", type=int)
     _option(rank, "--max-length", TrainConfig, "max_length", type=int)
@@ -180,6 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
     _option(adapt, "--epochs", AdaptConfig, "transfer_epochs")
     _add_strategy_args(adapt)
     _add_train_args(adapt, epochs_flag="--standard-epochs")
+
+    pair = sub.add_parser(
+        "encoder-decoder", help="a text2text base model from two encoder checkpoints (default: "
+        "the packaged MiniLM on both sides, offline): transformers' EncoderDecoderModel")
+    pair.add_argument("out", help="new folder for the model and its tokenizer")
+    pair.add_argument("--encoder", help="encoder checkpoint (default: the embedded MiniLM)")
+    pair.add_argument("--decoder", help="decoder checkpoint (default: the encoder's)")
 
     demo = sub.add_parser("demo", help="the loop vs standard LoRA on the embedded default")
     demo.add_argument("--cache-dir", help="where the demo pool is kept")
@@ -203,6 +217,8 @@ def _load_task(args: argparse.Namespace):
         text_field=args.text_field,
         text_pair_field=args.text_pair_field,
         label_field=args.label_field,
+        target_field=args.target_field,
+        image_field=args.image_field,
     )
 
 
@@ -298,10 +314,12 @@ def _cmd_tasks(args: argparse.Namespace) -> None:
 def _cmd_rank(args: argparse.Namespace) -> None:
     from .loop import rank
     from .summary import console, print_warnings, ranking_table
+    from .task_kinds import get_kind
 
-    metrics = args.metric or [DEFAULT_METRIC]
+    task = _load_task(args)
+    metrics = args.metric or [get_kind(task.kind).default_metric]
     result = rank(
-        _load_task(args), _open_pool(args), metrics, subset=args.subset, seed=args.seed,
+        task, _open_pool(args), metrics, subset=args.subset, seed=args.seed,
         max_samples=args.max_samples, max_length=args.max_length, show_progress=not args.json,
         subset_strategy=args.subset_strategy, prefilter_similarity=args.prefilter_similarity,
     )
@@ -326,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     from .server.cli import SERVER_COMMANDS, run_server_command
 
     args = build_parser().parse_args(argv)
-    if args.command in ("train", "rank", "adapt", "bench", "demo", "serve") or (
+    if args.command in ("train", "rank", "adapt", "bench", "demo", "serve",
+                        "encoder-decoder") or (
         getattr(args, "pool_command", None) in ("import", "reindex")
     ):  # commands that load models (the others stay fast)
         from .verbosity import quiet_third_party
@@ -349,6 +368,10 @@ def main(argv: list[str] | None = None) -> int:
             from .bench.cli import run_bench_command
 
             run_bench_command(args)
+        elif args.command == "encoder-decoder":
+            from .base_model import build_encoder_decoder
+
+            print(build_encoder_decoder(args.out, args.encoder, args.decoder))
         elif args.command == "demo":
             from .demo import run_demo
 

@@ -64,7 +64,7 @@ def _lora_config(adapter_dir: str | Path) -> LoraConfig:
 
 def compose_lora(base_model: str | None, label_names: Sequence[str],
                  adapter_dirs: Sequence[str | Path],
-                 weights: Sequence[float]) -> dict[str, torch.Tensor]:
+                 weights: Sequence[float], kind: str = "single") -> dict[str, torch.Tensor]:
     """The merged LoRA tensors, keyed as in a saved adapter file (ready for
     ``set_peft_model_state_dict``). Raises ``UsageError`` when the adapters cannot be merged
     (another PEFT method, other target modules: peft's own checks)."""
@@ -72,7 +72,7 @@ def compose_lora(base_model: str | None, label_names: Sequence[str],
         raise UsageError(f"composition needs >= 2 adapters and one weight each, got "
                          f"{len(adapter_dirs)} adapters and {len(weights)} weights")
     names = [f"c{i}" for i in range(len(adapter_dirs))]
-    model = get_peft_model(base_classifier(base_model, list(label_names)),
+    model = get_peft_model(base_classifier(base_model, list(label_names), kind),
                            _lora_config(adapter_dirs[0]), adapter_name=names[0])
     for name, folder in zip(names[1:], adapter_dirs[1:], strict=True):
         model.add_adapter(name, _lora_config(folder))

@@ -15,8 +15,14 @@ from typing import Any
 from . import DEFAULT_METRIC
 from .errors import UsageError, did_you_mean
 from .strategies import PLAIN, parse_strategies
+from .task_kinds import TASK_KINDS, THRESHOLD_METRICS, check_threshold_metric, get_kind
 
-SELECTION_METRICS = ("accuracy", "f1_macro", "f1_weighted")
+# Validation metrics an attempt is selected and gated on, of every task kind (a task accepts
+# its kind's: adapterpool.task_kinds).
+SELECTION_METRICS = THRESHOLD_METRICS
+_BY_KIND = "; ".join(
+    f"{', '.join(ms)} ({', '.join(k for k, s in TASK_KINDS.items() if s.threshold_metrics == ms)})"
+    for ms in dict.fromkeys(s.threshold_metrics for s in TASK_KINDS.values()))
 SUBSET_STRATEGIES = ("random", "prefilter")  # how the N candidates are chosen (prefilter.py)
 SIMILARITIES = ("cosine", "frechet")  # task-summary similarities (adapterpool.task_summary)
 
@@ -49,6 +55,11 @@ class TrainConfig:
         default="accuracy", metadata=_help("validation metric that picks the best weights")
     )
     seed: int = field(default=0, metadata=_help("seed of shuffling and initialisation"))
+    max_new_tokens: int | None = field(
+        default=None,
+        metadata=_help("text2text evaluation: most tokens generated per example, greedy (None: "
+                       "adapterpool.generation.DECODING's 32)"),
+    )
     schedule_epochs: float | None = field(
         default=None,
         metadata=_help(
@@ -69,14 +80,17 @@ class TrainConfig:
             raise UsageError(f"learning_rate must be > 0 (or None), got {self.learning_rate}")
         if self.evals_per_epoch < 1:
             raise UsageError(f"evals_per_epoch must be >= 1, got {self.evals_per_epoch}")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise UsageError(f"max_new_tokens must be >= 1 (or None), got {self.max_new_tokens}")
 
     def as_dict(self) -> dict:
-        """The settings; ``schedule_epochs`` only when set, so that records (and the demo pool's
-        cache key) from before it existed stay equal.
+        """The settings; ``schedule_epochs`` and ``max_new_tokens`` only when set, so that records
+        (and the demo pool's cache key) from before they existed stay equal.
         """
         data = asdict(self)
-        if data["schedule_epochs"] is None:
-            del data["schedule_epochs"]
+        for name in ("schedule_epochs", "max_new_tokens"):
+            if data[name] is None:
+                del data[name]
         return data
 
 
@@ -89,7 +103,9 @@ class AdaptConfig:
     """Every setting of the loop (:func:`adapterpool.adapt`); JSON-able via ``to_dict``."""
 
     metric: str = field(
-        default=DEFAULT_METRIC, metadata=_help("transferability metric that ranks the candidates")
+        default=DEFAULT_METRIC, metadata=_help(
+            "transferability metric that ranks the candidates (left at the default on a task "
+            "kind it does not apply to, the kind's default: target-loglik for text2text)")
     )
     subset: int = field(default=5, metadata=_help(
         "candidates scored (N): drawn at random, or kept by the prefilter (subset_strategy)"))
@@ -114,7 +130,8 @@ class AdaptConfig:
     )
     threshold_metric: str = field(
         default="accuracy",
-        metadata=_help(f"metric of the threshold: {', '.join(SELECTION_METRICS)}"),
+        metadata=_help(f"metric of the threshold, by task kind: {_BY_KIND}; left at the default "
+                       "on a text2text task, rouge_l"),
     )
     transfer_epochs: float = field(default=2, metadata=_help("budget of one transfer attempt"))
     max_samples: int | None = field(
@@ -247,6 +264,24 @@ class AdaptConfig:
                 stacklevel=3,
             )
 
+    def for_kind(self, kind: str) -> AdaptConfig:
+        """The config as run on a task of ``kind``: a metric or threshold metric left at its
+        default that does not apply to the kind becomes the kind's own default (text2text:
+        target-loglik, rouge_l); any other that does not apply is a UsageError."""
+        from .metrics import check_metric_kind
+
+        spec = get_kind(kind)
+        changes = {}
+        if self.metric == DEFAULT_METRIC and kind not in _metric_kinds(self.metric):
+            changes["metric"] = spec.default_metric
+        if self.threshold_metric == field_default(AdaptConfig, "threshold_metric") and (
+                self.threshold_metric not in spec.threshold_metrics):
+            changes["threshold_metric"] = spec.threshold_metrics[0]
+        config = replace(self, **changes) if changes else self
+        check_metric_kind(config.metric, kind)
+        check_threshold_metric(kind, config.threshold_metric)
+        return config
+
     def uses(self, name: str) -> bool:
         """Whether strategy ``name`` is selected."""
         return name in self.strategy
@@ -293,6 +328,12 @@ def field_default(cls: type, name: str) -> Any:
                 return f.default_factory()
             raise KeyError(f"{cls.__name__}.{name} has no default")
     raise KeyError(f"{cls.__name__} has no field {name!r}")
+
+
+def _metric_kinds(name: str) -> tuple[str, ...]:
+    from .metrics import get_metric
+
+    return get_metric(name).kinds
 
 
 def field_help(cls: type, name: str) -> str:

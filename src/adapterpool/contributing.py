@@ -50,16 +50,18 @@ def contribute(
     ``task_name`` overrides the name recorded for the task (the benchmark keys sources by it).
     The PEFT folder is written to a temporary folder and removed afterwards. ``task_summary``:
     the adapter travels with the summary of its task's texts (:func:`write_task_summary`), which
-    lets a large pool prefilter candidates for a target without running them.
+    lets a large pool prefilter candidates for a target without running them; only task kinds
+    with summaries (text classification, :mod:`adapterpool.task_kinds`) write one.
     """
     from .modeling import save_adapter
+    from .task_kinds import get_kind
 
     meta = adapter_metadata(task, result, parent_id=parent_id, seed=seed)
     if task_name:
         meta["task"]["name"] = task_name
     with tempfile.TemporaryDirectory(prefix="adapterpool-") as tmp:
         folder = save_adapter(result.model, Path(tmp) / "adapter", meta)
-        if task_summary:
+        if task_summary and get_kind(task.kind).task_summary:
             write_task_summary(folder, task, pool.base_model, seed=seed)
         return pool.add(folder, parent_id=parent_id)
 

@@ -1,34 +1,58 @@
-"""Tokenise task records once, batch them with dynamic padding.
+"""Prepare task records once (tokenise, or run the image processor), batch them.
 
-Inference batches are sorted by length (less padding, same results); training batches are
-shuffled with a seeded generator.
+Text batches are padded dynamically; inference batches are sorted by length (less padding, same
+results); training batches are shuffled with a seeded generator. What an example becomes follows
+its columns: text (+ pair) and a label (classification), text and target token ids
+(``labels``, text2text), or ``pixel_values`` and a label (images).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Literal
+
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
-from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+from torch.utils.data import DataLoader, Dataset, default_collate
+from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from .tasks import Records
 
+IMAGE_CHUNK = 64  # images opened and processed at a time (bounds the PIL images held)
+
 
 class EncodedRecords(Dataset):
-    """Token ids of every example, without padding, plus its label."""
+    """Model inputs of every example (token ids without padding, or pixel values) and its
+    ``labels``: the class, or the target's token ids (text2text). ``processor`` is the tokenizer,
+    or the image processor for image records."""
 
-    def __init__(
-        self, records: Records, tokenizer: PreTrainedTokenizerBase, max_length: int
-    ) -> None:
-        encoded = tokenizer(
+    inputs: Literal["classification", "text2text", "image"]
+
+    def __init__(self, records: Records, processor, max_length: int) -> None:
+        if records.image is not None:
+            self.inputs = "image"
+            self.features = _image_features(records, processor)
+            self.lengths = np.zeros(len(self.features), dtype=int)
+            return
+        # encoder-decoder models take no token types (T5 and BART have none)
+        types = {"return_token_type_ids": False} if records.target is not None else {}
+        encoded = processor(
             records.text,
             records.text_pair,
             truncation=True,
             max_length=max_length,
             padding=False,
+            **types,
         )
+        if records.target is not None:
+            self.inputs = "text2text"
+            targets = processor(text_target=records.target, truncation=True,
+                                max_length=max_length, padding=False)["input_ids"]
+        else:
+            self.inputs = "classification"
+            targets = [int(label) for label in records.label]
         self.features = [
-            {key: encoded[key][i] for key in encoded.keys()} | {"labels": int(records.label[i])}
+            {key: encoded[key][i] for key in encoded.keys()} | {"labels": targets[i]}
             for i in range(len(records))
         ]
         self.lengths = np.array([len(f["input_ids"]) for f in self.features])
@@ -51,6 +75,29 @@ class _Ordered(Dataset):
         return self.base[int(self.order[index])]
 
 
+def _image_features(records: Records, processor) -> list[dict]:
+    from .tasks.images import open_image
+
+    features = []
+    for start in range(0, len(records), IMAGE_CHUNK):
+        chunk = records.image[start:start + IMAGE_CHUNK]
+        pixels = processor(images=[open_image(item) for item in chunk],
+                           return_tensors="pt")["pixel_values"]
+        features += [{"pixel_values": pixels[i], "labels": int(records.label[start + i])}
+                     for i in range(len(chunk))]
+    return features
+
+
+def collator(data: EncodedRecords, processor) -> Callable[[list[dict]], dict]:
+    """How ``data``'s examples become a batch: stacked pixel values; target ids padded with
+    -100 (ignored by the loss; the model shifts them into its decoder inputs); padded ids."""
+    if data.inputs == "image":
+        return default_collate
+    if data.inputs == "text2text":
+        return DataCollatorForSeq2Seq(processor, label_pad_token_id=-100)
+    return DataCollatorWithPadding(processor)
+
+
 def inference_loader(
     data: EncodedRecords, tokenizer: PreTrainedTokenizerBase, batch_size: int
 ) -> tuple[DataLoader, np.ndarray]:
@@ -60,7 +107,7 @@ def inference_loader(
         _Ordered(data, order),
         batch_size=batch_size,
         shuffle=False,
-        collate_fn=DataCollatorWithPadding(tokenizer),
+        collate_fn=collator(data, tokenizer),
     )
     return loader, order
 
@@ -74,7 +121,7 @@ def train_loader(
         batch_size=batch_size,
         shuffle=True,
         generator=generator,
-        collate_fn=DataCollatorWithPadding(tokenizer),
+        collate_fn=collator(data, tokenizer),
     )
 
 

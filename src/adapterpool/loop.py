@@ -25,10 +25,11 @@ from .config import SIMILARITIES, SUBSET_STRATEGIES, AdaptConfig
 from .contributing import adapter_metadata, contribute
 from .energy import EnergyMeter, EnergyReading
 from .errors import AdapterPoolError, UsageError
-from .metrics import get_metric
+from .metrics import check_metric_kind
 from .modeling import (
+    check_base_fits,
     check_method,
-    load_tokenizer,
+    load_preprocessor,
     new_model,
     save_adapter,
     warm_start_model,
@@ -39,6 +40,7 @@ from .pool import Pool
 from .pool.store import seeded_sample
 from .scoring import CandidateScore, ranking_warnings, score_candidates
 from .strategies import CutoffRule, PassRule, SettleRule, StopRule, first_reason
+from .task_kinds import get_kind
 from .tasks import Task
 from .training import TrainConfig, TrainResult, train
 
@@ -167,26 +169,32 @@ def rank(
     summaries are most similar to the target's (``"prefilter"``, :mod:`adapterpool.prefilter`).
 
     With ``peft_type`` (the loop's method) only adapters that can warm-start it (same base model
-    and PEFT type) are drawn or prefiltered; the others are counted by reason.
+    and PEFT type) are drawn or prefiltered; the others are counted by reason. Adapters trained
+    on a task of another family than ``task``'s kind (text2text, image, text classification) are
+    never drawn, whatever ``peft_type``.
     """
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
     for name in metrics:
-        get_metric(name)  # an unknown name fails before any work
+        check_metric_kind(name, task.kind)  # an unknown or inapplicable name fails before work
     if subset_strategy not in SUBSET_STRATEGIES or prefilter_similarity not in SIMILARITIES:
         raise UsageError(f"subset_strategy {subset_strategy!r} / prefilter_similarity "
                          f"{prefilter_similarity!r}: choose from {SUBSET_STRATEGIES} / "
                          f"{SIMILARITIES}")
+    if subset_strategy == "prefilter" and not get_kind(task.kind).task_summary:
+        raise UsageError(f"the prefilter compares text-classification task summaries; "
+                         f"{task.kind} tasks have none (use subset_strategy 'random')")
+    check_base_fits(pool.base_model, task.kind)
     records, incompatible = pool.list(), {}
-    if peft_type is not None:
-        problems = {r.id: warm_start_problem(r, base_model=pool.base_model, peft_type=peft_type)
-                    for r in records}
-        records = [r for r in records if problems[r.id] is None]
-        for reason in problems.values():
-            if reason is not None:
-                incompatible[reason] = incompatible.get(reason, 0) + 1
+    problems = {r.id: warm_start_problem(r, base_model=pool.base_model, kind=task.kind,
+                                         peft_type=peft_type or r.peft_type)
+                for r in records}
+    records = [r for r in records if problems[r.id] is None]
+    for reason in problems.values():
+        if reason is not None:
+            incompatible[reason] = incompatible.get(reason, 0) + 1
     stage1 = None
     populated = bool(records)
-    tokenizer = load_tokenizer(pool.base_model)
+    tokenizer = load_preprocessor(pool.base_model, task.kind)
     with EnergyMeter(enabled=measure_energy and populated) as meter:
         if subset_strategy == "prefilter" and populated:
             from .prefilter import prefilter
@@ -297,12 +305,13 @@ class AdaptResult:
 
 
 def standard_lora_model(base_model: str | None, label_names,
-                        peft: PeftConfig | str | None = None, *, seed: int) -> PeftModel:
+                        peft: PeftConfig | str | None = None, *, seed: int,
+                        kind: str = "single") -> PeftModel:
     """A fresh adapter of method ``peft`` (default LoRA; a name of
-    :data:`~adapterpool.peft_methods.PEFT_METHODS` or any PeftConfig), seeded: where standard
-    LoRA and the fallback start."""
+    :data:`~adapterpool.peft_methods.PEFT_METHODS` or any PeftConfig) for a ``kind`` task,
+    seeded: where standard LoRA and the fallback start."""
     set_seed(seed)
-    return new_model(base_model, label_names, peft)
+    return new_model(base_model, label_names, peft, kind=kind)
 
 
 def train_standard(
@@ -316,9 +325,10 @@ def train_standard(
     measure_energy: bool = True,
 ) -> TrainResult:
     """Standard LoRA (or method ``peft``) from scratch on ``task``: the baseline and fallback."""
-    model = standard_lora_model(base_model, task.label_names, peft, seed=config.seed)
+    model = standard_lora_model(base_model, task.label_names, peft, seed=config.seed,
+                                kind=task.kind)
     return train(
-        model, task, load_tokenizer(base_model), config,
+        model, task, load_preprocessor(base_model, task.kind), config,
         description=description, show_progress=show_progress, measure_energy=measure_energy,
     )
 
@@ -346,6 +356,7 @@ def adapt(
     ``epochs=``, ``train_config=``, ...) applied on top of ``config``.
     """
     config = (config or AdaptConfig()).with_overrides(overrides)  # unknown names fail here
+    config = config.for_kind(task.kind)  # the kind's metric defaults; inapplicable ones fail
     if overrides:
         warnings.warn(
             f"adapt(..., {', '.join(sorted(overrides))}=...) is deprecated; "
@@ -355,7 +366,7 @@ def adapt(
         )
     peft = peft_config(peft)
     check_method(pool.base_model, peft, len(task.label_names),  # before any work
-                 max_length=config.fallback.max_length)
+                 max_length=config.fallback.max_length, kind=task.kind)
     start = time.perf_counter()
     # Under `accelerate launch` every process trains (data parallel) and must take the same
     # decisions; those follow from the ranking and from validation scores, which `train` gathers
@@ -432,7 +443,7 @@ class _LoopRun:
                  peft: PeftConfig, show_progress: bool, measure_energy: bool) -> None:
         self.task, self.pool, self.config, self.peft = task, pool, config, peft
         self.show_progress, self.measure_energy = show_progress, measure_energy
-        self.tokenizer = load_tokenizer(pool.base_model)
+        self.tokenizer = load_preprocessor(pool.base_model, task.kind)
         self.attempts: list[Attempt] = []
         self._live: list[Attempt] = []  # attempts whose model still holds their own weights
         self.best: Attempt | None = None  # of those, the highest validation (threshold metric)
@@ -491,7 +502,7 @@ class _LoopRun:
 
     def warm_start(self, adapter_id: str) -> tuple[PeftModel, bool]:
         """The candidate's adapter with a fresh head, or (same-labels) with its own head."""
-        keep = self.config.uses("same-labels") and (
+        keep = self.config.uses("same-labels") and get_kind(self.task.kind).labelled and (
             list(self.pool.get(adapter_id).label_names) == list(self.task.label_names)
         )
         # A remote pool downloads into a cache that the processes of one machine share: the
@@ -500,7 +511,7 @@ class _LoopRun:
             folder = self.pool.adapter_dir(adapter_id)
         set_seed(self.config.seed)
         model = warm_start_model(self.pool.base_model, self.task.label_names, folder,
-                                 keep_head=keep)
+                                 keep_head=keep, kind=self.task.kind)
         return model, keep
 
     def tries(self, scores: list[CandidateScore]) -> Attempt | None:
@@ -536,7 +547,8 @@ class _LoopRun:
         with process_state().local_main_process_first():
             folders = [self.pool.adapter_dir(s.adapter_id) for s in top]
         try:
-            merged = compose_lora(self.pool.base_model, self.task.label_names, folders, weights)
+            merged = compose_lora(self.pool.base_model, self.task.label_names, folders, weights,
+                                  kind=self.task.kind)
         except UsageError as exc:
             self.composition["error"] = str(exc)
             return None
@@ -604,7 +616,7 @@ class _LoopRun:
                                    config, eval_at_start=True)
         else:
             model = standard_lora_model(self.pool.base_model, self.task.label_names, self.peft,
-                                        seed=self.config.seed)
+                                        seed=self.config.seed, kind=self.task.kind)
             attempt = self.attempt("standard_lora", None, model, config)
         return attempt if attempt.passed else None
 

@@ -1,4 +1,9 @@
-"""Models: a base model with a PEFT adapter and a classification head, built, warm-started, saved.
+"""Models: a base model with a PEFT adapter (and a head), built, warm-started, saved.
+
+The task kind (:mod:`adapterpool.task_kinds`) picks the transformers Auto class and the peft task
+type: sequence classifiers for text, ``AutoModelForSeq2SeqLM`` (T5, BART, an EncoderDecoderModel)
+for text2text, ``AutoModelForImageClassification`` (ViT and friends) for images, whose inputs come
+from the model's own image processor.
 
 Adapters are PEFT's own format; the head travels inside the adapter (``modules_to_save``), so one
 folder is enough to score a candidate on target data with its *source* head. Any PEFT method
@@ -16,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+import transformers
 from peft import (
     PeftConfig,
     PeftModel,
@@ -28,7 +34,7 @@ from peft.utils import ModulesToSaveWrapper
 from safetensors.torch import load_file
 from transformers import (
     AutoConfig,
-    AutoModelForSequenceClassification,
+    AutoImageProcessor,
     AutoTokenizer,
     PreTrainedTokenizerBase,
 )
@@ -36,7 +42,8 @@ from transformers import (
 from .base_model import canonical_name, resolve_base_model
 from .errors import BaseModelError, IncompatibleAdapterError, PeftConfigError
 from .peft_files import ADAPTER_WEIGHTS, ADAPTERPOOL_META
-from .peft_methods import method_name, peft_config
+from .peft_methods import for_task_kind, method_name, peft_config
+from .task_kinds import get_kind, same_family
 
 if TYPE_CHECKING:
     from .pool import AdapterRecord
@@ -68,23 +75,64 @@ def load_tokenizer(base_model: str | None) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
+def load_preprocessor(base_model: str | None, kind: str = "single"):
+    """What turns a ``kind`` example into model inputs: the tokenizer (:func:`load_tokenizer`),
+    or for images the model's own image processor (the slow PIL path: no torchvision needed)."""
+    if get_kind(kind).inputs == "tokenizer":
+        return load_tokenizer(base_model)
+    path = resolve_base_model(base_model)
+    try:
+        return AutoImageProcessor.from_pretrained(path, use_fast=False)
+    except (OSError, ValueError) as exc:
+        raise BaseModelError(
+            f"{canonical_name(base_model)} has no image processor (preprocessor_config.json) "
+            f"to prepare images with: {exc}"
+        ) from exc
+
+
+def auto_class(kind: str):
+    """The transformers Auto class that builds ``kind``'s models (the table's entry)."""
+    return getattr(transformers, get_kind(kind).auto_class)
+
+
+def check_base_fits(base_model: str | None, kind: str) -> None:
+    """Refuse, clearly and before any work, a base model that has no model class of ``kind``
+    (an image task on a MiniLM pool, a text task on a ViT pool, text2text on an encoder)."""
+    config = AutoConfig.from_pretrained(resolve_base_model(base_model))
+    cls = auto_class(kind)
+    if type(config) not in cls._model_mapping:
+        raise BaseModelError(
+            f"the base model {canonical_name(base_model)} ({config.model_type}) has no "
+            f"{cls.__name__} model: it cannot serve {kind} tasks; use a pool whose base model "
+            "can (adapterpool.task_kinds.TASK_KINDS names each kind's model class)"
+        )
+
+
 @cache
 def _pad_token_id(base_model: str | None) -> int | None:
     return load_tokenizer(base_model).pad_token_id
 
 
-def base_classifier(base_model: str | None, label_names: list[str] | tuple[str, ...]):
-    """The base model with a fresh sequence-classification head for ``label_names``.
+def base_classifier(base_model: str | None, label_names: list[str] | tuple[str, ...],
+                    kind: str = "single"):
+    """The base model built for ``kind``: with a fresh classification head for ``label_names``
+    (text and image kinds), or as a sequence-to-sequence model (text2text: no labels).
 
-    ``config.pad_token_id`` is set where the model has none (decoders): their head reads the last
-    token that is not padding, and refuses batches without knowing which one that is.
+    ``config.pad_token_id`` is set where a text classifier has none (decoders): their head reads
+    the last token that is not padding, and refuses batches without knowing which one that is. An
+    image checkpoint's own head (ImageNet's 1,000 classes) is replaced by one of the right size.
     """
-    labels = list(label_names)
+    spec = get_kind(kind)
     path = resolve_base_model(base_model)
+    if not spec.labelled:
+        return auto_class(kind).from_pretrained(path)
+    labels = list(label_names)
     extra = {}
-    if getattr(AutoConfig.from_pretrained(path), "pad_token_id", None) is None:
+    if spec.inputs == "image_processor":
+        extra["ignore_mismatched_sizes"] = True
+    elif getattr(AutoConfig.from_pretrained(path), "pad_token_id", None) is None:
         extra["pad_token_id"] = _pad_token_id(base_model)
-    return AutoModelForSequenceClassification.from_pretrained(
+    return auto_class(kind).from_pretrained(
         path,
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
@@ -95,31 +143,34 @@ def base_classifier(base_model: str | None, label_names: list[str] | tuple[str, 
 
 def new_model(
     base_model: str | None, label_names: list[str] | tuple[str, ...],
-    peft: PeftConfig | str | None = None,
+    peft: PeftConfig | str | None = None, *, kind: str = "single",
 ) -> PeftModel:
     """A fresh trainable PEFT model: ``peft`` is a method name or config (default LoRA), copied,
-    since ``get_peft_model`` changes the config it is given.
+    since ``get_peft_model`` changes the config it is given, and set to ``kind``'s peft task type.
 
     ``modules_to_save`` entries the architecture lacks (a pooler, say) are dropped. A method that
     cannot run on this model is a :class:`PeftConfigError` naming both and peft's reason.
     """
-    model = _build(base_classifier(base_model, label_names), peft_config(peft), base_model)
+    base = base_classifier(base_model, label_names, kind)
+    model = _build(base, for_task_kind(peft_config(peft), kind, base), base_model)
     config = model.peft_config["default"]
     config.base_model_name_or_path = canonical_name(base_model)
     return model
 
 
 def check_method(base_model: str | None, peft: PeftConfig | str | None, n_labels: int = 2,
-                 max_length: int | None = None) -> None:
+                 max_length: int | None = None, *, kind: str = "single") -> None:
     """Raise :class:`PeftConfigError` unless ``peft`` runs on ``base_model`` (with inputs of up
     to ``max_length`` tokens), without loading weights (the model is built on the meta device):
     the loop calls it before any work, so a method that does not fit fails before anything is
     trained or written."""
+    check_base_fits(base_model, kind)
     path = resolve_base_model(base_model)
-    config = AutoConfig.from_pretrained(path, num_labels=n_labels)
+    extra = {"num_labels": n_labels} if get_kind(kind).labelled else {}
+    config = AutoConfig.from_pretrained(path, **extra)
     with torch.device("meta"):
-        base = AutoModelForSequenceClassification.from_config(config)
-        model = _build(base, peft_config(peft), base_model)
+        base = auto_class(kind).from_config(config)
+        model = _build(base, for_task_kind(peft_config(peft), kind, base), base_model)
     if max_length is not None:
         check_room(model, max_length)
 
@@ -163,9 +214,11 @@ def _check_prefix_runs(model: PeftModel, where: str) -> None:
     forward takes ``past_key_values``), so one token goes through. On the meta device the pass
     stops at the first step that needs values, past peft's check: that counts as running."""
     device = next(model.parameters()).device
+    ids = torch.zeros(1, 1, dtype=torch.long, device=device)
+    extra = {"decoder_input_ids": ids} if model.get_base_model().config.is_encoder_decoder else {}
     try:
         with torch.no_grad():
-            model(input_ids=torch.zeros(1, 1, dtype=torch.long, device=device))
+            model(input_ids=ids, **extra)
     except ValueError as exc:
         raise PeftConfigError(
             f"{where} does not run: {exc} (peft passes the prefix as past_key_values; this "
@@ -199,6 +252,7 @@ def warm_start_model(
     adapter_dir: str | Path,
     *,
     keep_head: bool = False,
+    kind: str = "single",
 ) -> PeftModel:
     """A trainable model whose adapter starts from ``adapter_dir`` and whose head is fresh.
 
@@ -213,7 +267,7 @@ def warm_start_model(
     a tensor of the method is not in the file (nothing is half-loaded silently).
     """
     config = read_adapter_config(adapter_dir)
-    model = new_model(base_model, label_names, config)
+    model = new_model(base_model, label_names, config, kind=kind)
     fresh = get_peft_model_state_dict(model, save_embedding_layers=False)  # fresh head included
     carried = adapter_state(adapter_dir, with_head=keep_head)
     unknown = sorted(set(carried) - set(fresh))
@@ -249,29 +303,36 @@ def warm_start_model(
     return model
 
 
-def warm_start_problem(record: AdapterRecord, *, base_model: str, peft_type: str) -> str | None:
+def warm_start_problem(record: AdapterRecord, *, base_model: str, peft_type: str,
+                       kind: str = "single") -> str | None:
     """Why pool adapter ``record`` cannot warm-start the loop's model (None: it can).
 
     ``base_model``: trained on another base model; ``peft_type``: another PEFT type than the
     loop's method (a warm start carries the method's own tensors, which another method has not);
-    ``task_type``: not a sequence-classification adapter. Tensor names and shapes were checked
+    ``task_kind``: trained on a task of another family than the target's ``kind`` (a text2text
+    or image adapter is never a candidate for a text classifier, nor the other way round);
+    ``task_type``: a peft task type other than the kind's. Tensor names and shapes were checked
     against the base model when the adapter entered the pool, and are again on warm start.
     """
     if canonical_name(record.base_model) != canonical_name(base_model):
         return "base_model"
     if str(record.peft_type).upper() != str(peft_type).upper():
         return "peft_type"
-    if (record.peft_config or {}).get("task_type") not in (None, "SEQ_CLS"):
+    if not same_family(kind, record.task_kind):
+        return "task_kind"
+    if (record.peft_config or {}).get("task_type") not in (None, get_kind(kind).peft_task_type):
         return "task_type"
     return None
 
 
 def load_for_inference(
-    base_model: str | None, label_names: list[str] | tuple[str, ...], adapter_dir: str | Path
+    base_model: str | None, label_names: list[str] | tuple[str, ...], adapter_dir: str | Path,
+    kind: str = "single",
 ) -> torch.nn.Module:
     """The adapter with its own head, merged into the base weights where peft can (a plain fast
     classifier), else the PEFT model as it is (see :func:`can_merge`)."""
-    model = PeftModel.from_pretrained(base_classifier(base_model, label_names), str(adapter_dir))
+    model = PeftModel.from_pretrained(base_classifier(base_model, label_names, kind),
+                                      str(adapter_dir))
     return model.merge_and_unload() if can_merge(model) else model
 
 

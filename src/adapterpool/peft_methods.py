@@ -186,6 +186,32 @@ def with_shorthands(method: str, **values: Any) -> dict[str, Any]:
     return {entry.shorthands[k]: v for k, v in given.items()}
 
 
+def for_task_kind(config: PeftConfig, kind: str, model: Any = None) -> PeftConfig:
+    """``config`` (a fresh one, as :func:`peft_config` returns) set up for task kind ``kind``:
+    the kind's peft task type (:mod:`adapterpool.task_kinds`); no ``modules_to_save`` where
+    there is no head (text2text: the LM head is the base model's, never trained); and, for a
+    method with ``target_modules`` left to peft on a model type peft's table lacks (ViT, an
+    EncoderDecoderModel), the kind's fallback targets that ``model`` (the base ``nn.Module``)
+    has: its attention query and value projections."""
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+
+    from .task_kinds import get_kind
+
+    spec = get_kind(kind)
+    config.task_type = spec.peft_task_type
+    if not spec.labelled and getattr(config, "modules_to_save", None):
+        config.modules_to_save = None
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if (model is not None and not config.is_prompt_learning
+            and hasattr(config, "target_modules") and config.target_modules is None
+            and model_type not in TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING):
+        names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+        found = next((t for t in spec.fallback_target_modules if names.issuperset(t)), None)
+        if found is not None:
+            config.target_modules = list(found)
+    return config
+
+
 def learning_rate_for(config: PeftConfig) -> float:
     """The learning rate a config's method trains with by default: the first table entry of its
     PEFT type (LoRA's for DoRA and rsLoRA alike); peft types outside the table get LoRA's."""
@@ -224,7 +250,9 @@ def _peft_types() -> str:
 
 
 def _build(peft_type: str, values: dict[str, Any], origin: str) -> PeftConfig:
-    """peft's config class for ``peft_type`` built from ``values`` as a SEQ_CLS training config.
+    """peft's config class for ``peft_type`` built from ``values`` as a training config, of
+    sequence classification unless ``values`` names another task type adapterpool trains
+    (:func:`for_task_kind` sets the one the task needs).
 
     Unknown fields are refused here rather than dropped with a warning, as
     ``PeftConfig.from_peft_type`` does for configs from newer peft versions.
@@ -245,10 +273,15 @@ def _build(peft_type: str, values: dict[str, Any], origin: str) -> PeftConfig:
             raise PeftConfigError(
                 f"{origin}: {cls.__name__} has no field {name!r}{did_you_mean(name, known)}"
             )
+    from .task_kinds import TASK_KINDS
+
     task = values.get("task_type")
-    if task not in (None, TaskType.SEQ_CLS, "SEQ_CLS"):
-        raise PeftConfigError(f"{origin}: task_type {task!r}; adapterpool trains SEQ_CLS adapters")
-    values = values | {"task_type": TaskType.SEQ_CLS, "inference_mode": False,
+    task = str(getattr(task, "value", task)) if task is not None else None
+    allowed = sorted({s.peft_task_type for s in TASK_KINDS.values() if s.peft_task_type})
+    if task is not None and task not in allowed:
+        raise PeftConfigError(f"{origin}: task_type {task!r}; adapterpool trains "
+                              f"{', '.join(allowed)} adapters (or none, for images)")
+    values = values | {"task_type": TaskType(task or "SEQ_CLS"), "inference_mode": False,
                        "base_model_name_or_path": None}
     values.pop("peft_type", None)
     try:

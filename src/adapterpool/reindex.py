@@ -30,6 +30,7 @@ from .task_embedding import (
     probe_records,
     probe_summary,
 )
+from .task_kinds import TASK_KINDS
 from .task_summary import TaskSummary
 
 logger = logging.getLogger(__name__)
@@ -42,10 +43,12 @@ class ReindexReport:
     computed: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # adapter id -> why
     seconds: float = 0.0
+    not_applicable: int = 0  # adapters of task kinds without summaries (text2text, image)
 
     def as_json(self) -> dict:
         return {"adapters": self.adapters, "already": self.already, "computed": self.computed,
-                "failed": self.failed, "seconds": self.seconds}
+                "failed": self.failed, "seconds": self.seconds,
+                "not_applicable": self.not_applicable}
 
 
 def probe_summaries(
@@ -74,7 +77,8 @@ def probe_summaries(
 def reindex(
     pool: AdapterPool, *, max_length: int = DEFAULT_SUMMARY_LENGTH, show_progress: bool = True,
 ) -> ReindexReport:
-    """Compute and attach a probe summary for every adapter of ``pool`` without a summary.
+    """Compute and attach a probe summary for every adapter of ``pool`` without a summary
+    (text classifiers: the probe texts mean nothing to text2text or image adapters).
 
     An adapter that cannot be loaded or run is reported in ``failed`` (and logged) and the others
     go on; one that got a summary meanwhile (another reindex) is left as it is.
@@ -82,8 +86,11 @@ def reindex(
     start = time.perf_counter()
     records = pool.list()
     have = summary_rows(pool)
-    todo = [r for r in records if r.id not in have]
-    report = ReindexReport(adapters=len(records), already=len(records) - len(todo))
+    summarised = {r.id for r in records
+                  if r.task_kind in TASK_KINDS and TASK_KINDS[r.task_kind].task_summary}
+    todo = [r for r in records if r.id not in have and r.id in summarised]
+    report = ReindexReport(adapters=len(records), already=sum(r.id in have for r in records),
+                           not_applicable=len(records) - len(summarised))
     if todo:
         for record, summary, why in probe_summaries(pool, todo, max_length=max_length,
                                                     show_progress=show_progress):

@@ -3,7 +3,9 @@
 The pass yields the pooled features that the candidate's head reads (the first token or pooler
 output of an encoder, the last non-pad token of a decoder, as transformers picks it), its
 source-head probabilities and their argmax — the inputs of all metrics in
-:mod:`adapterpool.metrics`.
+:mod:`adapterpool.metrics`. Image classifiers give the same (their head reads the first token).
+A text2text candidate has no source head: its pass is teacher-forced on the target texts and gives
+each example's mean token log-likelihood (``target-loglik``) and the mean-pooled encoder states.
 
 The base model is built once per ranking (:class:`SharedBase`): each candidate's adapter is merged
 into it for its pass and taken out again, since rebuilding the base for every candidate costs
@@ -33,6 +35,7 @@ from .encoding import EncodedRecords, inference_loader, restore_order
 from .metrics import (
     ENSEMBLE,
     ENSEMBLE_MEMBERS,
+    check_metric_kind,
     compute_metric,
     ensemble,
     get_metric,
@@ -49,8 +52,9 @@ from .modeling import (
     pooled_head_input,
 )
 from .pool import AdapterPool, AdapterRecord
+from .task_kinds import get_kind
 from .tasks import Records, Task
-from .tasks.task import stratified_subsample
+from .tasks.task import subsample_records
 
 logger = logging.getLogger(__name__)  # a child of "adapterpool": configure that one
 
@@ -58,19 +62,24 @@ logger = logging.getLogger(__name__)  # a child of "adapterpool": configure that
 @dataclass
 class CandidateOutputs:
     features: np.ndarray  # (n, d) float32: the input of the classification head
-    source_probs: np.ndarray  # (n, c_source) float64
+    source_probs: np.ndarray  # (n, c_source) float64; (n, 0) for text2text (no source classes)
     seconds: float
     layer_features: np.ndarray | None = None  # (n, d) float32, with layer_mean=True
+    target_loglik: np.ndarray | None = None  # (n,) float64: text2text, mean token log-likelihood
+    target_features: np.ndarray | None = None  # (n, d) float32: text2text, targets' encoder states
 
 
 def layer_mean_features(hidden_states: tuple[torch.Tensor, ...],
-                        attention_mask: torch.Tensor) -> torch.Tensor:
+                        attention_mask: torch.Tensor | None) -> torch.Tensor:
     """Every transformer layer's output mean-pooled over the real tokens, then averaged over the
     layers: (batch, hidden). TransformerRanker's "layer mean" (Garbas et al. 2024), which lifts
     LogME's agreement with fine-tuned accuracy over the last layer alone. The embedding layer's
     output (``hidden_states[0]``) is left out: an adapter on the attention does not change it, so
-    it would only dilute the differences between candidates.
+    it would only dilute the differences between candidates. Without a mask (image patches)
+    every position counts.
     """
+    if attention_mask is None:
+        attention_mask = hidden_states[-1].new_ones(hidden_states[-1].shape[:2])
     mask = attention_mask.unsqueeze(-1).float()
     extra = hidden_states[-1].shape[1] - mask.shape[1]
     if extra > 0:  # prompt learning: its virtual tokens come first, and every one is attended
@@ -92,10 +101,11 @@ class CandidateScore:
 
 
 def scoring_sample(task: Task, max_samples: int | None, seed: int) -> Records:
-    """The target examples that every candidate sees: a stratified, seeded sample of train."""
+    """The target examples that every candidate sees: a seeded sample of train (stratified where
+    there are labels)."""
     if max_samples is None or len(task.train) <= max_samples:
         return task.train
-    return task.train.take(stratified_subsample(task.train.label, max_samples, seed))
+    return subsample_records(task.train, max_samples, seed)
 
 
 @torch.inference_mode()
@@ -134,7 +144,8 @@ def candidate_outputs(
             out = model(**batch, output_hidden_states=layer_mean)
             probs.append(torch.softmax(out.logits.double(), dim=-1).cpu())
             if layer_mean:
-                layers.append(layer_mean_features(out.hidden_states, batch["attention_mask"]).cpu())
+                layers.append(layer_mean_features(out.hidden_states,
+                                                  batch.get("attention_mask")).cpu())
     finally:
         for handle in handles:
             handle.remove()
@@ -144,6 +155,50 @@ def candidate_outputs(
         seconds=time.perf_counter() - start,
         layer_features=restore_order(torch.cat(layers).numpy(), order) if layer_mean else None,
     )
+
+
+@torch.inference_mode()
+def seq2seq_outputs(
+    model: torch.nn.Module,
+    data: EncodedRecords,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    batch_size: int = 64,
+    layer_mean: bool = False,
+) -> CandidateOutputs:
+    """A text2text candidate's teacher-forced pass over the target sample: per example the mean
+    log-probability of its target tokens (the negative of its token-averaged loss), the
+    attention-masked mean of the encoder's last states (the feature), and the same mean for the
+    target text run through the encoder (what ``logme-targets`` regresses on)."""
+    start = time.perf_counter()
+    device = next(model.parameters()).device
+    model.eval()
+    loader, order = inference_loader(data, tokenizer, batch_size)
+    features, loglik, targets = [], [], []
+    for batch in loader:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        out = model(**batch)
+        labels = batch["labels"]
+        mask = labels != -100
+        token_logp = torch.log_softmax(out.logits.double(), dim=-1).gather(
+            -1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        loglik.append(((token_logp * mask).sum(-1) / mask.sum(-1).clamp(min=1)).cpu())
+        features.append(_masked_mean(out.encoder_last_hidden_state, batch["attention_mask"]))
+        encoded = model.get_encoder()(input_ids=labels.clamp(min=0), attention_mask=mask.long())
+        targets.append(_masked_mean(encoded.last_hidden_state, mask))
+    pooled = restore_order(torch.cat(features).numpy(), order)
+    return CandidateOutputs(
+        features=pooled,
+        source_probs=np.zeros((len(pooled), 0)),
+        seconds=time.perf_counter() - start,
+        target_loglik=restore_order(torch.cat(loglik).numpy(), order),
+        target_features=restore_order(torch.cat(targets).numpy(), order),
+    )
+
+
+def _masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    weights = mask.unsqueeze(-1).float()
+    return ((states.float() * weights).sum(1) / weights.sum(1).clamp(min=1.0)).cpu()
 
 
 def _describe(exc: BaseException, limit: int = 400) -> str:
@@ -176,6 +231,8 @@ def _score_outputs(
                     labels=labels,
                     seed=seed,
                     layer_features=outputs.layer_features,
+                    target_loglik=outputs.target_loglik,
+                    target_features=outputs.target_features,
                 )
             )
             if not math.isfinite(value):
@@ -219,9 +276,11 @@ class SharedBase:
     """
 
     def __init__(
-        self, base_model: str | None, label_names: list[str], device: torch.device
+        self, base_model: str | None, label_names: list[str], device: torch.device,
+        kind: str = "single",
     ) -> None:
-        self.model = base_classifier(base_model, label_names).to(device).eval()
+        self.model = base_classifier(base_model, label_names, kind).to(device).eval()
+        self.labelled = get_kind(kind).labelled
         self.device = device
         self._modules = dict(self.model.named_modules())
         self._attributes = set(vars(self.model))
@@ -279,7 +338,7 @@ class SharedBase:
         parameters depend on the label count and gives modules of the right shape; the adapter's
         ``modules_to_save`` then overwrite them as they would on a freshly built model.
         """
-        if n_labels == self.model.config.num_labels:
+        if not self.labelled or n_labels == self.model.config.num_labels:
             return
         config = copy.deepcopy(self.model.config)
         config.num_labels = n_labels
@@ -309,8 +368,10 @@ class CandidateModels:
     shared base cannot take is built fresh instead, so the shared path never loses a candidate.
     """
 
-    def __init__(self, base_model: str | None, device: torch.device, *, reuse_base: bool) -> None:
+    def __init__(self, base_model: str | None, device: torch.device, *, reuse_base: bool,
+                 kind: str = "single") -> None:
         self.base_model, self.device, self.reuse_base = base_model, device, reuse_base
+        self.kind = kind
         self.shared: SharedBase | None = None
 
     def open(
@@ -320,13 +381,14 @@ class CandidateModels:
         if self.reuse_base:
             try:
                 if self.shared is None:
-                    self.shared = SharedBase(self.base_model, record.label_names, self.device)
+                    self.shared = SharedBase(self.base_model, record.label_names, self.device,
+                                             self.kind)
                 return self.shared.attach(len(record.label_names), adapter_dir), self._release
             except Exception as exc:  # the fresh build below is the fallback
                 logger.debug("adapter %s: shared base not usable (%s); building it fresh",
                              record.id, _describe(exc))
                 self._release()
-        model = load_for_inference(self.base_model, record.label_names, adapter_dir)
+        model = load_for_inference(self.base_model, record.label_names, adapter_dir, self.kind)
         return model.to(self.device), lambda: None
 
     def _release(self) -> None:
@@ -376,13 +438,17 @@ def score_candidates(
     if not metrics:
         raise ValueError("at least one metric is needed")
     computed = per_candidate_metrics(metrics)  # unknown names fail here, before any work
+    for name in metrics:
+        check_metric_kind(name, task.kind)  # and names that do not apply to the task's kind
     layer_mean = any(get_metric(name).needs == "layer_features" for name in computed)
     sample = scoring_sample(task, max_samples, seed)
     data = EncodedRecords(sample, tokenizer, max_length)
     labels = np.asarray(sample.label)
-    encode_labels(labels)  # a sample no metric can use (one class) fails here, not per candidate
+    if get_kind(task.kind).labelled:
+        encode_labels(labels)  # a sample no metric can use (one class) fails here
+    outputs_of = seq2seq_outputs if data.inputs == "text2text" else candidate_outputs
     device = pick_device()
-    models = CandidateModels(pool.base_model, device, reuse_base=reuse_base)
+    models = CandidateModels(pool.base_model, device, reuse_base=reuse_base, kind=task.kind)
     results = []
     for record in tqdm(candidates, desc="scoring", disable=not show_progress, leave=False):
         start = time.perf_counter()
@@ -392,7 +458,7 @@ def score_candidates(
             load_seconds = time.perf_counter() - start
             try:
                 outputs = find_executable_batch_size(
-                    lambda size, model=model: candidate_outputs(
+                    lambda size, model=model: outputs_of(
                         model, data, tokenizer, batch_size=size, layer_mean=layer_mean),
                     starting_batch_size=batch_size or auto_batch_size(device),
                 )()
@@ -401,8 +467,9 @@ def score_candidates(
                 release()
                 load_seconds += time.perf_counter() - released
             finite = np.isfinite(outputs.features).all() and np.isfinite(outputs.source_probs).all()
-            if outputs.layer_features is not None:
-                finite = finite and np.isfinite(outputs.layer_features).all()
+            for extra in (outputs.layer_features, outputs.target_loglik, outputs.target_features):
+                if extra is not None:
+                    finite = finite and np.isfinite(extra).all()
             if not finite:
                 raise FloatingPointError("the forward pass gave NaN or infinite values")
         except Exception as exc:  # one candidate's failure must not end the ranking

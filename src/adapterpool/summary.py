@@ -49,18 +49,26 @@ def print_warnings(warnings: list[str] | None) -> None:
         console.print(f"[yellow]warning:[/yellow] {line} (NaN, ranked last)", highlight=False)
 
 
+SHORT_NAMES = {"accuracy": "acc", "f1_macro": "F1", "rouge_l": "ROUGE-L", "exact_match": "EM",
+               "chrf": "chrF"}
+
+
 def attempts_table(report: dict) -> Table:
+    """One row per attempt with the task kind's first two threshold metrics (accuracy and macro-F1
+    for classification and images, ROUGE-L and exact match for text2text)."""
     table = Table(title=f"Attempts on {report['task']['name']} (threshold "
                   f"{report['threshold']['metric']} >= {report['threshold']['value']})")
-    for name in ("kind", "from adapter", "epochs", "val acc", "val F1", "test acc", "test F1",
-                 "train s", "passed"):
+    attempts = report["attempts"]
+    shown = list(attempts[0]["validation"])[:2] if attempts else ["accuracy", "f1_macro"]
+    names = [SHORT_NAMES.get(m, m) for m in shown]
+    for name in ("kind", "from adapter", "epochs", *(f"{split} {n}" for split in ("val", "test")
+                                                     for n in names), "train s", "passed"):
         table.add_column(name, justify="right" if name not in ("kind", "from adapter") else "left")
-    for a in report["attempts"]:
+    for a in attempts:
         test = a.get("test") or {}
         table.add_row(
             a["kind"], a["adapter_id"] or "-", _fmt(a["epochs"], 2),
-            _fmt(a["validation"]["accuracy"]), _fmt(a["validation"]["f1_macro"]),
-            _fmt(test.get("accuracy")), _fmt(test.get("f1_macro")),
+            *(_fmt(a["validation"].get(m)) for m in shown), *(_fmt(test.get(m)) for m in shown),
             _fmt(a["train_seconds"], 1), "yes" if a["passed"] else "no",
         )
     return table

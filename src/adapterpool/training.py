@@ -11,6 +11,9 @@ Early stops (early pass, hopeless cutoff) are decided by a *stop rule* from
 Every PEFT method trains through the same loop; what differs is kept here: the learning rate
 (the method's, from :mod:`adapterpool.peft_methods`, unless the config sets one), AdaLoRA's rank
 reallocation after each optimiser step, and the padding side prompt learning needs on decoders.
+Every task kind trains through it too: the loss is the model's own (cross-entropy on classes or
+on target tokens); evaluation is the argmax of the logits, or generation for text2text
+(:mod:`adapterpool.generation`), scored with the kind's threshold metrics.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from .energy import EnergyMeter, EnergyReading
 from .modeling import check_room, fit_tokenizer
 from .peft_methods import learning_rate_for
 from .strategies import STOP_REASONS, StopRule
+from .task_kinds import check_threshold_metric, get_kind
 from .tasks import Task
 
 __all__ = [
@@ -79,8 +83,17 @@ def evaluate(
     *,
     batch_size: int = 128,
     accelerator: Accelerator | None = None,
+    max_new_tokens: int | None = None,
 ) -> dict:
-    """Accuracy, macro-F1 and weighted-F1 of ``model`` on encoded records."""
+    """Accuracy, macro-F1 and weighted-F1 of ``model`` on encoded records; for text2text
+    records the text metrics of its greedy generations (on every process alike: generation is
+    not sharded; ``max_new_tokens``: see :func:`adapterpool.generation.decoding_for`)."""
+    if data.inputs == "text2text":
+        from .generation import decoding_for, generate_texts, reference_texts, text_scores
+
+        predictions = generate_texts(model, data, tokenizer, batch_size=batch_size,
+                                     decoding=decoding_for(max_new_tokens))
+        return text_scores(reference_texts(data, tokenizer), predictions)
     loader, _ = inference_loader(data, fit_tokenizer(tokenizer, model), batch_size)
     device = next(model.parameters()).device
     if accelerator is not None and accelerator.num_processes > 1:
@@ -125,6 +138,7 @@ def train(
     the clock of ``train_seconds``) and the validation scores.
     """
     check_room(model, config.max_length)
+    check_threshold_metric(task.kind, config.selection_metric)
     set_seed(config.seed)
     accelerator = Accelerator()
     tokenizer = fit_tokenizer(tokenizer, model)
@@ -170,6 +184,7 @@ def train(
         scores = evaluate(
             model, validation_data, tokenizer,
             batch_size=config.eval_batch_size, accelerator=accelerator,
+            max_new_tokens=config.max_new_tokens,
         )
         history.append({
             "step": step, "epoch": step / steps_per_epoch,
@@ -220,12 +235,12 @@ def train(
     if best_state is not None:
         restore_state(model, best_state)
     best = next(h for h in history if h["step"] == best_step)
-    validation = {k: best[k] for k in SELECTION_METRICS}
+    validation = {k: best[k] for k in get_kind(task.kind).threshold_metrics}
     test = None
     if task.test is not None:
         test = evaluate(
             model, EncodedRecords(task.test, tokenizer, config.max_length), tokenizer,
-            batch_size=config.eval_batch_size,
+            batch_size=config.eval_batch_size, max_new_tokens=config.max_new_tokens,
         )
     if accelerator.device.type != "cpu":  # on CPU only a costly gc.collect() with no gain
         accelerator.free_memory()

@@ -38,7 +38,10 @@ def check_id(adapter_id: str) -> str:
 
 
 def check_metadata(meta: dict) -> dict:
-    """Task metadata every pool entry needs: name, kind, label names."""
+    """Task metadata every pool entry needs: name, kind (:mod:`adapterpool.task_kinds`), label
+    names (none for text2text)."""
+    from ..task_kinds import TASK_KINDS
+
     task = meta.get("task") if isinstance(meta, dict) else None
     if not isinstance(task, dict):
         raise AdapterRejected(
@@ -47,10 +50,16 @@ def check_metadata(meta: dict) -> dict:
     name, kind, labels = task.get("name"), task.get("kind"), task.get("label_names")
     if not isinstance(name, str) or not name.strip():
         raise AdapterRejected("adapter metadata: task 'name' is required")
-    if kind not in ("single", "pair"):
+    if kind not in TASK_KINDS:
         raise AdapterRejected(
-            f"adapter metadata: task 'kind' must be 'single' or 'pair', got {kind!r}"
+            f"adapter metadata: task 'kind' must be one of {', '.join(TASK_KINDS)}, got {kind!r}"
         )
+    if not TASK_KINDS[kind].labelled:
+        if labels not in ([], None):
+            raise AdapterRejected(f"adapter metadata: a {kind} task has no 'label_names', "
+                                  f"got {labels!r}")
+        task["label_names"] = []
+        return meta
     if (
         not isinstance(labels, list)
         or len(labels) < 2
@@ -107,8 +116,10 @@ def read_tensor_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
 
 def read_config(adapter_dir: Path) -> dict:
     """The adapter's config; its ``peft_type`` must be one peft knows (every method of
-    :mod:`adapterpool.peft_methods` and any other), its task sequence classification."""
+    :mod:`adapterpool.peft_methods` and any other), its task type one of a task kind's."""
     from peft import PeftType
+
+    from ..task_kinds import TASK_KINDS
 
     try:
         config = json.loads((adapter_dir / ADAPTER_CONFIG).read_text())
@@ -121,9 +132,11 @@ def read_config(adapter_dir: Path) -> dict:
             f"{config.get('peft_type') if isinstance(config, dict) else None!r} "
             f"is not a PEFT type peft {_peft_version()} knows ({', '.join(known)})"
         )
-    if config.get("task_type") not in (None, "SEQ_CLS"):
+    task_types = sorted({s.peft_task_type for s in TASK_KINDS.values() if s.peft_task_type})
+    if config.get("task_type") not in (None, *task_types):
         raise AdapterRejected(
-            f"{ADAPTER_CONFIG}: task_type {config['task_type']!r}, expected SEQ_CLS"
+            f"{ADAPTER_CONFIG}: task_type {config['task_type']!r}, expected one of "
+            f"{', '.join(task_types)} (or none, for images)"
         )
     return config
 
@@ -136,7 +149,7 @@ def _peft_version() -> str:
 
 @lru_cache(maxsize=32)
 def expected_shapes(
-    base_model: str, config_json: str, num_labels: int
+    base_model: str, config_json: str, num_labels: int, kind: str = "single"
 ) -> dict[str, tuple[int, ...]]:
     """Tensor names and shapes a PEFT model with this config has on the pool's base model.
 
@@ -146,10 +159,11 @@ def expected_shapes(
     """
     import torch
     from peft import PeftConfig, get_peft_model, get_peft_model_state_dict
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig
 
     from ..base_model import resolve_base_model
-    from ..modeling import base_classifier
+    from ..modeling import auto_class, base_classifier
+    from ..task_kinds import get_kind
 
     def shapes(base: torch.nn.Module) -> dict[str, tuple[int, ...]]:
         config = PeftConfig.from_peft_type(**json.loads(config_json))
@@ -163,12 +177,13 @@ def expected_shapes(
             ) from exc
         return {k: tuple(v.shape) for k, v in get_peft_model_state_dict(model).items()}
 
-    model_config = AutoConfig.from_pretrained(resolve_base_model(base_model), num_labels=num_labels)
+    extra = {"num_labels": num_labels} if get_kind(kind).labelled else {}
+    model_config = AutoConfig.from_pretrained(resolve_base_model(base_model), **extra)
     try:
         with torch.device("meta"):
-            return shapes(AutoModelForSequenceClassification.from_config(model_config))
+            return shapes(auto_class(kind).from_config(model_config))
     except (NotImplementedError, RuntimeError):  # a state dict that needs values
-        return shapes(base_classifier(base_model, [str(i) for i in range(num_labels)]))
+        return shapes(base_classifier(base_model, [str(i) for i in range(num_labels)], kind))
 
 
 def check_tensors(shapes: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]]) -> None:
@@ -211,8 +226,9 @@ def validate_adapter_dir(
             "(a local folder counts as the pool's model when it holds the same weights)"
         )
     num_labels = len(meta["task"]["label_names"])
+    kind = meta["task"]["kind"]
     clean = {k: v for k, v in config.items() if k != "base_model_name_or_path"}
     check_tensors(
-        shapes, expected_shapes(base_model, json.dumps(clean, sort_keys=True), num_labels)
+        shapes, expected_shapes(base_model, json.dumps(clean, sort_keys=True), num_labels, kind)
     )
     return config

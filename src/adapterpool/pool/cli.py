@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..task_kinds import KIND_NAMES
+
 POOL_COMMANDS = {"pool"}
 
 
@@ -55,7 +57,7 @@ def add_pool_parsers(sub: argparse._SubParsersAction) -> None:
     imp.add_argument("path")
     imp.add_argument("source")
     imp.add_argument("--task-name")
-    imp.add_argument("--kind", choices=["single", "pair"])
+    imp.add_argument("--kind", choices=list(KIND_NAMES))
     imp.add_argument("--labels", help="comma-separated label names, in head order")
     imp.add_argument("--parent")
     for sub_parser in (listing, show, remove, imp):

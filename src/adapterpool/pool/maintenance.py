@@ -99,29 +99,37 @@ def verify(
 
 def model_card(record, config: dict) -> str:
     """A Hugging Face model card (README.md) carrying the pool's metadata."""
+    from ..task_kinds import TASK_KINDS
+
     validation = (record.metrics or {}).get("validation") or {}
+    kind = TASK_KINDS.get(record.task_kind, TASK_KINDS["single"])
+    task = (f"{record.task_kind}-text classification task **{record.task_name}** (labels: "
+            f"{', '.join(record.label_names)})" if kind.family == "classification" else
+            f"{record.task_kind} task **{record.task_name}** ({kind.description}"
+            + (f"; labels: {', '.join(record.label_names)})" if kind.labelled else ")"))
+    first, second = kind.threshold_metrics[:2]
+    head = f", num_labels={len(record.label_names)}" if kind.labelled else ""
     front = [
         "---",
         "library_name: peft",
         f"base_model: {record.base_model}",
-        "pipeline_tag: text-classification",
+        f"pipeline_tag: {kind.pipeline_tag}",
         "tags: [adapterpool, peft, " + record.peft_type.lower() + "]",
         "---",
     ]
     body = [
         f"# {record.id}",
         "",
-        f"A {record.peft_type} adapter for `{record.base_model}`, trained on the "
-        f"{record.task_kind}-text classification task **{record.task_name}** "
-        f"(labels: {', '.join(record.label_names)}), exported from an adapterpool pool.",
+        f"A {record.peft_type} adapter for `{record.base_model}`, trained on the {task}, "
+        "exported from an adapterpool pool.",
         "",
         "| field | value |",
         "|---|---|",
         f"| parent adapter | {record.parent_id or '-'} |",
         f"| examples (train / validation / test) | {record.n_train} / {record.n_validation} / "
         f"{record.n_test} |",
-        f"| validation accuracy | {validation.get('accuracy', '-')} |",
-        f"| validation macro-F1 | {validation.get('f1_macro', '-')} |",
+        f"| validation {first} | {validation.get(first, '-')} |",
+        f"| validation {second} | {validation.get(second, '-')} |",
         f"| training seconds | {record.train_seconds} |",
         f"| energy (kWh) | {record.energy_kwh} |",
         f"| created | {record.created_at} |",
@@ -129,9 +137,8 @@ def model_card(record, config: dict) -> str:
         "",
         "```python",
         "from peft import PeftModel",
-        "from transformers import AutoModelForSequenceClassification",
-        f"base = AutoModelForSequenceClassification.from_pretrained(\"{record.base_model}\", "
-        f"num_labels={len(record.label_names)})",
+        f"from transformers import {kind.auto_class}",
+        f"base = {kind.auto_class}.from_pretrained(\"{record.base_model}\"{head})",
         "model = PeftModel.from_pretrained(base, \"THIS_FOLDER\")",
         "```",
         "",

