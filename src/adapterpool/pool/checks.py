@@ -175,7 +175,9 @@ def expected_shapes(
                 f"a {config.peft_type} adapter with this config cannot be built on the pool's "
                 f"base model: {exc}"
             ) from exc
-        return {k: tuple(v.shape) for k, v in get_peft_model_state_dict(model).items()}
+        # save_embedding_layers=False: "auto" would look the base model up on the Hub
+        state = get_peft_model_state_dict(model, save_embedding_layers=False)
+        return {k: tuple(v.shape) for k, v in state.items()}
 
     extra = {"num_labels": num_labels} if get_kind(kind).labelled else {}
     model_config = AutoConfig.from_pretrained(resolve_base_model(base_model), **extra)
