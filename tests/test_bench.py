@@ -281,6 +281,18 @@ def test_config_errors_and_overrides(tmp_path):
     assert config.all_sources() == ["builtin:subjectivity"]
 
 
+def test_bench_refuses_tasks_without_class_labels(tmp_path):
+    from adapterpool.bench.harness import BenchRun
+    from adapterpool.errors import UsageError
+
+    run = BenchRun(BenchConfig(run_dir=str(tmp_path / "run"), max_train=20, max_eval=10),
+                   show_progress=False, measure_energy=False)
+    with pytest.raises(UsageError, match="builtin:definition is a text2text task"):
+        run._task("builtin:definition")
+    assert run._task("builtin:digits").kind == "image"  # labelled: accuracy applies
+    assert not (tmp_path / "run" / "pool").exists()
+
+
 def test_parallel_parts_merge_into_the_state_without_losing_units(tmp_path):
     """Workers' part files (each seeded with the state, then grown) fold into state.json deeply:
     a part never erases a unit another part or the state holds; merged parts are deleted."""

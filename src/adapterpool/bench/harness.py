@@ -22,7 +22,7 @@ from rich.console import Console
 from ..config import AdaptConfig
 from ..contributing import contribute
 from ..energy import EnergyMeter
-from ..errors import PoolError
+from ..errors import PoolError, UsageError
 from ..loop import adapt, train_standard
 from ..metrics import get_metric
 from ..modeling import load_tokenizer, warm_start_model
@@ -31,6 +31,7 @@ from ..pool import AdapterPool, AdapterRecord
 from ..pool.store import seeded_sample
 from ..scoring import score_candidates
 from ..summary import final_attempt
+from ..task_kinds import TASK_KINDS, get_kind
 from ..tasks import Task, load_task
 from ..training import TrainConfig, TrainResult, train
 from .config import BenchConfig
@@ -219,8 +220,14 @@ class BenchRun:
         self._units_total = 0
 
     def _task(self, spec: str, *, max_train: int | None = None) -> Task:
-        return load_task(spec, seed=self.config.seed, max_train=max_train or self.config.max_train,
+        task = load_task(spec, seed=self.config.seed, max_train=max_train or self.config.max_train,
                          max_eval=self.config.max_eval)
+        if not get_kind(task.kind).labelled:
+            # thresholds, ratios and ranking quality are all read from accuracy
+            raise UsageError(f"bench: {spec} is a {task.kind} task; the benchmark measures "
+                             "accuracy, so its sources and targets are classification tasks "
+                             f"({', '.join(k for k, s in TASK_KINDS.items() if s.labelled)})")
+        return task
 
     def _train_config(self, epochs: int, *, evals_per_epoch: int = 2, **more) -> TrainConfig:
         return TrainConfig(epochs=epochs, max_length=self.config.max_length, seed=self.config.seed,
@@ -418,8 +425,6 @@ class BenchRun:
     def run(self) -> dict:
         sources, targets = self.config.all_sources(), self.config.all_targets()
         if not targets:
-            from ..errors import UsageError
-
             raise UsageError("bench: no targets (set `discover` or `targets`)")
         self._count_units(sources, targets)
         console.print(f"bench: {len(sources)} pool members, {len(targets)} targets, "
