@@ -143,6 +143,29 @@ def test_methods_train_on_encoder_decoders_and_evaluate_by_generation(
     assert result.history and all(0.0 <= v <= 1.0 for v in result.validation.values())
 
 
+def test_evaluation_generates_with_the_model_inside_a_process_wrapper(tiny_t5_model, task):
+    """Under several processes the trained model is wrapped (DistributedDataParallel), and the
+    wrapper has no generate(): evaluation unwraps it, as accelerate's unwrap_model does."""
+    from types import SimpleNamespace
+
+    from adapterpool.training import evaluate
+
+    model = base_classifier(tiny_t5_model, [], "text2text").eval()
+    tokenizer = load_preprocessor(tiny_t5_model, "text2text")
+    data = EncodedRecords(task.validation.take(range(4)), tokenizer, max_length=16)
+    wrapper = torch.nn.ModuleDict({"module": model})  # no generate(), like the DDP wrapper
+    unwrapped = []
+
+    def unwrap_model(m):
+        unwrapped.append(m)
+        return m["module"]
+
+    accelerator = SimpleNamespace(num_processes=2, unwrap_model=unwrap_model)
+    scores = evaluate(wrapper, data, tokenizer, accelerator=accelerator, max_new_tokens=4)
+    assert unwrapped == [wrapper]
+    assert scores == evaluate(model, data, tokenizer, max_new_tokens=4)
+
+
 def test_lora_saved_reloaded_and_warm_started(tiny_t5_model, task, tmp_path):
     result = train_standard(task, tiny_t5_model, TINY, show_progress=False, measure_energy=False)
     model = result.model.eval()

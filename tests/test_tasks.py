@@ -133,3 +133,16 @@ def test_bench_data_folder_loads_with_its_meta():
     assert task.describe()["n_train"] == meta["n_train"]
     assert task.describe()["n_test"] == meta["n_test"]
     assert list(task.label_names) == meta["label_names"]
+
+
+def test_a_named_text_pair_column_must_exist_on_a_single_text_folder():
+    from adapterpool.tasks.local import frame_to_records
+
+    frame = pd.DataFrame({"text": ["a", "b"], "label": [0, 1]})
+    with pytest.raises(TaskDataError, match="no column 'premise'.*--text-pair-field"):
+        frame_to_records(frame, "t", text_field="text", label_field="label",
+                         text_pair_field="premise", label_names=None, kind="single")
+    records, _ = frame_to_records(frame.assign(premise=["x", "y"]), "t", text_field="text",
+                                  label_field="label", text_pair_field="premise",
+                                  label_names=None, kind="single")
+    assert records.text_pair == ["x", "y"]

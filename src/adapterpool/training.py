@@ -91,7 +91,10 @@ def evaluate(
     if data.inputs == "text2text":
         from .generation import decoding_for, generate_texts, reference_texts, text_scores
 
-        predictions = generate_texts(model, data, tokenizer, batch_size=batch_size,
+        # a model prepared for several processes is wrapped (DistributedDataParallel), and the
+        # wrapper has no generate()
+        generating = model if accelerator is None else accelerator.unwrap_model(model)
+        predictions = generate_texts(generating, data, tokenizer, batch_size=batch_size,
                                      decoding=decoding_for(max_new_tokens))
         return text_scores(reference_texts(data, tokenizer), predictions)
     loader, _ = inference_loader(data, fit_tokenizer(tokenizer, model), batch_size)

@@ -31,7 +31,7 @@ from ..pool import AdapterPool, AdapterRecord
 from ..pool.store import seeded_sample
 from ..scoring import score_candidates
 from ..summary import final_attempt
-from ..task_kinds import TASK_KINDS, get_kind
+from ..task_kinds import LABELLED_KINDS, get_kind
 from ..tasks import Task, load_task
 from ..training import TrainConfig, TrainResult, train
 from .config import BenchConfig
@@ -226,7 +226,7 @@ class BenchRun:
             # thresholds, ratios and ranking quality are all read from accuracy
             raise UsageError(f"bench: {spec} is a {task.kind} task; the benchmark measures "
                              "accuracy, so its sources and targets are classification tasks "
-                             f"({', '.join(k for k, s in TASK_KINDS.items() if s.labelled)})")
+                             f"({', '.join(LABELLED_KINDS)})")
         return task
 
     def _train_config(self, epochs: int, *, evals_per_epoch: int = 2, **more) -> TrainConfig:

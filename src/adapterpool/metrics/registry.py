@@ -10,6 +10,7 @@ from typing import Literal
 import numpy as np
 
 from ..errors import MetricInputError, UnknownMetricError, UsageError, did_you_mean
+from ..task_kinds import LABELLED_KINDS
 from .ensemble import ensemble
 from .gbc import gbc
 from .hscore import h_score, regularized_h_score
@@ -21,9 +22,6 @@ from .nleep import nleep
 from .probes import knn_accuracy, linear_probe_accuracy
 from .target_loglik import target_loglik
 from .transrate import transrate
-
-# Kinds whose examples carry class labels: every label-reading metric applies to them.
-LABELLED_KINDS = ("single", "pair", "image")
 
 
 @dataclass(frozen=True)

@@ -83,7 +83,7 @@ def frame_to_records(
              image_field: "--image-field"}
     needed = [image_field if kind == "image" else text_field,
               label_field if spec.labelled else None,
-              text_pair_field if kind == "pair" else None,
+              text_pair_field if kind in ("single", "pair") else None,
               target_field if kind == "text2text" else None]
     for field_name in needed:
         if field_name is not None and field_name not in frame.columns:
