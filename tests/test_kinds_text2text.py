@@ -191,7 +191,7 @@ def test_target_loglik_is_minus_the_models_own_loss(tiny_t5_model, task):
     tokenizer = load_preprocessor(tiny_t5_model, "text2text")
     model = base_classifier(tiny_t5_model, [], "text2text").eval()
     data = EncodedRecords(task.train, tokenizer, max_length=16)
-    out = seq2seq_outputs(model, data, tokenizer, batch_size=5)
+    out = seq2seq_outputs(model, data, tokenizer, batch_size=5, target_features=True)
     for i in (0, 7):
         single = {k: torch.tensor([v]) for k, v in data[i].items()}
         with torch.no_grad():
@@ -202,6 +202,9 @@ def test_target_loglik_is_minus_the_models_own_loss(tiny_t5_model, task):
         assert np.allclose(out.features[i], states[0].mean(0).numpy(), atol=1e-5)
         assert np.allclose(out.target_features[i], target[0].mean(0).numpy(), atol=1e-5)
     assert out.source_probs.shape == (len(data), 0)
+    # the targets' encoder pass runs only for logme-targets; the rest is the same without it
+    lean = seq2seq_outputs(model, data, tokenizer, batch_size=5)
+    assert lean.target_features is None and np.array_equal(lean.target_loglik, out.target_loglik)
     value = compute_metric("target-loglik", features=out.features, source_probs=None,
                            labels=None, target_loglik=out.target_loglik)
     assert value == pytest.approx(float(np.mean(out.target_loglik)))

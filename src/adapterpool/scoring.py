@@ -21,6 +21,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -164,12 +165,13 @@ def seq2seq_outputs(
     tokenizer: PreTrainedTokenizerBase,
     *,
     batch_size: int = 64,
-    layer_mean: bool = False,
+    target_features: bool = False,
 ) -> CandidateOutputs:
     """A text2text candidate's teacher-forced pass over the target sample: per example the mean
-    log-probability of its target tokens (the negative of its token-averaged loss), the
-    attention-masked mean of the encoder's last states (the feature), and the same mean for the
-    target text run through the encoder (what ``logme-targets`` regresses on)."""
+    log-probability of its target tokens (the negative of its token-averaged loss) and the
+    attention-masked mean of the encoder's last states (the feature); with ``target_features``
+    also the same mean for the target text run through the encoder (what ``logme-targets``
+    regresses on: a second encoder pass, so only when that metric is asked for)."""
     start = time.perf_counter()
     device = next(model.parameters()).device
     model.eval()
@@ -184,15 +186,17 @@ def seq2seq_outputs(
             -1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
         loglik.append(((token_logp * mask).sum(-1) / mask.sum(-1).clamp(min=1)).cpu())
         features.append(_masked_mean(out.encoder_last_hidden_state, batch["attention_mask"]))
-        encoded = model.get_encoder()(input_ids=labels.clamp(min=0), attention_mask=mask.long())
-        targets.append(_masked_mean(encoded.last_hidden_state, mask))
+        if target_features:
+            encoded = model.get_encoder()(input_ids=labels.clamp(min=0),
+                                          attention_mask=mask.long())
+            targets.append(_masked_mean(encoded.last_hidden_state, mask))
     pooled = restore_order(torch.cat(features).numpy(), order)
     return CandidateOutputs(
         features=pooled,
         source_probs=np.zeros((len(pooled), 0)),
         seconds=time.perf_counter() - start,
         target_loglik=restore_order(torch.cat(loglik).numpy(), order),
-        target_features=restore_order(torch.cat(targets).numpy(), order),
+        target_features=restore_order(torch.cat(targets).numpy(), order) if targets else None,
     )
 
 
@@ -440,13 +444,16 @@ def score_candidates(
     computed = per_candidate_metrics(metrics)  # unknown names fail here, before any work
     for name in metrics:
         check_metric_kind(name, task.kind)  # and names that do not apply to the task's kind
-    layer_mean = any(get_metric(name).needs == "layer_features" for name in computed)
+    needs = {get_metric(name).needs for name in computed}
     sample = scoring_sample(task, max_samples, seed)
     data = EncodedRecords(sample, tokenizer, max_length)
     labels = np.asarray(sample.label)
     if get_kind(task.kind).labelled:
         encode_labels(labels)  # a sample no metric can use (one class) fails here
-    outputs_of = seq2seq_outputs if data.inputs == "text2text" else candidate_outputs
+    if data.inputs == "text2text":
+        outputs_of = partial(seq2seq_outputs, target_features="target_features" in needs)
+    else:
+        outputs_of = partial(candidate_outputs, layer_mean="layer_features" in needs)
     device = pick_device()
     models = CandidateModels(pool.base_model, device, reuse_base=reuse_base, kind=task.kind)
     results = []
@@ -458,8 +465,7 @@ def score_candidates(
             load_seconds = time.perf_counter() - start
             try:
                 outputs = find_executable_batch_size(
-                    lambda size, model=model: outputs_of(
-                        model, data, tokenizer, batch_size=size, layer_mean=layer_mean),
+                    lambda size, model=model: outputs_of(model, data, tokenizer, batch_size=size),
                     starting_batch_size=batch_size or auto_batch_size(device),
                 )()
             finally:
