@@ -259,6 +259,9 @@ def test_ranking_by_target_loglik_draws_text2text_adapters_only(t5_pool, task, e
     assert np.isfinite(ranking.scores[0].scores["logme-targets"])
     with pytest.raises(UsageError, match="'knn' does not apply to text2text"):
         rank(task, t5_pool, "knn", show_progress=False)
+    default = rank(task, t5_pool, subset=5, show_progress=False, measure_energy=False)
+    assert default.metrics == ["target-loglik"]  # the kind's own, as the table says
+    assert default.scores[0].scores["target-loglik"] == ranking.scores[0].scores["target-loglik"]
 
 
 def test_adapt_transfers_contributes_and_falls_back(t5_pool, task, tmp_path):

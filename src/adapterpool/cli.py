@@ -314,12 +314,10 @@ def _cmd_tasks(args: argparse.Namespace) -> None:
 def _cmd_rank(args: argparse.Namespace) -> None:
     from .loop import rank
     from .summary import console, print_warnings, ranking_table
-    from .task_kinds import get_kind
 
     task = _load_task(args)
-    metrics = args.metric or [get_kind(task.kind).default_metric]
     result = rank(
-        task, _open_pool(args), metrics, subset=args.subset, seed=args.seed,
+        task, _open_pool(args), args.metric, subset=args.subset, seed=args.seed,
         max_samples=args.max_samples, max_length=args.max_length, show_progress=not args.json,
         subset_strategy=args.subset_strategy, prefilter_similarity=args.prefilter_similarity,
     )
@@ -327,7 +325,7 @@ def _cmd_rank(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(payload, indent=2))
         return
-    console.print(ranking_table(payload["scores"], metrics,
+    console.print(ranking_table(payload["scores"], result.metrics,
                                 title=f"Ranking (seed {args.seed}, {result.n_samples} samples)"))
     print_warnings(payload["warnings"])
     if result.prefilter:

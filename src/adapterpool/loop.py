@@ -19,7 +19,7 @@ from accelerate import PartialState
 from accelerate.utils import broadcast_object_list, parse_flag_from_env, set_seed
 from peft import PeftConfig, PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
 
-from . import DEFAULT_METRIC, __version__
+from . import __version__
 from .composition import compose_lora, score_weights
 from .config import SIMILARITIES, SUBSET_STRATEGIES, AdaptConfig
 from .contributing import adapter_metadata, contribute
@@ -152,7 +152,7 @@ def _json_number(value: float) -> float | None:
 def rank(
     task: Task,
     pool: Pool,
-    metrics: list[str] | str = DEFAULT_METRIC,
+    metrics: list[str] | str | None = None,
     *,
     subset: int = 5,
     seed: int = 0,
@@ -171,8 +171,11 @@ def rank(
     With ``peft_type`` (the loop's method) only adapters that can warm-start it (same base model
     and PEFT type) are drawn or prefiltered; the others are counted by reason. Adapters trained
     on a task of another family than ``task``'s kind (text2text, image, text classification) are
-    never drawn, whatever ``peft_type``.
+    never drawn, whatever ``peft_type``. ``metrics`` defaults to the task kind's ranking metric
+    (``knn`` for classification, ``target-loglik`` for text2text: the kinds table).
     """
+    if not metrics:
+        metrics = [get_kind(task.kind).default_metric]
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
     for name in metrics:
         check_metric_kind(name, task.kind)  # an unknown or inapplicable name fails before work
