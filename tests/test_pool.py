@@ -124,6 +124,18 @@ def test_label_count_must_match_head(pool_copy, exported):
         pool_copy.add(exported)
 
 
+def test_adapter_whose_task_type_contradicts_its_kind_is_refused(pool_copy, exported):
+    """A SEQ_CLS adapter declared text2text (e.g. ``pool import --kind text2text``) would be a
+    catalog entry no loop can warm-start: refused, and the pool unchanged."""
+    meta = json.loads((exported / "adapterpool.json").read_text())
+    meta["task"] |= {"kind": "text2text", "label_names": []}
+    (exported / "adapterpool.json").write_text(json.dumps(meta))
+    before = _snapshot(pool_copy)
+    with pytest.raises(AdapterRejected, match="'SEQ_CLS' is not a text2text adapter's"):
+        pool_copy.add(exported)
+    assert _snapshot(pool_copy) == before
+
+
 @pytest.mark.parametrize("bad_meta, message", [
     ({}, "needs a 'task' block"),
     ({"task": {"name": "x", "kind": "triple", "label_names": ["a", "b"]}}, "'kind' must be"),

@@ -273,14 +273,13 @@ def _build(peft_type: str, values: dict[str, Any], origin: str) -> PeftConfig:
             raise PeftConfigError(
                 f"{origin}: {cls.__name__} has no field {name!r}{did_you_mean(name, known)}"
             )
-    from .task_kinds import TASK_KINDS
+    from .task_kinds import PEFT_TASK_TYPES
 
     task = values.get("task_type")
     task = str(getattr(task, "value", task)) if task is not None else None
-    allowed = sorted({s.peft_task_type for s in TASK_KINDS.values() if s.peft_task_type})
-    if task is not None and task not in allowed:
+    if task is not None and task not in PEFT_TASK_TYPES:
         raise PeftConfigError(f"{origin}: task_type {task!r}; adapterpool trains "
-                              f"{', '.join(allowed)} adapters (or none, for images)")
+                              f"{', '.join(PEFT_TASK_TYPES)} adapters (or none, for images)")
     values = values | {"task_type": TaskType(task or "SEQ_CLS"), "inference_mode": False,
                        "base_model_name_or_path": None}
     values.pop("peft_type", None)

@@ -77,6 +77,8 @@ TASK_KINDS: dict[str, TaskKindSpec] = {
     )
 }
 KIND_NAMES = tuple(TASK_KINDS)
+# The peft task types of adapters adapterpool trains (image adapters carry none).
+PEFT_TASK_TYPES = tuple(sorted({s.peft_task_type for s in TASK_KINDS.values() if s.peft_task_type}))
 # Kinds whose examples carry class labels: every label-reading metric applies to them.
 LABELLED_KINDS = tuple(name for name, spec in TASK_KINDS.items() if spec.labelled)
 # Every threshold metric of every kind, in the table's order (the command line's choices).

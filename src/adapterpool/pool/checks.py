@@ -119,7 +119,7 @@ def read_config(adapter_dir: Path) -> dict:
     :mod:`adapterpool.peft_methods` and any other), its task type one of a task kind's."""
     from peft import PeftType
 
-    from ..task_kinds import TASK_KINDS
+    from ..task_kinds import PEFT_TASK_TYPES
 
     try:
         config = json.loads((adapter_dir / ADAPTER_CONFIG).read_text())
@@ -132,11 +132,10 @@ def read_config(adapter_dir: Path) -> dict:
             f"{config.get('peft_type') if isinstance(config, dict) else None!r} "
             f"is not a PEFT type peft {_peft_version()} knows ({', '.join(known)})"
         )
-    task_types = sorted({s.peft_task_type for s in TASK_KINDS.values() if s.peft_task_type})
-    if config.get("task_type") not in (None, *task_types):
+    if config.get("task_type") not in (None, *PEFT_TASK_TYPES):
         raise AdapterRejected(
             f"{ADAPTER_CONFIG}: task_type {config['task_type']!r}, expected one of "
-            f"{', '.join(task_types)} (or none, for images)"
+            f"{', '.join(PEFT_TASK_TYPES)} (or none, for images)"
         )
     return config
 
@@ -216,6 +215,7 @@ def validate_adapter_dir(
     same weights is the same base model whatever its path.
     """
     from ..base_model import is_same_base_model
+    from ..task_kinds import TASK_KINDS
 
     check_files(adapter_dir)
     check_metadata(meta)
@@ -229,6 +229,12 @@ def validate_adapter_dir(
         )
     num_labels = len(meta["task"]["label_names"])
     kind = meta["task"]["kind"]
+    expected = TASK_KINDS[kind].peft_task_type
+    if config.get("task_type") not in (None, expected):
+        raise AdapterRejected(
+            f"{ADAPTER_CONFIG}: task_type {config['task_type']!r} is not a {kind} adapter's "
+            f"({expected or 'none'}); the metadata and the adapter disagree on the task kind"
+        )
     clean = {k: v for k, v in config.items() if k != "base_model_name_or_path"}
     check_tensors(
         shapes, expected_shapes(base_model, json.dumps(clean, sort_keys=True), num_labels, kind)
