@@ -128,6 +128,8 @@ def test_pixels_come_from_the_models_own_processor(tiny_vit_model, digits):
                          return_tensors="pt")["pixel_values"][0]
     assert data.inputs == "image" and torch.equal(data[3]["pixel_values"], expected)
     assert data[3]["labels"] == digits.train.label[3]
+    # processed on access: the dataset holds the images as given, no pixel tensors
+    assert all(set(f) == {"image", "labels"} for f in data.features)
     batch = next(iter(train_loader(data, processor, 8, seed=0)))
     assert batch["pixel_values"].shape == (8, 3, 16, 16) and batch["labels"].dtype == torch.long
 

@@ -1,7 +1,9 @@
-"""Prepare task records once (tokenise, or run the image processor), batch them.
+"""Prepare task records once (tokenise), batch them.
 
 Text batches are padded dynamically; inference batches are sorted by length (less padding, same
-results); training batches are shuffled with a seeded generator. What an example becomes follows
+results); training batches are shuffled with a seeded generator. Images are opened and run
+through the image processor when a batch asks for them (as ``datasets``' ``set_transform``
+does), so a task holds paths, not every image's pixel tensor. What an example becomes follows
 its columns: text (+ pair) and a label (classification), text and target token ids
 (``labels``, text2text), or ``pixel_values`` and a label (images).
 """
@@ -18,21 +20,23 @@ from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding, PreTra
 
 from .tasks import Records
 
-IMAGE_CHUNK = 64  # images opened and processed at a time (bounds the PIL images held)
-
 
 class EncodedRecords(Dataset):
     """Model inputs of every example (token ids without padding, or pixel values) and its
     ``labels``: the class, or the target's token ids (text2text). ``processor`` is the tokenizer,
-    or the image processor for image records."""
+    or the image processor for image records: each image is opened and processed on access
+    (pixel values of a 224 x 224 RGB image take 0.6 MB: a few thousand of them held at once
+    would not fit in memory)."""
 
     inputs: Literal["classification", "text2text", "image"]
 
     def __init__(self, records: Records, processor, max_length: int) -> None:
         if records.image is not None:
             self.inputs = "image"
-            self.features = _image_features(records, processor)
+            self.features = [{"image": item, "labels": int(label)}
+                             for item, label in zip(records.image, records.label, strict=True)]
             self.lengths = np.zeros(len(self.features), dtype=int)
+            self.processor = processor
             return
         # encoder-decoder models take no token types (T5 and BART have none)
         types = {"return_token_type_ids": False} if records.target is not None else {}
@@ -61,7 +65,14 @@ class EncodedRecords(Dataset):
         return len(self.features)
 
     def __getitem__(self, index: int) -> dict:
-        return self.features[index]
+        feature = self.features[index]
+        if self.inputs != "image":
+            return feature
+        from .tasks.images import open_image
+
+        pixels = self.processor(images=[open_image(feature["image"])],
+                                return_tensors="pt")["pixel_values"][0]
+        return {"pixel_values": pixels, "labels": feature["labels"]}
 
 
 class _Ordered(Dataset):
@@ -73,19 +84,6 @@ class _Ordered(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         return self.base[int(self.order[index])]
-
-
-def _image_features(records: Records, processor) -> list[dict]:
-    from .tasks.images import open_image
-
-    features = []
-    for start in range(0, len(records), IMAGE_CHUNK):
-        chunk = records.image[start:start + IMAGE_CHUNK]
-        pixels = processor(images=[open_image(item) for item in chunk],
-                           return_tensors="pt")["pixel_values"]
-        features += [{"pixel_values": pixels[i], "labels": int(records.label[start + i])}
-                     for i in range(len(chunk))]
-    return features
 
 
 def collator(data: EncodedRecords, processor) -> Callable[[list[dict]], dict]:
