@@ -175,3 +175,27 @@ def entry_of_kind():
                 conn.execute(adapters_table.delete().where(adapters_table.c.id == row["id"]))
 
     return add
+
+
+@pytest.fixture()
+def bench_folders(tmp_path):
+    """Two real builtin tasks written as bench-data style folders."""
+    import json
+
+    from adapterpool.tasks import load_task
+
+    root = tmp_path / "data"
+    for name in ("debate-role", "speech-party"):
+        task = load_task(f"builtin:{name}", max_train=48, max_eval=24)
+        folder = root / name
+        folder.mkdir(parents=True)
+        for split in ("train", "validation", "test"):
+            records = task.split(split)
+            folder.joinpath(f"{split}.jsonl").write_text("".join(
+                json.dumps({"text": t, "label": y}) + "\n"
+                for t, y in zip(records.text, records.label, strict=True)))
+        folder.joinpath("meta.json").write_text(json.dumps(
+            {"name": name, "task_type": "single", "label_names": list(task.label_names),
+             "family": "politics"}))
+    (root / "not-a-task").mkdir()  # no meta.json: not discovered
+    return root

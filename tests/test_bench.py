@@ -26,8 +26,8 @@ from adapterpool.bench.report import (
     summarize,
     summarize_strategies,
     summarize_target,
-    write_reports,
 )
+from adapterpool.bench.render import write_reports
 from adapterpool.pool.store import seeded_sample
 from adapterpool.tasks import load_task
 
@@ -130,25 +130,6 @@ def test_loop_replay_on_a_hand_made_table():
     assert out["loop"]["oracle"]["transfer_rate"] == 1.0
     assert out["ground_truth"] == "test" and out["scoring_energy"] == "measured"
     assert set(out["threshold_sweep"]["logme"]) == {"0.9", "0.95", "0.97", "1"}
-
-
-@pytest.fixture()
-def bench_folders(tmp_path):
-    """Two real builtin tasks written as bench-data style folders."""
-    root = tmp_path / "data"
-    for name in ("debate-role", "speech-party"):
-        task = load_task(f"builtin:{name}", max_train=48, max_eval=24)
-        folder = root / name
-        folder.mkdir(parents=True)
-        for split in ("train", "validation", "test"):
-            records = task.split(split)
-            folder.joinpath(f"{split}.jsonl").write_text("".join(
-                json.dumps({"text": t, "label": y}) + "\n"
-                for t, y in zip(records.text, records.label, strict=True)))
-        folder.joinpath("meta.json").write_text(json.dumps(
-            {"name": name, "task_type": "single", "label_names": list(task.label_names)}))
-    (root / "not-a-task").mkdir()  # no meta.json: not discovered
-    return root
 
 
 def test_bench_runs_resumes_and_reports(tiny_base_model, bench_folders, tmp_path):

@@ -81,7 +81,8 @@ def build_config(args: argparse.Namespace):
 def summary_table(summary: dict):
     from rich.table import Table
 
-    from .report import REFERENCES, _fmt, _order
+    from .render import fmt, order
+    from .report import REFERENCES
 
     table = Table(title=f"Ranking quality and the loop vs standard LoRA "
                         f"(mean over {summary['n_targets']} targets)")
@@ -89,14 +90,14 @@ def summary_table(summary: dict):
                "time ratio", "energy ratio", "CO2 ratio", "transfer")
     for name in columns:
         table.add_column(name, justify="left" if name == "metric" else "right")
-    for metric in _order(summary):
+    for metric in order(summary):
         row = summary["mean"][metric]
         table.add_row(
             metric + (" (ref.)" if metric in REFERENCES else ""),
-            *(_fmt(row.get(k, math.nan), 3 if k in ("weighted_tau", "pearson") else 2)
+            *(fmt(row.get(k, math.nan), 3 if k in ("weighted_tau", "pearson") else 2)
               for k in ("weighted_tau", "pearson", "top1_hit", "regret_at_1", "regret_at_3")),
-            *(_fmt(row[k]) for k in ("accuracy_ratio", "time_ratio", "energy_ratio", "co2_ratio")),
-            _fmt(row["transfer_rate"], 2),
+            *(fmt(row[k]) for k in ("accuracy_ratio", "time_ratio", "energy_ratio", "co2_ratio")),
+            fmt(row["transfer_rate"], 2),
         )
     return table
 
@@ -104,7 +105,8 @@ def summary_table(summary: dict):
 def run_bench_command(args: argparse.Namespace) -> dict:
     from ..summary import console
     from .harness import BenchRun, read_state
-    from .report import summarize, write_reports
+    from .render import write_reports
+    from .report import summarize
 
     config = build_config(args)
     if args.report_only:
@@ -119,9 +121,9 @@ def run_bench_command(args: argparse.Namespace) -> dict:
     summary = summarize(state)
     files = write_reports(summary, config.out_dir)
     if args.json:
-        from .report import _rounded
+        from .render import rounded
 
-        print(json.dumps(_rounded(summary), indent=1))
+        print(json.dumps(rounded(summary), indent=1))
         return summary
     console.print(summary_table(summary))
     if summary["incomplete_targets"]:

@@ -63,6 +63,18 @@ class BenchConfig:
     # targets). A resumed run must keep it, or its units stop being comparable.
     peft: str | dict | None = None
     strategy_metric: str = "knn"
+    # Ground truth that can rank (see bench/ground_truth.py): when ground_truth_max_epochs is
+    # set, every baseline, warm start and peer trains until early stopping
+    # (ground_truth_patience epochs without gain), once per seed of ground_truth_seeds, and the
+    # test split keeps up to max_test examples (validation: max_eval).
+    ground_truth_max_epochs: int | None = None
+    ground_truth_seeds: list[int] = field(default_factory=lambda: [0])
+    ground_truth_patience: int = 3
+    ground_truth_evals_per_epoch: int = 2
+    # {"prefilter_top": M, "random": M}: fine-tune only those candidates; None: all of them
+    ground_truth_candidates: dict | None = None
+    peers: list[str] = field(default_factory=list)
+    max_test: int | None = None
     seed: int = 0
     base_model: str | None = None
     run_dir: str = ".bench-cache/run"
@@ -92,6 +104,19 @@ class BenchConfig:
                             ("baseline_max_epochs", self.baseline_max_epochs)):
             if value is not None and value < 1:
                 raise UsageError(f"bench: {name} must be >= 1, got {value}")
+        if self.ground_truth_max_epochs is not None:
+            from .ground_truth import check_peers
+
+            check_peers(self.peers)
+            if not self.ground_truth_seeds:
+                raise UsageError("bench: ground_truth_seeds must not be empty")
+            plan = self.ground_truth_candidates
+            if plan is not None and set(plan) != {"prefilter_top", "random"}:
+                raise UsageError("bench: ground_truth_candidates takes prefilter_top and random "
+                                 f"(counts), got {sorted(plan)}")
+        elif self.peers:
+            raise UsageError("bench: peers are trained with the ground truth: set "
+                             "ground_truth_max_epochs")
         if not self.loop_seeds:
             raise UsageError("bench: loop_seeds must not be empty")
         from ..strategies import parse_strategies

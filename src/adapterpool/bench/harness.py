@@ -33,6 +33,7 @@ from ..scoring import score_candidates
 from ..summary import final_attempt
 from ..task_kinds import LABELLED_KINDS, get_kind
 from ..tasks import Task, load_task
+from ..tasks.task import subsample_records
 from ..training import TrainConfig, TrainResult, train
 from .config import BenchConfig
 
@@ -219,9 +220,14 @@ class BenchRun:
         self._units_done = 0
         self._units_total = 0
 
-    def _task(self, spec: str, *, max_train: int | None = None) -> Task:
-        task = load_task(spec, seed=self.config.seed, max_train=max_train or self.config.max_train,
-                         max_eval=self.config.max_eval)
+    def _task(self, spec: str, *, max_train: int | None = None,
+              max_test: int | None = None) -> Task:
+        """``spec`` at the run's sizes; ``max_test``: a test split larger than validation."""
+        c = self.config
+        test_size = max(max_test or 0, c.max_eval)
+        task = load_task(spec, seed=c.seed, max_train=max_train or c.max_train, max_eval=test_size)
+        if len(task.validation) > c.max_eval:
+            task.validation = subsample_records(task.validation, c.max_eval, c.seed)
         if not get_kind(task.kind).labelled:
             # thresholds, ratios and ranking quality are all read from accuracy
             raise UsageError(f"bench: {spec} is a {task.kind} task; the benchmark measures "
@@ -312,12 +318,17 @@ class BenchRun:
     def run_target(self, pool: AdapterPool, spec: str) -> None:
         """Every unit of one target: scores, the ground-truth fine-tunes, the baseline."""
         self.score_target(pool, spec)
+        if self.config.ground_truth_max_epochs:
+            from .ground_truth import run_ground_truth
+
+            run_ground_truth(self, pool, spec)
+            return
         self.finetune_target(pool, spec)
         self.baseline_target(pool, spec)
 
     def _target_task(self, spec: str) -> Task:
         """The target's task, its description recorded (the report's setup reads it)."""
-        task = self._task(spec)
+        task = self._task(spec, max_test=self.config.max_test)
         self.state.put(task.describe(), "targets", task_key(spec), "task")
         return task
 
@@ -412,7 +423,7 @@ class BenchRun:
             for seed in self.config.strategy_seeds if seeds is None else seeds:
                 if self.state.get("targets", key, "strategies", strategy, str(seed)):
                     continue
-                task = task or self._task(spec)
+                task = task or self._task(spec, max_test=self.config.max_test)
                 self._announce(f"[bold]{key}[/bold]: loop with strategy {strategy}, seed {seed}")
                 result = adapt(task, view, self.strategy_config(strategy, seed, threshold),
                                peft=self._peft(), show_progress=self.show_progress,

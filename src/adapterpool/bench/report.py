@@ -5,19 +5,19 @@ task's text.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 
 from .. import DEFAULT_METRIC
 from ..config import AdaptConfig
+from ..errors import UsageError
 from ..metrics import ensemble
 from .calibration import calibrate_cutoff, calibrate_min_score
 from .config import BenchConfig
+from .payoff import summarize_payoff
 from .quality import (
     Baseline,
     Candidate,
@@ -39,7 +39,8 @@ def _nanmean(values) -> float:
     return float(np.mean(finite)) if finite else math.nan
 
 
-def _num(value) -> float:
+def number(value) -> float:
+    """A recorded number as float, NaN where it is missing."""
     return math.nan if value is None else float(value)
 
 
@@ -145,7 +146,7 @@ def summarize_target(target: dict, config: dict) -> dict:
     truths = [_ground_truth(target["finetune"][i]) for i in ids]
     accuracies = [a for a, _ in truths]
     table = {m: [target["scores"][i]["scores"].get(m, math.nan) for i in ids] for m in metrics}
-    table = {m: [_num(v) for v in values] for m, values in table.items()}
+    table = {m: [number(v) for v in values] for m, values in table.items()}
     if members:
         table[ENSEMBLE] = [float(v) for v in ensemble({m: table[m] for m in members})]
     table["oracle"] = list(accuracies)
@@ -184,7 +185,7 @@ def summarize_target(target: dict, config: dict) -> dict:
         "ground_truth": "test" if all(kind == "test" for _, kind in truths) else "validation",
         "candidates": {
             i: {"source_task": target["scores"][i]["source_task"], "accuracy": a,
-                "scores": {m: _num(v) for m, v in target["scores"][i]["scores"].items()},
+                "scores": {m: number(v) for m, v in target["scores"][i]["scores"].items()},
                 "validation_accuracy": target["finetune"][i]["validation"]["accuracy"],
                 "train_seconds": target["finetune"][i]["train_seconds"],
                 "kwh": target["finetune"][i]["kwh"], "co2_kg": target["finetune"][i]["co2_kg"],
@@ -247,7 +248,7 @@ def choose_default_strategy(strategies: dict, *, min_accuracy: float = 0.995,
                and all(t["time_ratio"] <= max_target_time for t in row["per_target"].values())]
     if keeping:
         return min(keeping, key=lambda s: strategies[s]["time_ratio"])
-    return max(strategies, key=lambda s: _finite(strategies[s]["accuracy_ratio"]))
+    return max(strategies, key=lambda s: finite(strategies[s]["accuracy_ratio"]))
 
 
 def _strategies_over_targets(per_target: dict) -> dict:
@@ -270,6 +271,8 @@ def summarize(state: dict) -> dict:
     loop vs standard LoRA; targets whose units are not all recorded yet are listed as incomplete.
     """
     config = _config(state)
+    if config.get("ground_truth_max_epochs"):
+        return summarize_converged(state, config)
     per_target, incomplete, strategy_rows = {}, [], {}
     for key, target in sorted((state.get("targets") or {}).items()):
         if target.get("baseline") and target.get("strategies"):
@@ -303,8 +306,8 @@ def summarize(state: dict) -> dict:
         usable = [m for m in candidates if not math.isnan(mean[m].get(key, math.nan))]
         return max(usable, key=lambda m: sign * mean[m][key]) if usable else None
 
-    best = (max(candidates, key=lambda m: (_finite(mean[m]["weighted_tau"]),
-                                           -_finite(mean[m]["regret_at_1"], 1e9)))
+    best = (max(candidates, key=lambda m: (finite(mean[m]["weighted_tau"]),
+                                           -finite(mean[m]["regret_at_1"], 1e9)))
             if candidates else None)
     return {
         "config": config,
@@ -368,7 +371,7 @@ def min_score_calibration(state: dict, config: dict) -> dict | None:
         threshold = fraction * base["validation"]["accuracy"]
         passes = any(r["validation"]["accuracy"] >= threshold for r in runs.values())
         for metric in config["metrics"]:
-            values = [_num(e["scores"].get(metric)) for e in scores.values()]
+            values = [number(e["scores"].get(metric)) for e in scores.values()]
             values = [v for v in values if not math.isnan(v)]
             if values:
                 tops.setdefault(metric, {})[key] = (max(values), passes)
@@ -377,7 +380,8 @@ def min_score_calibration(state: dict, config: dict) -> dict | None:
     return {metric: calibrate_min_score(by_target) for metric, by_target in tops.items()}
 
 
-def _finite(value: float, fill: float = -1e9) -> float:
+def finite(value: float, fill: float = -1e9) -> float:
+    """``value``, or ``fill`` where it is missing or NaN (for sorting)."""
     return fill if value is None or math.isnan(value) else value
 
 
@@ -388,6 +392,11 @@ def _compute_seconds(state: dict) -> dict:
         scoring += sum(e["seconds"] for e in (target.get("scores") or {}).values())
         finetune += sum(e["train_seconds"] for e in (target.get("finetune") or {}).values())
         baseline += (target.get("baseline") or {}).get("train_seconds") or 0.0
+        baseline += sum(u["train_seconds"] for u in (target.get("gt_baseline") or {}).values())
+        finetune += sum(u["train_seconds"] for seeds in (target.get("gt_finetune") or {}).values()
+                        for u in seeds.values())
+        baseline += sum(u["train_seconds"] for seeds in (target.get("peers") or {}).values()
+                        for u in seeds.values())
     return {"sources": sources, "scoring": scoring, "finetune": finetune, "baseline": baseline,
             "total": sources + scoring + finetune + baseline}
 
@@ -405,325 +414,40 @@ def _metric_seconds(state: dict, metrics: list[str], members: list[str]) -> dict
     return out
 
 
-def _fmt(value, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{value:.{digits}f}"
+def summarize_converged(state: dict, config: dict) -> dict:
+    """``summarize`` for a run whose ground truth is converged and multi-seed
+    (:mod:`.ground_truth`, :mod:`.payoff`): today's top-level keys, from that ground truth."""
+    from .harness import task_key
 
-
-def _order(summary: dict) -> list[str]:
-    mean = summary["mean"]
-    ranked = sorted((m for m in mean if m not in REFERENCES),
-                    key=lambda m: -_finite(mean[m].get("weighted_tau", math.nan)))
-    return ranked + [m for m in REFERENCES if m in mean]
-
-
-def main_table(summary: dict) -> list[str]:
-    lines = [
-        "| metric | weighted tau | Pearson | top-1 hit | regret@1 (pts) | regret@3 (pts) | "
-        "acc ratio | time ratio | energy ratio | CO2 ratio | transfer rate | metric s/candidate |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for m in _order(summary):
-        row = summary["mean"][m]
-        seconds = summary["metric_seconds"].get(m, math.nan)
-        name = f"{m} (reference)" if m in REFERENCES else m
-        if m == ENSEMBLE:
-            name = f"ensemble ({', '.join(summary['config']['ensemble_members'])})"
-        lines.append(
-            f"| {name} | {_fmt(row.get('weighted_tau'))} | {_fmt(row.get('pearson'))} | "
-            f"{_fmt(row.get('top1_hit'), 2)} | {_fmt(row.get('regret_at_1'), 2)} | "
-            f"{_fmt(row.get('regret_at_3'), 2)} | {_fmt(row['accuracy_ratio'])} | "
-            f"{_fmt(row['time_ratio'])} | {_fmt(row['energy_ratio'])} | {_fmt(row['co2_ratio'])} | "
-            f"{_fmt(row['transfer_rate'], 2)} | {_fmt(seconds)} |"
-        )
-    return lines
-
-
-def calibration_table(summary: dict) -> list[str]:
-    """``cutoff``'s gain, fitted on the other targets' curves and checked on each held-out one."""
-    cal = summary.get("cutoff_calibration")
-    if not cal:
-        return []
-    lines = [
-        "## Cutoff calibration (leave-one-target-out)", "",
-        "The `cutoff` rule gives up on a transfer when best-so-far + g x remaining epochs < "
-        f"threshold (after {cal['min_epochs']} epochs of a {cal['budget_epochs']}-epoch attempt). "
-        "Replayed on every recorded ground-truth curve at every threshold of the sweep: for each "
-        "held-out target, g is the least value that cuts no passing curve of the other targets, "
-        "then the held-out target's curves are replayed with it. Fitted on all targets: "
-        f"g = {_fmt(cal['max_gain_per_epoch'])} per epoch (the default "
-        f"`cutoff_max_gain_per_epoch` is {_fmt(AdaptConfig().cutoff_max_gain_per_epoch)}). "
-        f"Held out, {cal['false_cuts']} of {cal['passing']} passing curves were cut.", "",
-        "| held-out target | g fitted on the others | curves | passing | passing cut | "
-        "failing cut | failing epochs saved |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for key, row in cal["per_target"].items():
-        lines.append(
-            f"| {key} | {_fmt(row['max_gain_per_epoch'])} | {row['curves']} | {row['passing']} | "
-            f"{row['false_cuts']} | {row['failing_cut']} | "
-            f"{_fmt(row['failing_epochs_saved'], 2)} |")
-    lines.append("")
-    skip = summary.get("min_score_calibration")
-    if skip:
-        lines += [
-            "`--min-score` (skip transfer when the top candidate scores below it), per metric: "
-            "fitted on the other targets as the midpoint between the highest top score where no "
-            "transfer passes and the lowest where one does (none when they overlap), then applied "
-            "to the held-out target; right = skipped exactly when nothing would have passed.", "",
-            "| metric | min score fitted on all | held-out targets decided right |",
-            "|---|---|---|"]
-        lines += [f"| {metric} | {_fmt(row['min_score'])} | {row['right']} of {row['targets']} |"
-                  for metric, row in sorted(skip.items(), key=lambda kv: -kv[1]["right"])]
-        lines.append("")
-    return lines
-
-
-def strategy_table(summary: dict) -> list[str]:
-    """The loop's strategies, each run for real (``adapt --strategy``) on every strategy target."""
-    strategies = summary.get("strategies") or {}
-    if not strategies:
-        return []
-    c = summary["config"]
-    lines = [
-        "## Loop strategies (real runs)", "",
-        f"`adapt --strategy S` with ranking metric {c.get('strategy_metric')}, N={c['subset']}, "
-        f"K={c['max_tries']}, transfer budget {c['transfer_epochs']} epochs, threshold "
-        f"{c['threshold_fraction']} x the standard-LoRA validation accuracy, fallback trained as "
-        f"the baseline; seeds {c.get('strategy_seeds')}. Ratios are loop / standard LoRA on the "
-        "same target (means over seeds, then over targets); the time includes scoring. Default "
-        f"(cheapest that keeps accuracy >= 0.995 and no target above 1.05x): "
-        f"**{summary.get('default_strategy')}**.", "",
-        "| strategy | accuracy ratio | time ratio | worst target time | energy ratio | "
-        "transfer rate | targets |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for name, row in sorted(strategies.items(), key=lambda kv: kv[1]["time_ratio"]):
-        lines.append(
-            f"| {name} | {_fmt(row['accuracy_ratio'])} | {_fmt(row['time_ratio'])} | "
-            f"{_fmt(row['max_time_ratio'])} | {_fmt(row['energy_ratio'])} | "
-            f"{_fmt(row['transfer_rate'], 2)} | {row['n_targets']} |")
-    targets = sorted({t for row in strategies.values() for t in row["per_target"]})
-    lines += ["", "Per target (accuracy ratio / time ratio):", "",
-              "| strategy | " + " | ".join(targets) + " |",
-              "|---|" + "---|" * len(targets)]
-    for name, row in sorted(strategies.items()):
-        cells = [(f"{_fmt(row['per_target'][t]['accuracy_ratio'])} / "
-                  f"{_fmt(row['per_target'][t]['time_ratio'])}")
-                 if t in row["per_target"] else "-" for t in targets]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return [*lines, ""]
-
-
-def markdown(summary: dict) -> str:
-    c = summary["config"]
-    compute = summary["compute_seconds"]
-    targets = summary["targets"]
-    truth = {t["ground_truth"] for t in targets.values()}
-    lines = [
-        "# adapterpool benchmark: transferability metrics and the loop vs standard LoRA",
-        "",
-        "Produced by `adapterpool bench` (`src/adapterpool/bench`); regenerate the reports from "
-        "the recorded state with `adapterpool bench --config benchmarks/bench_config.json "
-        "--report-only`.",
-        "",
-        "## Setup",
-        "",
-        f"- Targets ({summary['n_targets']}, leave-one-out): {', '.join(targets) or 'none yet'}"
-        + (f"; not finished yet: {', '.join(summary['incomplete_targets'])}"
-           if summary["incomplete_targets"] else "") + ".",
-        f"- Pool: {', '.join(summary['sources'])} — for each target, every member except the "
-        "target's own task.",
-        f"- Base model: {c.get('base_model') or 'all-MiniLM-L6-v2 (packaged)'}; "
-        f"{_peft_setup(c.get('peft'))}, head trained; this machine: "
-        f"{summary['host']['cpus']} CPU cores, shared with other work."
-        + (f" Sources: {summary['sources_trained_on']}." if summary.get("sources_trained_on")
-           else ""),
-        f"- Budget: at most {c['max_train']} training and {c['max_eval']} validation/test examples "
-        f"per task, max length {c['max_length']} tokens; {_source_budget(c)}; every transfer "
-        f"{c['transfer_epochs']} epochs from the pool adapter (the loop's "
-        f"budget); standard LoRA until early stopping on validation (patience 3 evaluations, one "
-        f"per epoch), at most {c['baseline_max_epochs']} epochs; metrics on {c['scoring_samples']} "
-        "target training examples (one forward pass per candidate).",
-        f"- Ground truth: the {'/'.join(sorted(truth)) or 'test'} accuracy after fine-tuning "
-        "from each candidate (same seed and budget for all)."
-        + (f" Computed on {'; '.join(summary['ground_truth_on'])}; replayed costs are in this "
-           "machine's seconds: a fine-tune costs its epochs at the target's standard-LoRA "
-           "seconds per epoch measured here, scoring is scaled to the timed runs' measured "
-           "scoring seconds (`costed_here`)." if summary.get("ground_truth_on") else ""),
-        f"- Loop replay: seeded random subset N={c['subset']}, best-first K={c['max_tries']} "
-        f"tries, pass when validation accuracy >= {c['threshold_fraction']} x the standard-LoRA "
-        "validation accuracy of that target, else standard LoRA (its recorded cost and result); "
-        f"mean over {len(c['loop_seeds'])} subset seeds. Each try is the recorded ground-truth "
-        "fine-tune from that candidate; the scoring cost counted is the forward pass plus the "
-        "one metric (the ensemble pays for each member). Ratios: loop / standard LoRA (mean "
-        "accuracy, wall time, energy, CO2).",
-        f"- Compute recorded: {compute['total'] / 60:.0f} min "
-        f"(sources {compute['sources'] / 60:.0f}, "
-        f"scoring {compute['scoring'] / 60:.1f}, transfers {compute['finetune'] / 60:.0f}, "
-        f"baselines {compute['baseline'] / 60:.0f}). Energy and CO2 from codecarbon "
-        "(estimated from CPU load where no power meter is readable).",
-        "",
-        "## Results (mean over targets)",
-        "",
-        *main_table(summary),
-        "",
-        "Rows are sorted by weighted Kendall tau (scipy.stats.weightedtau of score vs accuracy). "
-        "Regret in accuracy points (best candidate minus the chosen one). *random*: expected "
-        "values of a random ranking; *oracle*: the loop ranking by the true accuracies "
-        "(its lower bound on regret and best transfer rate). metric s/candidate: the metric alone "
-        f"on {c['scoring_samples']} examples.",
-        "",
-        f"**Best metric by mean weighted tau: {summary['best_metric']}**"
-        + (f" (by regret@1: {summary['best_by']['regret_at_1']}, by top-1 hit: "
-           f"{summary['best_by']['top1_hit']}, by loop accuracy ratio: "
-           f"{summary['best_by']['loop_accuracy_ratio']})." if summary["best_metric"] else "."),
-        "",
-    ]
-    best = summary["best_metric"]
-    if best and best in summary["threshold_sweep"]:
-        lines += [f"### Threshold sensitivity ({best}; fraction of standard-LoRA validation "
-                  "accuracy)", "",
-                  "| fraction | acc ratio | time ratio | CO2 ratio | transfer rate |",
-                  "|---|---|---|---|---|"]
-        for fraction, row in summary["threshold_sweep"][best].items():
-            lines.append(f"| {fraction} | {_fmt(row['accuracy_ratio'])} | "
-                         f"{_fmt(row['time_ratio'])} "
-                         f"| {_fmt(row['co2_ratio'])} | {_fmt(row['transfer_rate'], 2)} |")
-        lines.append("")
-    lines += strategy_table(summary)
-    lines += calibration_table(summary)
-    lines += ["![weighted tau per target](metric_quality.png)", "",
-              "![accuracy vs wall time](accuracy_vs_time.png) "
-              "![accuracy vs CO2](accuracy_vs_co2.png)",
-              "", "## Per target", ""]
-    for key, target in targets.items():
-        base = target["baseline"]
-        lines += [
-            f"### {key}", "",
-            f"Standard LoRA: accuracy {base['accuracy']:.3f} in {base['train_seconds']:.0f} s "
-            f"({base['epochs']:.1f} epochs). Threshold: validation accuracy >= "
-            f"{target['threshold']:.3f}. Scoring energy: {target['scoring_energy']}.", "",
-            "| candidate (source task) | accuracy after transfer | transfer s "
-            "| scoring forward s |",
-            "|---|---|---|---|",
-        ]
-        for _, cand in sorted(target["candidates"].items(), key=lambda kv: -kv[1]["accuracy"]):
-            lines.append(f"| {cand['source_task']} | {cand['accuracy']:.3f} | "
-                         f"{cand['train_seconds']:.0f} | {cand['scoring_forward_seconds']:.1f} |")
-        lines += ["", "| metric | weighted tau | Pearson | top-1 | regret@1 | regret@3 | acc ratio "
-                  "| time ratio | CO2 ratio |", "|---|---|---|---|---|---|---|---|---|"]
-        for m in _order(summary):
-            q, lp = target["quality"].get(m, {}), target["loop"][m]
-            lines.append(
-                f"| {m} | {_fmt(q.get('weighted_tau'))} | {_fmt(q.get('pearson'))} | "
-                f"{_fmt(q.get('top1_hit'), 2)} | {_fmt(q.get('regret_at_1'), 1)} | "
-                f"{_fmt(q.get('regret_at_3'), 1)} | {_fmt(lp['accuracy_ratio'])} | "
-                f"{_fmt(lp['time_ratio'])} | {_fmt(lp['co2_ratio'])} |")
-        lines.append("")
-    return "\n".join(lines) + "\n"
-
-
-def plots(summary: dict, out_dir: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    written: list[Path] = []
-    targets = list(summary["targets"])
-    if not targets:
-        return written
-    metrics = [m for m in _order(summary) if m not in REFERENCES]
-    fig, ax = plt.subplots(figsize=(11, 4.8))
-    width = 0.8 / (len(targets) + 1)
-    x = np.arange(len(metrics))
-    for j, key in enumerate(targets):
-        values = [summary["targets"][key]["quality"][m]["weighted_tau"] for m in metrics]
-        ax.bar(x + j * width, np.nan_to_num(values), width, label=key)
-    ax.bar(x + len(targets) * width, [np.nan_to_num(summary["mean"][m]["weighted_tau"])
-                                      for m in metrics], width, color="black", label="mean")
-    ax.set_xticks(x + 0.4 - width / 2, metrics, rotation=30, ha="right")
-    ax.set_ylabel("weighted Kendall tau (score vs fine-tuned accuracy)")
-    ax.set_title("Ranking quality per target")
-    ax.axhline(0, color="black", linewidth=0.5)
-    ax.legend(fontsize=8, ncol=min(5, len(targets) + 1))
-    fig.tight_layout()
-    written.append(out_dir / "metric_quality.png")
-    fig.savefig(written[-1], dpi=120)
-    plt.close(fig)
-    best = summary["best_metric"]
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for axis, label, name, scale in (("seconds", "wall time (s)", "accuracy_vs_time.png", 1.0),
-                                     ("co2", "CO2 (g)", "accuracy_vs_co2.png", 1000.0)):
-        fig, ax = plt.subplots(figsize=(6.5, 4.8))
-        for j, (key, target) in enumerate(summary["targets"].items()):
-            colour = colours[j % len(colours)]
-            base = target["baseline"]
-            bx = base["train_seconds"] if axis == "seconds" else _num(base["co2_kg"]) * scale
-            points = [("s", bx, base["accuracy"])]
-            for marker, method in (("o", best), ("x", "random")):
-                loop = target["loop"][method]
-                lx = loop["seconds"] if axis == "seconds" else loop["co2_kg"] * scale
-                points.append((marker, lx, loop["accuracy"]))
-            for marker, px, py in points:
-                if not math.isnan(px):
-                    ax.scatter(px, py, marker=marker, color=colour, s=40)
-            if not math.isnan(points[0][1]) and not math.isnan(points[1][1]):
-                ax.plot([points[0][1], points[1][1]], [points[0][2], points[1][2]], color=colour,
-                        linewidth=0.7, alpha=0.5)
-            ax.annotate(key, (points[0][1], points[0][2]), fontsize=8, xytext=(4, 4),
-                        textcoords="offset points")
-        ax.scatter([], [], marker="s", color="gray", label="standard LoRA (early stopping)")
-        ax.scatter([], [], marker="o", color="gray", label=f"adapterpool loop ({best})")
-        ax.scatter([], [], marker="x", color="gray", label="loop, random ranking")
-        ax.set_xlabel(label)
-        ax.set_ylabel(f"{next(iter(summary['targets'].values()))['ground_truth']} accuracy")
-        ax.set_title(f"Accuracy vs {'wall time' if axis == 'seconds' else 'CO2'} per target")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        written.append(out_dir / name)
-        fig.savefig(written[-1], dpi=120)
-        plt.close(fig)
-    return written
-
-
-def _peft_setup(peft) -> str:
-    """The run's PEFT method in a few words (``BenchConfig.peft``)."""
-    if peft is None:
-        return ("the default LoRA r=16 (peft's per-model targets; runs recorded before "
-                "BenchConfig.peft existed: query/key/value)")
-    if isinstance(peft, str):
-        return f"PEFT method {peft} with its defaults"
-    targets = peft.get("target_modules")
-    targets = "/".join(targets) if isinstance(targets, list) else "peft's per-model targets"
-    return f"{peft.get('peft_type', 'LORA')} r={peft.get('r', '?')} on {targets}"
-
-
-def _source_budget(c: dict) -> str:
-    if c.get("source_max_epochs"):
-        return (f"source adapters on up to {c.get('source_max_train') or c['max_train']} "
-                f"examples until early stopping (patience {c.get('source_patience')} epochs), at "
-                f"most {c['source_max_epochs']} epochs")
-    return f"source adapters {c['source_epochs']} epochs"
-
-
-def write_reports(summary: dict, out_dir: str | Path) -> list[Path]:
-    """``summary.json``, ``README.md`` and the PNG plots in ``out_dir``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "summary.json").write_text(json.dumps(_rounded(summary), indent=1) + "\n")
-    (out_dir / "README.md").write_text(markdown(summary))
-    return [out_dir / "summary.json", out_dir / "README.md", *plots(summary, out_dir)]
-
-
-def _rounded(value, digits: int = 6):
-    """Fewer digits and NaN as null: a smaller, valid JSON."""
-    if isinstance(value, float):
-        return None if math.isnan(value) or math.isinf(value) else round(value, digits)
-    if isinstance(value, dict):
-        return {k: _rounded(v, digits) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_rounded(v, digits) for v in value]
-    return value
+    known = BenchConfig.__dataclass_fields__
+    bench = BenchConfig(**{k: v for k, v in config.items() if k in known})
+    try:  # the family labels are read from the task folders, where they are present
+        specs = {task_key(s): s for s in [*bench.all_sources(), *bench.all_targets()]}
+    except UsageError:
+        specs = {}
+    payoff = summarize_payoff(state, config, specs)
+    complete = {k: t for k, t in payoff["targets"].items() if t["complete"]}
+    metrics = list(config["metrics"])
+    mean = {m: {k: _nanmean(t["quality"][m][k] for t in complete.values() if m in t["quality"])
+                for k in QUALITY_KEYS}
+            for m in metrics}
+    rows = {key: {name: row | {"energy_ratio": math.nan}
+                  for name, row in t["strategies"].items()}
+            for key, t in complete.items()}
+    strategies = _strategies_over_targets(rows) if rows else {}
+    ranked = [m for m in metrics if not math.isnan(mean[m]["weighted_tau"])]
+    return payoff | {
+        "config": config,
+        "n_targets": len(complete),
+        "sources": {k: {"adapter_id": v["adapter_id"], "train_seconds": v["train_seconds"],
+                        "epochs": v.get("epochs"),
+                        "accuracy": (v.get("test") or v.get("validation") or {}).get("accuracy")}
+                    for k, v in (state.get("sources") or {}).items()},
+        "compute_seconds": _compute_seconds(state),
+        "mean": mean,
+        "best_metric": max(ranked, key=lambda m: mean[m]["weighted_tau"]) if ranked else None,
+        "default_ranking": DEFAULT_METRIC,
+        "host": {"cpus": os.cpu_count()},
+        "strategies": strategies,
+        "default_strategy": choose_default_strategy(strategies),
+    }

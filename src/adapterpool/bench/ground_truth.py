@@ -1,0 +1,170 @@
+"""Ground truth that can rank: every unit trained to convergence, several seeds each.
+
+A one-seed, fixed-budget fine-tune per candidate cannot rank candidates whose accuracies differ
+by less than one fine-tune's noise. So, when ``BenchConfig.ground_truth_max_epochs`` is set, a
+target's ground truth is
+
+- ``gt_baseline.SEED``: standard LoRA until early stopping (``ground_truth_patience`` epochs
+  without gain, at most ``baseline_max_epochs``), for each seed of ``ground_truth_seeds``;
+- ``gt_finetune.ADAPTER.SEED``: the warm start from each chosen candidate, trained the same way
+  (at most ``ground_truth_max_epochs``), so "how many epochs did it need" is comparable;
+- ``peers.NAME.SEED``: the initialisations peft offers for LoRA that need no pool (PiSSA, OLoRA,
+  EVA, ...), trained like the baseline: the strongest thing a user could run instead.
+
+Which candidates: all of them, or (``ground_truth_candidates``) the prefilter's top M by
+task-profile similarity plus M others drawn at random with the run's seed — recorded in
+``gt_candidates`` so a resumed run fine-tunes the same ones. Every unit keeps its whole
+validation curve (``history``), from which the report reads epochs-to-accuracy.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from accelerate.utils import set_seed
+
+from ..errors import UsageError
+from ..loop import train_standard
+from ..modeling import load_tokenizer, new_model, warm_start_model
+from ..pool import AdapterPool, AdapterRecord
+from ..prefilter import prefilter
+from ..training import TrainConfig, train
+
+if TYPE_CHECKING:
+    from .harness import BenchRun
+
+# peft's LoRA initialisations that need nothing but the target's own data (peft 0.21):
+# name -> the LoraConfig fields that select it. "eva" also runs peft's data-driven step.
+PEERS: dict[str, dict] = {
+    "pissa": {"init_lora_weights": "pissa"},
+    "olora": {"init_lora_weights": "olora"},
+    "orthogonal": {"init_lora_weights": "orthogonal"},
+    "eva": {"init_lora_weights": "eva"},
+}
+
+
+def check_peers(names: list[str]) -> None:
+    unknown = [n for n in names if n not in PEERS]
+    if unknown:
+        raise UsageError(f"bench: unknown peers {unknown}; choose from {sorted(PEERS)}")
+
+
+def ground_truth_config(run: BenchRun, seed: int, max_epochs: int) -> TrainConfig:
+    """Until early stopping: ``evals_per_epoch`` evaluations an epoch, patience in epochs."""
+    c = run.config
+    return TrainConfig(epochs=max_epochs, max_length=c.max_length, seed=seed,
+                       evals_per_epoch=c.ground_truth_evals_per_epoch,
+                       patience=c.ground_truth_patience * c.ground_truth_evals_per_epoch)
+
+
+def chosen_candidates(run: BenchRun, pool: AdapterPool, spec: str) -> list[AdapterRecord]:
+    """The candidates whose fine-tunes are the ground truth (see the module), recorded once."""
+    from .harness import task_key
+
+    key = task_key(spec)
+    candidates = run.candidates_for(pool, key)
+    plan = run.config.ground_truth_candidates
+    if not plan:
+        return candidates
+    recorded = run.state.get("targets", key, "gt_candidates")
+    if recorded is None:
+        task = run._target_task(spec)
+        top = prefilter(task, pool, plan["prefilter_top"], records=candidates,
+                        seed=run.config.seed).chosen
+        top_ids = [r.id for r in top]
+        rest = sorted(r.id for r in candidates if r.id not in top_ids)
+        rng = np.random.default_rng(run.config.seed)
+        drawn = [rest[i] for i in rng.permutation(len(rest))[:plan["random"]]]
+        recorded = {"prefilter_top": top_ids, "random": sorted(drawn), "seed": run.config.seed}
+        run.state.put(recorded, "targets", key, "gt_candidates")
+    wanted = set(recorded["prefilter_top"]) | set(recorded["random"])
+    return [r for r in candidates if r.id in wanted]
+
+
+def peer_model(run: BenchRun, pool: AdapterPool, task, name: str, seed: int):
+    """A fresh LoRA model (the run's config) initialised the peer's way."""
+    if name == "eva":
+        return _eva_model(run, pool, task, seed)
+    peft = run._peft()
+    for field_name, value in PEERS[name].items():
+        setattr(peft, field_name, value)
+    set_seed(seed)
+    return new_model(pool.base_model, task.label_names, peft, kind=task.kind)
+
+
+def _eva_model(run: BenchRun, pool: AdapterPool, task, seed: int):
+    """LoRA with EVA's data-driven init: peft's SVD of the target's own layer inputs."""
+    from peft import EvaConfig, initialize_lora_eva_weights
+
+    from ..encoding import EncodedRecords, train_loader
+
+    config = run._peft()
+    config.init_lora_weights = "eva"
+    config.eva_config = EvaConfig()
+    set_seed(seed)
+    model = new_model(pool.base_model, task.label_names, config, kind=task.kind)
+    tokenizer = load_tokenizer(pool.base_model)
+    data = EncodedRecords(task.train, tokenizer, run.config.max_length)
+    loader = train_loader(data, tokenizer, 32, seed)
+
+    def inputs(batch):  # EVA reads the attention mask; labels are not tokens here
+        return {k: v for k, v in batch.items() if k != "labels"}
+
+    initialize_lora_eva_weights(model, dataloader=[inputs(b) for b in loader],
+                                show_progress_bar=False)
+    return model
+
+
+def run_ground_truth(run: BenchRun, pool: AdapterPool, spec: str) -> None:
+    """Every ground-truth unit of one target not recorded yet: baselines, warm starts, peers."""
+    from .harness import _result_record, task_key
+
+    c = run.config
+    key = task_key(spec)
+    task = None
+
+    def target_task():
+        nonlocal task
+        task = task or run._target_task(spec)
+        return task
+
+    def record(result, *keys):
+        run.state.trained += 1
+        run.state.computed[keys[0]] += 1
+        run.state.put(_result_record(result), "targets", key, *keys)
+
+    for seed in c.ground_truth_seeds:
+        if run.state.get("targets", key, "gt_baseline", str(seed)) is None:
+            run._announce(f"[bold]{key}[/bold]: standard LoRA, seed {seed}, until early stopping")
+            result = train_standard(target_task(), pool.base_model,
+                                    ground_truth_config(run, seed, c.baseline_max_epochs),
+                                    peft=run._peft(), description=f"{key} standard LoRA",
+                                    show_progress=run.show_progress,
+                                    measure_energy=run.measure_energy)
+            record(result, "gt_baseline", str(seed))
+    tokenizer = load_tokenizer(pool.base_model)
+    for candidate in chosen_candidates(run, pool, spec):
+        for seed in c.ground_truth_seeds:
+            if run.state.get("targets", key, "gt_finetune", candidate.id, str(seed)) is not None:
+                continue
+            run._announce(f"[bold]{key}[/bold] <- {candidate.task_name}: seed {seed}, until "
+                          "early stopping")
+            set_seed(seed)
+            model = warm_start_model(pool.base_model, target_task().label_names,
+                                     pool.adapter_dir(candidate.id), kind=task.kind)
+            result = train(model, task, tokenizer,
+                           ground_truth_config(run, seed, c.ground_truth_max_epochs),
+                           description=f"{key} <- {candidate.task_name}",
+                           show_progress=run.show_progress, measure_energy=run.measure_energy)
+            record(result, "gt_finetune", candidate.id, str(seed))
+    for name in c.peers:
+        for seed in c.ground_truth_seeds:
+            if run.state.get("targets", key, "peers", name, str(seed)) is not None:
+                continue
+            run._announce(f"[bold]{key}[/bold]: peer {name}, seed {seed}, until early stopping")
+            config = ground_truth_config(run, seed, c.baseline_max_epochs)
+            model = peer_model(run, pool, target_task(), name, seed)
+            result = train(model, task, tokenizer, config, description=f"{key} peer {name}",
+                           show_progress=run.show_progress, measure_energy=run.measure_energy)
+            record(result, "peers", name, str(seed))

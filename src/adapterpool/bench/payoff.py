@@ -1,0 +1,233 @@
+"""From the multi-seed, converged ground truth (:mod:`.ground_truth`) to the payoff evidence:
+which targets have a related source, how well each metric ranks against the seed means, the
+noise ceiling of that ground truth, and the peers (peft's LoRA initialisations) beside standard
+LoRA.
+
+Definitions (fixed before the numbers are seen):
+
+- *reach level* of a target: ``REACH_FRACTION`` x standard LoRA's best validation accuracy,
+  mean over seeds;
+- *epochs to reach*: the epoch of a run's first evaluation at or above the reach level
+  (infinite if it never gets there); a unit's value is the mean over its seeds (infinite if any
+  seed never gets there);
+- a target *has a related source* when some candidate's warm start reaches it in at most
+  ``RELATED_EPOCH_SHARE`` x the epochs standard LoRA needed. The family label of bench-data is
+  only compared with this afterwards (how often they agree); it decides nothing.
+- *noise ceiling*: the weighted tau of the candidates' own seed-mean validation accuracy against
+  their seed-mean test accuracy (a ranking by the outcome itself, on another split), and the
+  *seed-split* tau: one seed's test accuracy against the other seeds' mean (how well one
+  realisation of the outcome predicts another).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .quality import ranking_quality
+
+REACH_FRACTION = 0.99
+RELATED_EPOCH_SHARE = 0.5
+PEER_ACCURACY = 0.995  # a peer "reaches standard LoRA's accuracy" at this test-accuracy ratio
+
+
+def _test(record: dict) -> float:
+    return (record.get("test") or record["validation"])["accuracy"]
+
+
+def epochs_to_reach(record: dict, level: float) -> float:
+    """Epoch of the first evaluation whose validation accuracy is at least ``level``."""
+    for entry in record.get("history") or []:
+        if entry.get("accuracy", -math.inf) >= level - 1e-12:
+            return float(entry["epoch"])
+    return math.inf
+
+
+def seed_mean(records: dict, level: float) -> dict:
+    """Means over seeds of one unit (baseline, candidate or peer), with the per-seed values."""
+    seeds = sorted(records, key=int)
+    tests = [_test(records[s]) for s in seeds]
+    reach = [epochs_to_reach(records[s], level) for s in seeds]
+    return {
+        "accuracy": float(np.mean(tests)),
+        "accuracy_seeds": tests,
+        "accuracy_spread": float(np.std(tests)),
+        "validation_accuracy": float(np.mean([records[s]["validation"]["accuracy"]
+                                              for s in seeds])),
+        "epochs": float(np.mean([records[s]["epochs"] for s in seeds])),
+        "seconds": float(np.mean([records[s]["train_seconds"] for s in seeds])),
+        "epochs_to_reach": float(np.mean(reach)),
+        "seeds": len(seeds),
+    }
+
+
+def _tau(predicted: list[float], observed: list[float]) -> float:
+    return ranking_quality(predicted, observed)["weighted_tau"] if len(observed) > 1 else math.nan
+
+
+def noise_ceiling(candidates: dict) -> dict:
+    """Weighted tau a ranking by the outcome itself reaches (see the module)."""
+    ids = sorted(candidates)
+    if len(ids) < 2:
+        return {"validation_vs_test": math.nan, "seed_split": math.nan}
+    validation = [candidates[i]["validation_accuracy"] for i in ids]
+    test = [candidates[i]["accuracy"] for i in ids]
+    splits = []
+    n_seeds = min(len(candidates[i]["accuracy_seeds"]) for i in ids)
+    for held in range(n_seeds if n_seeds > 1 else 0):
+        one = [candidates[i]["accuracy_seeds"][held] for i in ids]
+        rest = [float(np.mean([a for k, a in enumerate(candidates[i]["accuracy_seeds"])
+                               if k != held])) for i in ids]
+        splits.append(_tau(one, rest))
+    return {"validation_vs_test": _tau(validation, test),
+            "seed_split": float(np.nanmean(splits)) if splits else math.nan}
+
+
+def summarize_ground_truth(target: dict, metrics: list[str]) -> dict | None:
+    """One target's converged ground truth, or None while its baseline has no seed yet."""
+    baselines = target.get("gt_baseline") or {}
+    if not baselines:
+        return None
+    best_validation = float(np.mean([b["validation"]["accuracy"] for b in baselines.values()]))
+    level = REACH_FRACTION * best_validation
+    baseline = seed_mean(baselines, level)
+    scores = target.get("scores") or {}
+    candidates = {}
+    for adapter_id, by_seed in sorted((target.get("gt_finetune") or {}).items()):
+        entry = seed_mean(by_seed, level)
+        score_entry = scores.get(adapter_id) or {}
+        entry["source_task"] = score_entry.get("source_task")
+        entry["scores"] = {m: score_entry.get("scores", {}).get(m) for m in metrics}
+        candidates[adapter_id] = entry
+    related = [i for i, c in candidates.items()
+               if c["epochs_to_reach"] <= RELATED_EPOCH_SHARE * baseline["epochs_to_reach"]]
+    quality = {}
+    ids = sorted(candidates)
+    if len(ids) > 1:
+        accuracies = [candidates[i]["accuracy"] for i in ids]
+        for metric in metrics:
+            values = [candidates[i]["scores"].get(metric) for i in ids]
+            values = [math.nan if v is None else float(v) for v in values]
+            if any(math.isfinite(v) for v in values):
+                quality[metric] = ranking_quality(values, accuracies)
+    peers = {name: seed_mean(by_seed, level)
+             for name, by_seed in sorted((target.get("peers") or {}).items())}
+    reaching = {"standard-lora": baseline["seconds"]} | {
+        name: p["seconds"] for name, p in peers.items()
+        if p["accuracy"] >= PEER_ACCURACY * baseline["accuracy"]}
+    fastest = min(reaching, key=reaching.get)
+    return {
+        "reach_level": level,
+        "baseline": baseline,
+        "candidates": candidates,
+        "has_related_source": bool(related),
+        "related_sources": related,
+        "noise_ceiling": noise_ceiling(candidates),
+        "noise_ceiling_tau": noise_ceiling(candidates)["validation_vs_test"],
+        "quality": quality,
+        "peers": peers,
+        "fastest_peer": {"name": fastest, "seconds": reaching[fastest]},
+        "complete": bool(candidates) and all(
+            c["seeds"] == baseline["seeds"] for c in candidates.values()),
+    }
+
+
+def family_of(spec: str) -> str | None:
+    """The ``family`` a bench-data folder's meta.json declares (reporting only: nothing in the
+    loop or the ranking reads it)."""
+    import json
+    from pathlib import Path
+
+    meta = Path(spec) / "meta.json"
+    if not meta.is_file():
+        return None
+    return json.loads(meta.read_text()).get("family")
+
+
+def strategy_ratios(target: dict, gt: dict) -> dict:
+    """Per strategy on one target: mean over seeds of the real loop runs against standard LoRA's
+    seed means (accuracy and seconds), and against the fastest peer reaching its accuracy."""
+    out = {}
+    base = gt["baseline"]
+    for strategy, runs in sorted((target.get("strategies") or {}).items()):
+        runs = list(runs.values())
+        accuracy = float(np.mean([_test(r) if (r.get("test") or r.get("validation"))
+                                  else math.nan for r in runs]))
+        seconds = float(np.mean([r["seconds"] for r in runs]))
+        out[strategy] = {
+            "accuracy_ratio": accuracy / base["accuracy"],
+            "time_ratio": seconds / base["seconds"],
+            "peer_time_ratio": seconds / gt["fastest_peer"]["seconds"],
+            "transfer_rate": float(np.mean([r["outcome"] == "transfer" for r in runs])),
+            "outcomes": {o: sum(r["outcome"] == o for r in runs)
+                         for o in sorted({r["outcome"] for r in runs})},
+            "accuracy": accuracy,
+            "seconds": seconds,
+            "seeds": len(runs),
+        }
+    return out
+
+
+def _mean_rows(rows: list[dict], keys: tuple[str, ...]) -> dict:
+    return {k: float(np.nanmean([r[k] for r in rows])) if rows else math.nan for k in keys}
+
+
+def summarize_payoff(state: dict, config: dict, specs: dict[str, str]) -> dict:
+    """Every target's converged ground truth (``specs``: target key -> its spec, for the family
+    label), the peers, the ranking quality on targets with and without a related source, and
+    each strategy's ratios split the same way."""
+    metrics = list(config["metrics"])
+    targets, incomplete = {}, []
+    for key, target in sorted((state.get("targets") or {}).items()):
+        gt = summarize_ground_truth(target, metrics)
+        if gt is None or not gt["complete"]:
+            incomplete.append(key)
+            if gt is None:
+                continue
+        gt["family"] = family_of(specs.get(key, ""))
+        gt["strategies"] = strategy_ratios(target, gt)
+        targets[key] = gt
+    complete = {k: t for k, t in targets.items() if t["complete"]}
+    groups = {"related": [k for k, t in complete.items() if t["has_related_source"]],
+              "unrelated": [k for k, t in complete.items() if not t["has_related_source"]]}
+    quality = {
+        group: {m: _mean_rows([complete[k]["quality"][m] for k in keys
+                               if m in complete[k]["quality"]],
+                              ("weighted_tau", "top1_hit", "regret_at_1", "regret_at_3"))
+                for m in metrics}
+        for group, keys in groups.items()}
+    strategies: dict = {}
+    for name in sorted({s for t in complete.values() for s in t["strategies"]}):
+        strategies[name] = {}
+        for group, keys in groups.items():
+            rows = [complete[k]["strategies"][name] for k in keys
+                    if name in complete[k]["strategies"]]
+            strategies[name][group] = _mean_rows(
+                rows, ("accuracy_ratio", "time_ratio", "peer_time_ratio", "transfer_rate"))
+            strategies[name][group]["max_time_ratio"] = (
+                max(r["time_ratio"] for r in rows) if rows else math.nan)
+            strategies[name][group]["n_targets"] = len(rows)
+    with_family = [k for k, t in complete.items() if t["family"] is not None]
+    agree = sum(
+        any(family_of(specs.get(s, "")) == complete[k]["family"]
+            for s in specs if s != k) == complete[k]["has_related_source"]
+        for k in with_family)
+    peers: dict = {}
+    for key, t in complete.items():
+        for name, p in t["peers"].items():
+            peers.setdefault(name, {})[key] = {"accuracy": p["accuracy"], "seconds": p["seconds"],
+                                               "epochs": p["epochs"]}
+    return {
+        "targets": targets,
+        "incomplete_targets": incomplete,
+        "groups": groups,
+        "quality_by_group": quality,
+        "strategies_by_group": strategies,
+        "peers": peers,
+        "family_agreement": {"targets": len(with_family), "agree": agree,
+                             "rule": "a same-family pool member exists <=> has_related_source"},
+        "definitions": {"reach_fraction": REACH_FRACTION,
+                        "related_epoch_share": RELATED_EPOCH_SHARE,
+                        "peer_accuracy": PEER_ACCURACY},
+    }

@@ -1,0 +1,133 @@
+"""The payoff report (:mod:`.payoff`) as Markdown: which targets have a related source, how each
+metric ranks against the seed-mean ground truth and its noise ceiling, the peers, the strategies
+on targets with and without a related source."""
+
+from __future__ import annotations
+
+import math
+
+from .render import fmt
+
+
+def _pm(values: list[float]) -> str:
+    """Mean ± spread (population std over seeds), in accuracy."""
+    if not values:
+        return "–"
+    mean = sum(values) / len(values)
+    spread = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+    return f"{mean:.3f} ± {spread:.3f}"
+
+
+def _epochs(value: float) -> str:
+    return "never" if value is None or math.isinf(value) else f"{value:.1f}"
+
+
+def target_table(summary: dict) -> list[str]:
+    lines = ["| target | family | related source (ground truth) | standard LoRA test | epochs "
+             "to reach | best warm start | its test | its epochs to reach | fastest peer | "
+             "noise ceiling tau |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for key, t in summary["targets"].items():
+        best = (min(t["candidates"], key=lambda i: t["candidates"][i]["epochs_to_reach"])
+                if t["candidates"] else None)
+        cand = t["candidates"].get(best) if best else None
+        lines.append(
+            f"| {key}{'' if t['complete'] else ' (partial)'} | {t.get('family') or '–'} | "
+            f"{'yes' if t['has_related_source'] else 'no'} | "
+            f"{_pm(t['baseline']['accuracy_seeds'])} | "
+            f"{_epochs(t['baseline']['epochs_to_reach'])} | "
+            f"{(cand or {}).get('source_task') or '–'} | "
+            f"{_pm(cand['accuracy_seeds']) if cand else '–'} | "
+            f"{_epochs(cand['epochs_to_reach']) if cand else '–'} | "
+            f"{t['fastest_peer']['name']} | {fmt(t['noise_ceiling_tau'])} |")
+    return lines
+
+
+def quality_table(summary: dict) -> list[str]:
+    groups = summary["quality_by_group"]
+    lines = ["| metric | weighted tau (related) | regret@1 pts (related) | top-1 (related) | "
+             "weighted tau (unrelated) | regret@1 pts (unrelated) |",
+             "|---|---|---|---|---|---|"]
+    for metric in summary["config"]["metrics"]:
+        rel, unrel = groups["related"].get(metric, {}), groups["unrelated"].get(metric, {})
+        lines.append(f"| {metric} | {fmt(rel.get('weighted_tau'))} | "
+                     f"{fmt(rel.get('regret_at_1'), 2)} | {fmt(rel.get('top1_hit'), 2)} | "
+                     f"{fmt(unrel.get('weighted_tau'))} | {fmt(unrel.get('regret_at_1'), 2)} |")
+    return lines
+
+
+def peer_table(summary: dict) -> list[str]:
+    targets = list(summary["targets"])
+    lines = ["| init | " + " | ".join(targets) + " |", "|---|" + "---|" * len(targets)]
+    base = {k: t["baseline"] for k, t in summary["targets"].items()}
+    lines.append("| standard LoRA | " + " | ".join(
+        f"{base[k]['accuracy']:.3f} / {base[k]['epochs']:.1f} ep" for k in targets) + " |")
+    for name, by_target in summary["peers"].items():
+        lines.append(f"| {name} | " + " | ".join(
+            f"{by_target[k]['accuracy']:.3f} / {by_target[k]['epochs']:.1f} ep"
+            if k in by_target else "–" for k in targets) + " |")
+    return lines
+
+
+def strategy_table(summary: dict) -> list[str]:
+    lines = ["| strategy | acc ratio (related) | time ratio (related) | peer time ratio (related) "
+             "| acc ratio (unrelated) | worst time ratio (unrelated) |",
+             "|---|---|---|---|---|---|"]
+    for name, groups in summary["strategies_by_group"].items():
+        rel, unrel = groups["related"], groups["unrelated"]
+        lines.append(f"| {name} | {fmt(rel['accuracy_ratio'])} | {fmt(rel['time_ratio'])} | "
+                     f"{fmt(rel['peer_time_ratio'])} | {fmt(unrel['accuracy_ratio'])} | "
+                     f"{fmt(unrel['max_time_ratio'])} |")
+    return lines
+
+
+def payoff_markdown(summary: dict) -> str:
+    c, d = summary["config"], summary["definitions"]
+    groups, agreement = summary["groups"], summary["family_agreement"]
+    lines = [
+        "# adapterpool benchmark: the payoff where a related adapter exists",
+        "",
+        "Produced by `adapterpool bench` from a run with a converged, multi-seed ground truth "
+        "(`src/adapterpool/bench/ground_truth.py`, `payoff.py`); regenerate with `--report-only`.",
+        "",
+        "## Setup",
+        "",
+        f"- Pool: {len(summary['sources'])} members; each target sees all but its own task.",
+        f"- Ground truth: every unit (standard LoRA, each chosen warm start, each peer) trained "
+        f"until early stopping ({c['ground_truth_patience']} epochs without gain, "
+        f"{c['ground_truth_evals_per_epoch']} evaluations an epoch, at most "
+        f"{c['ground_truth_max_epochs']} epochs) with seeds {c['ground_truth_seeds']}; "
+        f"{c['max_train']} training, {c['max_eval']} validation, up to "
+        f"{c.get('max_test') or c['max_eval']} test examples a target. Candidates fine-tuned: "
+        + (f"the prefilter's top {c['ground_truth_candidates']['prefilter_top']} plus "
+           f"{c['ground_truth_candidates']['random']} drawn at random"
+           if c.get("ground_truth_candidates") else "all") + ".",
+        f"- A target has a related source when some warm start reaches {d['reach_fraction']} x "
+        "standard LoRA's best validation accuracy (mean over seeds) in at most "
+        f"{d['related_epoch_share']} x the epochs standard LoRA needed to reach it (mean over "
+        "seeds). The family label is compared afterwards only: "
+        f"{agreement['agree']} of {agreement['targets']} targets agree ({agreement['rule']}).",
+        f"- Targets complete: {summary['n_targets']} (related: "
+        f"{', '.join(groups['related']) or 'none'}; unrelated: "
+        f"{', '.join(groups['unrelated']) or 'none'})"
+        + (f"; partial: {', '.join(summary['incomplete_targets'])}"
+           if summary["incomplete_targets"] else "") + ".",
+        "",
+        "## Targets",
+        "",
+        *target_table(summary),
+        "",
+        "## Ranking against the seed-mean ground truth",
+        "",
+        *quality_table(summary),
+        "",
+        "## Peers: peft's LoRA initialisations (test accuracy / epochs run, seed means)",
+        "",
+        *peer_table(summary),
+        "",
+    ]
+    if summary["strategies_by_group"]:
+        lines += ["## Loop strategies (real runs)", "", *strategy_table(summary), "",
+                  f"Default (rule: cheapest keeping accuracy): **{summary['default_strategy']}**.",
+                  ""]
+    return "\n".join(lines)

@@ -1,0 +1,164 @@
+"""The converged, multi-seed ground truth and what the payoff report reads from it."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from adapterpool.bench.config import BenchConfig
+from adapterpool.bench.harness import BenchRun
+from adapterpool.bench.payoff import (
+    epochs_to_reach,
+    noise_ceiling,
+    seed_mean,
+    summarize_ground_truth,
+)
+from adapterpool.bench.render import write_reports
+from adapterpool.bench.report import summarize
+from adapterpool.errors import UsageError
+
+
+def _unit(curve: list[float], test: float, per_epoch: float = 10.0) -> dict:
+    """A recorded run: one evaluation every half epoch with these validation accuracies."""
+    history = [{"step": i + 1, "epoch": (i + 1) / 2, "seconds": per_epoch * (i + 1) / 2,
+                "accuracy": a} for i, a in enumerate(curve)]
+    return {"history": history, "validation": {"accuracy": max(curve)},
+            "test": {"accuracy": test}, "epochs": len(curve) / 2,
+            "train_seconds": per_epoch * len(curve) / 2}
+
+
+def test_epochs_to_reach_is_the_first_evaluation_at_the_level():
+    run = _unit([0.5, 0.7, 0.8, 0.79], 0.8)
+    assert epochs_to_reach(run, 0.7) == 1.0
+    assert epochs_to_reach(run, 0.8) == 1.5
+    assert epochs_to_reach(run, 0.81) == math.inf
+
+
+def test_seed_mean_is_infinite_when_one_seed_never_reaches():
+    runs = {"0": _unit([0.5, 0.8], 0.80), "1": _unit([0.5, 0.6], 0.70)}
+    mean = seed_mean(runs, 0.8)
+    assert mean["epochs_to_reach"] == math.inf
+    assert mean["accuracy"] == pytest.approx(0.75) and mean["accuracy_seeds"] == [0.80, 0.70]
+    assert mean["accuracy_spread"] == pytest.approx(0.05)
+
+
+def test_related_source_needs_half_the_epochs_standard_lora_needed():
+    # standard LoRA reaches its best (0.80) after 2 epochs with both seeds
+    baseline = {"0": _unit([0.6, 0.7, 0.75, 0.80, 0.80], 0.80),
+                "1": _unit([0.6, 0.7, 0.78, 0.80, 0.79], 0.79)}
+    fast = {s: _unit([0.795, 0.80, 0.80], 0.80) for s in ("0", "1")}  # 0.5 epochs: related
+    slow = {s: _unit([0.6, 0.7, 0.795, 0.80], 0.80) for s in ("0", "1")}  # 1.5 epochs: not
+    scores = {"fast": {"source_task": "a", "scores": {"knn": 0.9}},
+              "slow": {"source_task": "b", "scores": {"knn": 0.1}}}
+    target = {"gt_baseline": baseline, "gt_finetune": {"slow": slow}, "scores": scores}
+    out = summarize_ground_truth(target, ["knn"])
+    assert out["reach_level"] == pytest.approx(0.99 * 0.80)
+    assert out["baseline"]["epochs_to_reach"] == pytest.approx(2.0)
+    assert not out["has_related_source"] and out["related_sources"] == []
+    target["gt_finetune"]["fast"] = fast
+    out = summarize_ground_truth(target, ["knn"])
+    assert out["has_related_source"] and out["related_sources"] == ["fast"]
+    assert out["candidates"]["fast"]["scores"] == {"knn": 0.9}
+    assert out["complete"]
+
+
+def test_noise_ceiling_is_the_outcomes_own_agreement():
+    agreeing = {i: {"validation_accuracy": v, "accuracy": v, "accuracy_seeds": [v, v, v]}
+                for i, v in (("a", 0.9), ("b", 0.8), ("c", 0.7))}
+    assert noise_ceiling(agreeing) == {"validation_vs_test": pytest.approx(1.0),
+                                       "seed_split": pytest.approx(1.0)}
+    # seed 0 ranks the candidates the other way round from seeds 1 and 2
+    noisy = {i: {"validation_accuracy": v, "accuracy": v, "accuracy_seeds": seeds}
+             for i, v, seeds in (("a", 0.9, [0.7, 0.95, 0.95]), ("b", 0.8, [0.8, 0.8, 0.8]),
+                                 ("c", 0.7, [0.9, 0.6, 0.6]))}
+    assert noise_ceiling(noisy)["seed_split"] < 1.0
+
+
+def test_fastest_peer_must_reach_standard_loras_accuracy():
+    baseline = {"0": _unit([0.6, 0.8], 0.80, per_epoch=10)}
+    peers = {"quick-but-worse": {"0": _unit([0.7], 0.70, per_epoch=10)},
+             "quick": {"0": _unit([0.8], 0.80, per_epoch=10)}}
+    out = summarize_ground_truth({"gt_baseline": baseline, "peers": peers}, [])
+    assert out["fastest_peer"] == {"name": "quick", "seconds": 5.0}
+
+
+def test_ground_truth_settings_are_checked():
+    with pytest.raises(UsageError, match="unknown peers"):
+        BenchConfig(ground_truth_max_epochs=2, peers=["lora-xyz"]).validate()
+    with pytest.raises(UsageError, match="ground_truth_max_epochs"):
+        BenchConfig(peers=["pissa"]).validate()
+    with pytest.raises(UsageError, match="prefilter_top and random"):
+        BenchConfig(ground_truth_max_epochs=2, ground_truth_candidates={"top": 1}).validate()
+
+
+def test_converged_bench_runs_resumes_and_reports(tiny_base_model, bench_folders, tmp_path):
+    config = BenchConfig(
+        discover=[str(bench_folders)], extra_sources=["builtin:subjectivity"],
+        metrics=["logme", "knn"], ensemble_members=[], max_train=48, max_eval=16, max_test=24,
+        max_length=32, source_epochs=1, baseline_max_epochs=2, scoring_samples=32,
+        ground_truth_max_epochs=2, ground_truth_seeds=[0, 1], ground_truth_patience=1,
+        ground_truth_candidates={"prefilter_top": 1, "random": 0}, peers=["eva"],
+        base_model=tiny_base_model, run_dir=str(tmp_path / "run"), out_dir=str(tmp_path / "out"),
+    )
+    first = BenchRun(config, show_progress=False, measure_energy=False)
+    state = first.run()
+    # 3 sources; per target: 2 baseline seeds, 1 chosen candidate x 2 seeds, 1 peer x 2 seeds
+    assert first.state.computed == {"source": 3, "scores": 2, "gt_baseline": 4,
+                                    "gt_finetune": 4, "peers": 4}
+    for target in state["targets"].values():
+        chosen = target["gt_candidates"]
+        assert len(chosen["prefilter_top"]) == 1 and chosen["random"] == []
+        assert set(target["gt_finetune"]) == set(chosen["prefilter_top"])
+        assert set(target["gt_baseline"]) == {"0", "1"}
+        assert set(target["peers"]) == {"eva"}
+        assert target["task"]["n_validation"] == 16 and target["task"]["n_test"] == 24
+        # seeds differ: the two baseline runs do not follow the same curve
+        curves = [[h["accuracy"] for h in run["history"]]
+                  for run in target["gt_baseline"].values()]
+        assert all(len(c) >= 2 for c in curves)  # two evaluations an epoch
+    again = BenchRun(config, show_progress=False, measure_energy=False)
+    again.run()
+    assert not again.state.computed  # resumed: nothing recomputed
+
+    summary = summarize(again.state.data)
+    assert summary["n_targets"] == 2 and not summary["incomplete_targets"]
+    for target in summary["targets"].values():
+        assert target["family"] == "politics"
+        assert isinstance(target["has_related_source"], bool)
+        (cand,) = target["candidates"].values()
+        assert len(cand["accuracy_seeds"]) == 2 and set(cand["scores"]) == {"logme", "knn"}
+        assert cand["accuracy"] == pytest.approx(sum(cand["accuracy_seeds"]) / 2)
+    assert set(summary["peers"]) == {"eva"}
+    assert set(summary["peers"]["eva"]) == set(summary["targets"])
+    # each target has a same-family pool member: agreement counts every target
+    assert summary["family_agreement"]["targets"] == 2
+    files = write_reports(summary, config.out_dir)
+    written = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert "noise_ceiling_tau" in written["targets"]["debate-role"]
+    assert any(f.name == "README.md" for f in files)
+
+
+@pytest.mark.parametrize("name", ["pissa", "olora", "eva"])
+def test_peers_start_from_their_own_initialisation(tiny_base_model, bench_folders, tmp_path, name):
+    """Default LoRA starts with B = 0 (a no-op); PiSSA, OLoRA and EVA start elsewhere."""
+    import torch
+
+    from adapterpool.bench.ground_truth import peer_model
+
+    config = BenchConfig(discover=[str(bench_folders)], max_train=32, max_eval=8,
+                         max_length=16, base_model=tiny_base_model, ground_truth_max_epochs=1,
+                         peers=[name], run_dir=str(tmp_path / "run"))
+    run = BenchRun(config, show_progress=False, measure_energy=False)
+    pool = run.open_pool()
+    task = run._task(str(bench_folders / "debate-role"))
+    model = peer_model(run, pool, task, name, seed=0)
+    a = {k: v for k, v in model.state_dict().items() if "lora_A" in k}
+    b = {k: v for k, v in model.state_dict().items() if "lora_B" in k}
+    assert a and b
+    if name == "eva":  # EVA's A: unit-norm singular vectors of the target's layer inputs
+        for v in a.values():
+            assert torch.allclose(v.norm(dim=1), torch.ones(v.shape[0]), atol=1e-3)
+    else:  # PiSSA and OLoRA move part of W into A and B: B is no longer zero
+        assert all(torch.count_nonzero(v) > 0 for v in b.values())
