@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import DEFAULT_METRIC
 from ..config import AdaptConfig
 from ..metrics import ensemble
+from ..task_kinds import DEFAULT_METRIC
 from .calibration import calibrate_cutoff, calibrate_min_score
 from .config import BenchConfig
 from .quality import (
