@@ -37,10 +37,10 @@ from sklearn.linear_model import LogisticRegression
 
 from adapterpool.bench.harness import read_state
 from adapterpool.bench.quality import ranking_quality
-from adapterpool.modeling import load_tokenizer
+from adapterpool.models.build import load_tokenizer
 from adapterpool.pool import AdapterPool
-from adapterpool.task_embedding import load_encoder, records_summary
-from adapterpool.task_summary import similarities
+from adapterpool.ranking.summarize import load_encoder, records_summary
+from adapterpool.ranking.task_summary import similarities
 from adapterpool.tasks import load_task
 
 QUALITY_KEYS = ("weighted_tau", "top1_hit", "regret_at_1", "regret_at_3")

@@ -34,16 +34,17 @@ import torch
 
 from adapterpool import AdaptConfig, adapt
 from adapterpool.bench.harness import BenchState
+from adapterpool.cli.display import final_attempt
 from adapterpool.contributing import contribute
 from adapterpool.errors import PeftConfigError
-from adapterpool.loop import standard_lora_model
-from adapterpool.modeling import check_method, load_tokenizer, pick_device, save_adapter
+from adapterpool.models.build import check_method, load_tokenizer, pick_device
+from adapterpool.models.peft_methods import PEFT_METHODS
+from adapterpool.models.saving import save_adapter
 from adapterpool.peft_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS
-from adapterpool.peft_methods import PEFT_METHODS
 from adapterpool.pool import AdapterPool
-from adapterpool.summary import final_attempt
 from adapterpool.tasks import load_task
-from adapterpool.training import TrainConfig, train
+from adapterpool.training.standard import standard_lora_model
+from adapterpool.training.trainer import TrainConfig, train
 from adapterpool.verbosity import quiet_third_party
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,13 +24,13 @@ import numpy as np
 from sqlalchemy import create_engine, text
 
 from adapterpool.contributing import contribute
-from adapterpool.loop import train_standard
 from adapterpool.pool import AdapterPool
 from adapterpool.pool.maintenance import verify
 from adapterpool.pool.remote import RemotePool
 from adapterpool.pool.tokens import create_token
 from adapterpool.tasks import load_task
-from adapterpool.training import TrainConfig
+from adapterpool.training.standard import train_standard
+from adapterpool.training.trainer import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

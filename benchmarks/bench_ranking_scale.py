@@ -35,14 +35,14 @@ from pathlib import Path
 
 import numpy as np
 
-from adapterpool.loop import rank
-from adapterpool.modeling import load_tokenizer
+from adapterpool.models.build import load_tokenizer
 from adapterpool.peft_files import ADAPTER_WEIGHTS, ADAPTERPOOL_META, TASK_EMBEDDING
 from adapterpool.pool import AdapterPool
-from adapterpool.prefilter import prefilter
-from adapterpool.reindex import probe_summaries
-from adapterpool.task_embedding import load_encoder, records_summary
-from adapterpool.task_summary import TaskSummary, similarities
+from adapterpool.ranking.prefilter import prefilter
+from adapterpool.ranking.rank import rank
+from adapterpool.ranking.reindex import probe_summaries
+from adapterpool.ranking.summarize import load_encoder, records_summary
+from adapterpool.ranking.task_summary import TaskSummary, similarities
 from adapterpool.tasks import load_task
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -40,21 +40,18 @@ import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from adapterpool.base_model import resolve_base_model
 from adapterpool.contributing import contribute
-from adapterpool.encoding import EncodedRecords, inference_loader
-from adapterpool.loop import train_standard
 from adapterpool.metrics import logme
-from adapterpool.modeling import load_for_inference, load_tokenizer, pick_device
+from adapterpool.models.base_model import resolve_base_model
+from adapterpool.models.build import load_tokenizer, pick_device
+from adapterpool.models.saving import load_for_inference
 from adapterpool.pool import AdapterPool
-from adapterpool.scoring import (
-    CandidateModels,
-    SharedBase,
-    candidate_outputs,
-    score_candidates,
-)
+from adapterpool.ranking.scoring import candidate_outputs, score_candidates
+from adapterpool.ranking.shared_base import CandidateModels, SharedBase
 from adapterpool.tasks import load_task
-from adapterpool.training import TrainConfig
+from adapterpool.training.encoding import EncodedRecords, inference_loader
+from adapterpool.training.standard import train_standard
+from adapterpool.training.trainer import TrainConfig
 from adapterpool.verbosity import quiet_third_party
 
 SOURCES = ("subjectivity", "debate-role", "noun-category", "speech-party")

@@ -153,16 +153,16 @@ def prepare_source(tmp: Path, tiny: bool) -> tuple[Path, str | None]:
     import torch
 
     from adapterpool.contributing import adapter_metadata
-    from adapterpool.loop import train_standard
-    from adapterpool.modeling import save_adapter
+    from adapterpool.models.saving import save_adapter
     from adapterpool.tasks import load_task
-    from adapterpool.training import TrainConfig
+    from adapterpool.training.standard import train_standard
+    from adapterpool.training.trainer import TrainConfig
 
     base = None
     if tiny:
         from transformers import AutoTokenizer, BertConfig, BertModel
 
-        from adapterpool.base_model import resolve_base_model
+        from adapterpool.models.base_model import resolve_base_model
 
         torch.manual_seed(0)
         base = str(tmp / "tiny-bert")

@@ -17,7 +17,7 @@ def tiny_base_model(tmp_path_factory: pytest.TempPathFactory) -> str:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from adapterpool.base_model import resolve_base_model
+    from adapterpool.models.base_model import resolve_base_model
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("tiny-bert")
@@ -34,10 +34,10 @@ def tiny_base_model(tmp_path_factory: pytest.TempPathFactory) -> str:
 def tiny_pool(tmp_path_factory: pytest.TempPathFactory, tiny_base_model: str):
     """A pool on the tiny model with three source adapters trained on real builtin data."""
     from adapterpool.contributing import contribute
-    from adapterpool.loop import train_standard
     from adapterpool.pool import AdapterPool
     from adapterpool.tasks import load_task
-    from adapterpool.training import TrainConfig
+    from adapterpool.training.standard import train_standard
+    from adapterpool.training.trainer import TrainConfig
 
     root = tmp_path_factory.mktemp("pools")
     pool = AdapterPool.init(root / "pool", base_model=tiny_base_model)
@@ -56,7 +56,7 @@ def tiny_gpt2_model(tmp_path_factory: pytest.TempPathFactory) -> str:
     import torch
     from transformers import AutoTokenizer, GPT2Config, GPT2Model
 
-    from adapterpool.base_model import resolve_base_model
+    from adapterpool.models.base_model import resolve_base_model
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("tiny-gpt2")
@@ -103,7 +103,7 @@ def tiny_t5_model(tmp_path_factory: pytest.TempPathFactory) -> str:
     import torch
     from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
 
-    from adapterpool.base_model import resolve_base_model
+    from adapterpool.models.base_model import resolve_base_model
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("tiny-t5")
@@ -123,7 +123,7 @@ def tiny_bart_model(tmp_path_factory: pytest.TempPathFactory) -> str:
     import torch
     from transformers import AutoTokenizer, BartConfig, BartForConditionalGeneration
 
-    from adapterpool.base_model import resolve_base_model
+    from adapterpool.models.base_model import resolve_base_model
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("tiny-bart")

@@ -21,13 +21,13 @@ from adapterpool.bench.quality import (
     seeded_subset,
     simulate_loop,
 )
+from adapterpool.bench.render import write_reports
 from adapterpool.bench.report import (
     choose_default_strategy,
     summarize,
     summarize_strategies,
     summarize_target,
 )
-from adapterpool.bench.render import write_reports
 from adapterpool.pool.store import seeded_sample
 from adapterpool.tasks import load_task
 

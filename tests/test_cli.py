@@ -7,7 +7,7 @@ from dataclasses import fields
 
 import pytest
 
-from adapterpool.cli import adapt_config_from_args, build_parser, main
+from adapterpool.cli.main import adapt_config_from_args, build_parser, main
 from adapterpool.config import AdaptConfig, TrainConfig
 
 

@@ -19,23 +19,20 @@ from peft import PeftModel, get_peft_model_state_dict
 from PIL import Image
 
 from adapterpool import AdaptConfig, adapt
-from adapterpool.cli import main
+from adapterpool.cli.main import main
 from adapterpool.contributing import contribute
-from adapterpool.encoding import EncodedRecords, train_loader
 from adapterpool.errors import TaskDataError, UsageError
-from adapterpool.loop import rank, train_standard
-from adapterpool.modeling import (
-    base_classifier,
-    load_preprocessor,
-    new_model,
-    save_adapter,
-    warm_start_model,
-)
+from adapterpool.models.build import base_classifier, load_preprocessor, new_model
+from adapterpool.models.saving import save_adapter
+from adapterpool.models.warm_start import warm_start_model
 from adapterpool.pool import AdapterPool
-from adapterpool.scoring import candidate_outputs
+from adapterpool.ranking.rank import rank
+from adapterpool.ranking.scoring import candidate_outputs
 from adapterpool.tasks import load_task
 from adapterpool.tasks.images import open_image
-from adapterpool.training import TrainConfig
+from adapterpool.training.encoding import EncodedRecords, train_loader
+from adapterpool.training.standard import train_standard
+from adapterpool.training.trainer import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -226,7 +223,7 @@ def test_adapt_transfers_contributes_and_falls_back(vit_pool, digits, tmp_path):
 
 
 def test_reindex_leaves_image_adapters_without_a_text_summary(vit_pool):
-    from adapterpool.reindex import reindex
+    from adapterpool.ranking.reindex import reindex
 
     report = reindex(vit_pool, show_progress=False)
     assert report.not_applicable == len(vit_pool.list()) and report.already == 0

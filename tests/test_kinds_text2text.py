@@ -20,23 +20,21 @@ import torch
 from peft import PeftModel, get_peft_model_state_dict
 
 from adapterpool import AdaptConfig, adapt
-from adapterpool.cli import main
+from adapterpool.cli.main import main
 from adapterpool.contributing import contribute
-from adapterpool.encoding import EncodedRecords, train_loader
 from adapterpool.errors import TaskDataError, UsageError
-from adapterpool.generation import chrf, exact_match, rouge_l
-from adapterpool.loop import rank, train_standard
 from adapterpool.metrics import check_metric_kind, compute_metric
-from adapterpool.modeling import (
-    base_classifier,
-    load_preprocessor,
-    save_adapter,
-    warm_start_model,
-)
+from adapterpool.models.build import base_classifier, load_preprocessor
+from adapterpool.models.saving import save_adapter
+from adapterpool.models.warm_start import warm_start_model
 from adapterpool.pool import AdapterPool
-from adapterpool.scoring import seq2seq_outputs
+from adapterpool.ranking.rank import rank
+from adapterpool.ranking.scoring import seq2seq_outputs
 from adapterpool.tasks import load_task
-from adapterpool.training import TrainConfig
+from adapterpool.training.encoding import EncodedRecords, train_loader
+from adapterpool.training.generation import chrf, exact_match, rouge_l
+from adapterpool.training.standard import train_standard
+from adapterpool.training.trainer import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -148,7 +146,7 @@ def test_evaluation_generates_with_the_model_inside_a_process_wrapper(tiny_t5_mo
     wrapper has no generate(): evaluation unwraps it, as accelerate's unwrap_model does."""
     from types import SimpleNamespace
 
-    from adapterpool.training import evaluate
+    from adapterpool.training.trainer import evaluate
 
     model = base_classifier(tiny_t5_model, [], "text2text").eval()
     tokenizer = load_preprocessor(tiny_t5_model, "text2text")
@@ -292,9 +290,9 @@ def test_adapt_transfers_contributes_and_falls_back(t5_pool, task, tmp_path):
 
 def test_encoder_decoder_from_two_encoders_gets_lora_on_every_attention(tiny_base_model,
                                                                          tmp_path):
-    from adapterpool.base_model import build_encoder_decoder
     from adapterpool.errors import BaseModelError
-    from adapterpool.modeling import new_model
+    from adapterpool.models.base_model import build_encoder_decoder
+    from adapterpool.models.build import new_model
 
     folder = build_encoder_decoder(tmp_path / "ed", tiny_base_model)
     tokenizer = load_preprocessor(str(folder), "text2text")

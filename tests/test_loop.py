@@ -11,7 +11,7 @@ import pytest
 from adapterpool import AdaptConfig, adapt, load_task, rank
 from adapterpool.errors import UsageError
 from adapterpool.pool import AdapterPool
-from adapterpool.training import TrainConfig
+from adapterpool.training.trainer import TrainConfig
 
 FAST = TrainConfig(epochs=1, max_length=32, evals_per_epoch=1)
 CONFIG = AdaptConfig(metric="logme", subset=3, max_tries=2, transfer_epochs=1, fallback=FAST,

@@ -15,16 +15,13 @@ from peft import PeftModel, get_peft_model_state_dict
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
 
-from adapterpool import training
-from adapterpool.modeling import (
-    load_tokenizer,
-    new_model,
-    save_adapter,
-    warm_start_model,
-)
+from adapterpool.models.build import load_tokenizer, new_model
+from adapterpool.models.saving import save_adapter
+from adapterpool.models.warm_start import warm_start_model
 from adapterpool.peft_files import ADAPTER_WEIGHTS
 from adapterpool.tasks import load_task
-from adapterpool.training import TrainConfig, train
+from adapterpool.training import trainer as training
+from adapterpool.training.trainer import TrainConfig, train
 
 TINY = TrainConfig(epochs=1, max_length=32)
 MODULES_TO_SAVE = ("classifier", "pooler")

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from adapterpool.errors import AdapterPoolError, DuplicateAdapterError, UsageError
-from adapterpool.loop import _shareable, on_main_process, process_state
+from adapterpool.loop.processes import on_main_process, process_state, shareable
 from adapterpool.pool import AdapterPool
 from adapterpool.pool.maintenance import verify
 
@@ -108,9 +108,9 @@ import json, sys
 from pathlib import Path
 
 from adapterpool import AdaptConfig, adapt, load_task
-from adapterpool.loop import process_state
+from adapterpool.loop.processes import process_state
 from adapterpool.pool import AdapterPool
-from adapterpool.training import TrainConfig
+from adapterpool import TrainConfig
 
 pool_dir, out_dir, dump_dir = sys.argv[1:4]
 task = load_task("builtin:movie-sentiment", max_train=64, max_eval=32, seed=0)
@@ -166,11 +166,11 @@ def test_main_process_errors_reach_the_other_processes_intact() -> None:
     pickles, else one of the same family (a user error stays one: every process exits 2).
     """
     plain = UsageError("bad setting")
-    assert _shareable(plain) is plain
+    assert shareable(plain) is plain
     duplicate = DuplicateAdapterError("already in the pool as x", "x")  # does not unpickle
-    shared = _shareable(duplicate)
+    shared = shareable(duplicate)
     assert isinstance(shared, AdapterPoolError) and "already in the pool as x" in str(shared)
-    assert type(_shareable(_Unpicklable())) is RuntimeError
+    assert type(shareable(_Unpicklable())) is RuntimeError
     # one process: the work runs here, its value and its errors as they are
     assert on_main_process(process_state(), lambda: 41 + 1) == 42
 

@@ -18,28 +18,23 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
 
 from adapterpool import AdaptConfig, adapt
-from adapterpool.cli import main
+from adapterpool.cli.main import main
 from adapterpool.contributing import contribute
-from adapterpool.encoding import EncodedRecords
 from adapterpool.errors import PeftConfigError
-from adapterpool.loop import train_standard
-from adapterpool.modeling import (
-    check_method,
-    fit_tokenizer,
-    head_module,
-    is_head_key,
-    load_tokenizer,
-    new_model,
-    save_adapter,
-    warm_start_model,
-)
+from adapterpool.models.build import check_method, fit_tokenizer, load_tokenizer, new_model
+from adapterpool.models.heads import head_module
+from adapterpool.models.peft_methods import PEFT_METHODS, method_name, peft_config
+from adapterpool.models.saving import save_adapter
+from adapterpool.models.warm_start import is_head_key, warm_start_model
 from adapterpool.peft_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS
-from adapterpool.peft_methods import PEFT_METHODS, method_name, peft_config
 from adapterpool.pool import AdapterPool
 from adapterpool.pool.maintenance import verify
-from adapterpool.scoring import CandidateModels, candidate_outputs, score_candidates
+from adapterpool.ranking.scoring import candidate_outputs, score_candidates
+from adapterpool.ranking.shared_base import CandidateModels
 from adapterpool.tasks import load_task
-from adapterpool.training import TrainConfig, train
+from adapterpool.training.encoding import EncodedRecords
+from adapterpool.training.standard import train_standard
+from adapterpool.training.trainer import TrainConfig, train
 
 FAMILIES = ("bert", "gpt2")
 # What peft 0.21.2 cannot run here, and the reason the error must give.

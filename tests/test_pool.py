@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+import adapterpool
 from adapterpool.pool import AdapterPool, AdapterRejected, DuplicateAdapterError, PoolError
 
 
@@ -183,7 +187,7 @@ META = {"task": {"name": "plain-peft", "kind": "single", "label_names": ["neg", 
 def test_packaged_model_folder_is_the_default_base_model(tmp_path):
     """An adapter built on the packaged MiniLM loaded by path fits a pool for the default model:
     recognised by the weights' fingerprint, recorded under the pool's name."""
-    from adapterpool.base_model import DEFAULT_BASE_MODEL, resolve_base_model
+    from adapterpool.models.base_model import DEFAULT_BASE_MODEL, resolve_base_model
 
     pool = AdapterPool.init(tmp_path / "pool")
     adapter = _plain_peft_adapter(resolve_base_model(None), tmp_path / "adapter")
@@ -212,3 +216,40 @@ def test_a_local_folder_with_other_weights_is_refused(pool_copy, tmp_path):
     shutil.copytree(pool_copy.base_model, same)
     record = pool_copy.add(_plain_peft_adapter(str(same), tmp_path / "adapter2"), meta=META)
     assert record.base_model == pool_copy.base_model
+
+
+def test_listing_and_exporting_a_pool_loads_no_deep_learning_framework(tiny_pool, tmp_path):
+    """The storage layer builds no model: its shape check is handed to it by the model layer,
+    so a script that lists or exports adapters never imports torch (checked in a fresh
+    interpreter, since this one has torch loaded already)."""
+    script = (
+        "import sys\n"
+        "import adapterpool.pool\n"
+        "from adapterpool.pool import AdapterPool\n"
+        "from adapterpool.pool.maintenance import export\n"
+        f"pool = AdapterPool({str(tiny_pool.path)!r})\n"
+        "records = pool.list()\n"
+        f"export(pool, records[0].id, {str(tmp_path / 'out')!r})\n"
+        "loaded = [m for m in ('torch', 'transformers', 'peft') if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+        "print(len(records))\n"
+    )
+    source = str(Path(adapterpool.__file__).parents[1])  # this tree, not an installed copy
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=os.environ | {"PYTHONPATH": source})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(len(tiny_pool.list()))
+    assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
+
+
+def test_the_pool_checks_shapes_with_the_check_it_is_given(pool_copy, exported):
+    calls = []
+
+    def refuse_everything(base_model: str, config: str, n_labels: int, kind: str) -> dict:
+        calls.append((base_model, n_labels, kind))
+        return {}  # no tensor exists on this "base model"
+
+    pool = AdapterPool(pool_copy.path, shape_check=refuse_everything)
+    with pytest.raises(AdapterRejected, match="does not exist in the pool's base model"):
+        pool.add(exported, adapter_id="other")
+    assert calls and calls[0][0] == pool.base_model

@@ -28,7 +28,7 @@ def pool_and_source(tiny_pool, tmp_path):
     return pool, source
 
 
-def _worker(pool: AdapterPool, source: Path, worker: int, count: int) -> subprocess.Popen:
+def start_writer(pool: AdapterPool, source: Path, worker: int, count: int) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     return subprocess.Popen(
         [sys.executable, "-m", "adapterpool.pool.stress", str(pool.path), str(source),
@@ -40,7 +40,7 @@ def _worker(pool: AdapterPool, source: Path, worker: int, count: int) -> subproc
 def test_four_concurrent_writers_lose_nothing(pool_and_source):
     pool, source = pool_and_source
     before = len(pool.list())
-    workers = [_worker(pool, source, w, 10) for w in range(4)]
+    workers = [start_writer(pool, source, w, 10) for w in range(4)]
     outputs = [w.communicate(timeout=240) for w in workers]
     assert all(w.returncode == 0 for w in workers), [o[1][-2000:] for o in outputs]
     added = [line.split()[1] for out, _ in outputs for line in out.splitlines()
@@ -55,7 +55,7 @@ def test_four_concurrent_writers_lose_nothing(pool_and_source):
 def test_repair_beside_running_imports_deletes_nothing_catalogued(pool_and_source):
     """The data-loss defect: repair used to treat adapters committed while it hashed as orphans."""
     pool, source = pool_and_source
-    workers = [_worker(pool, source, w, 12) for w in range(3)]
+    workers = [start_writer(pool, source, w, 12) for w in range(3)]
     repairs = 0
     while any(w.poll() is None for w in workers) or repairs < 3:
         report = verify(pool, repair=True)
@@ -122,7 +122,7 @@ def test_kill_9_during_adds_leaves_a_consistent_pool(pool_and_source):
     completed, cycle = 0, 0
     # At least 8 kills, and more (up to 24) until one has landed inside an add.
     while cycle < 8 or (cycle < 24 and not any((pool.path / ".staging").glob("*"))):
-        worker = _worker(pool, source, cycle + 10, -1)
+        worker = start_writer(pool, source, cycle + 10, -1)
         assert worker.stdout.readline().strip() == "ready"  # warm: adds start at once
         time.sleep(float(rng.uniform(0.3, 1.5)))
         worker.send_signal(signal.SIGKILL)

@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, text
 
 from adapterpool.pool import AdapterPool, DuplicateAdapterError
 from adapterpool.pool.maintenance import verify
-from tests.test_pool_durability import _worker
+from tests.test_pool_durability import start_writer
 
 URL = os.environ.get("ADAPTERPOOL_TEST_POSTGRES_URL")
 if not URL and os.environ.get("CI") == "true":
@@ -45,7 +45,7 @@ def test_postgres_catalog_add_list_remove_and_concurrent_writers(tiny_pool, tmp_
     assert AdapterPool(tmp_path / "pool").get(record.id).label_names == record.label_names
     with pytest.raises(DuplicateAdapterError):
         pool.add(source)
-    workers = [_worker(pool, source, w, 5) for w in range(4)]
+    workers = [start_writer(pool, source, w, 5) for w in range(4)]
     outputs = [w.communicate(timeout=240) for w in workers]
     assert all(w.returncode == 0 for w in workers), [o[1][-2000:] for o in outputs]
     assert len(pool.list()) == 1 + 20
@@ -60,7 +60,7 @@ def test_postgres_repair_beside_writers_deletes_nothing_catalogued(tiny_pool, tm
                             catalog_url=database_url)
     source = tmp_path / "source"
     shutil.copytree(tiny_pool.adapter_dir(tiny_pool.list()[0].id), source)
-    workers = [_worker(pool, source, w, 8) for w in range(3)]
+    workers = [start_writer(pool, source, w, 8) for w in range(3)]
     repairs = 0
     while any(w.poll() is None for w in workers) or repairs < 3:
         assert verify(pool, repair=True)["consistent"]

@@ -168,7 +168,7 @@ def test_client_refuses_to_upload_pickles(server, tmp_path):
 
 def test_rank_and_adapt_from_a_remote_pool(server, tmp_path):
     from adapterpool import AdaptConfig, adapt, load_task
-    from adapterpool.training import TrainConfig
+    from adapterpool.training.trainer import TrainConfig
 
     task = load_task("builtin:movie-sentiment", max_train=48, max_eval=24)
     remote = _remote(server, token=server["token"])

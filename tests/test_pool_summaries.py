@@ -16,9 +16,9 @@ from adapterpool.peft_files import TASK_EMBEDDING
 from adapterpool.pool import AdapterPool, PoolError
 from adapterpool.pool.catalog import task_summaries_table
 from adapterpool.pool.maintenance import export, import_adapter, verify
-from adapterpool.pool.summaries import attach_summary, sha256_bytes, summary_rows
-from adapterpool.reindex import reindex
-from adapterpool.task_summary import TaskSummary
+from adapterpool.pool.task_summaries import attach_summary, sha256_bytes, summary_rows
+from adapterpool.ranking.reindex import reindex
+from adapterpool.ranking.task_summary import TaskSummary
 
 
 @pytest.fixture()
@@ -166,7 +166,7 @@ def test_export_then_import_keeps_the_summary(pool_copy: AdapterPool, tmp_path: 
 
 
 def test_pool_reindex_and_verify_on_the_command_line(pool_copy: AdapterPool, capsys):
-    from adapterpool.cli import main
+    from adapterpool.cli.main import main
 
     victim = pool_copy.list()[0].id
     (pool_copy.adapter_dir(victim) / TASK_EMBEDDING).write_bytes(b"broken")

@@ -17,11 +17,11 @@ from adapterpool.bench.harness import PoolView
 from adapterpool.errors import UsageError
 from adapterpool.pool import AdapterPool
 from adapterpool.pool.catalog import task_summaries_table
-from adapterpool.pool.summaries import attach_summary
-from adapterpool.prefilter import prefilter
-from adapterpool.task_summary import TaskSummary
+from adapterpool.pool.task_summaries import attach_summary
+from adapterpool.ranking.prefilter import prefilter
+from adapterpool.ranking.task_summary import TaskSummary
 from adapterpool.tasks.task import Task
-from adapterpool.training import TrainConfig
+from adapterpool.training.trainer import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +136,7 @@ def test_adapt_records_the_choice_in_report_json(tiny_pool: AdapterPool, target:
 
 
 def test_cli_options_default_to_the_config_fields():
-    from adapterpool.cli import adapt_config_from_args, build_parser
+    from adapterpool.cli.main import adapt_config_from_args, build_parser
 
     parse = build_parser().parse_args
     for command in ("rank", "adapt"):

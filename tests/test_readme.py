@@ -331,7 +331,7 @@ def test_readme_task_kind_examples_run(tiny_base_model, tiny_vit_model, tmp_path
                                        capsys, one_torch_thread):
     """The text2text example (an EncoderDecoderModel of the tiny BERT standing in for MiniLM's)
     and the image example (the tiny ViT standing in for ViT-base), in order."""
-    from adapterpool.cli import main
+    from adapterpool.cli.main import main
     from adapterpool.pool import AdapterPool
 
     monkeypatch.chdir(tmp_path)

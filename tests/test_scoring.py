@@ -14,14 +14,16 @@ import numpy as np
 import pytest
 import torch
 
-from adapterpool import scoring
-from adapterpool.encoding import EncodedRecords
-from adapterpool.modeling import load_for_inference, load_tokenizer
+from adapterpool.models.build import load_tokenizer
+from adapterpool.models.saving import load_for_inference
 from adapterpool.peft_files import ADAPTER_WEIGHTS
 from adapterpool.pool import AdapterPool
-from adapterpool.scoring import CandidateScore, SharedBase, candidate_outputs, score_candidates
+from adapterpool.ranking import scoring, shared_base
+from adapterpool.ranking.scoring import CandidateScore, candidate_outputs, score_candidates
+from adapterpool.ranking.shared_base import SharedBase
 from adapterpool.tasks import Records, load_task
 from adapterpool.tasks.task import Task
+from adapterpool.training.encoding import EncodedRecords
 
 METRICS = ["leep", "logme", "nce", "ensemble"]  # ensemble: logme, leep and knn
 SENTENCE = "the film was long and slow but the acting made up for most of it in the end"
@@ -113,8 +115,8 @@ def test_shared_base_gives_the_scores_of_freshly_built_models(
             return function(*args, **kwargs)
         return wrapper
 
-    monkeypatch.setattr(scoring, "base_classifier", count("bases", scoring.base_classifier))
-    monkeypatch.setattr(scoring, "load_for_inference", count("fresh", load_for_inference))
+    monkeypatch.setattr(shared_base, "base_classifier", count("bases", shared_base.base_classifier))
+    monkeypatch.setattr(shared_base, "load_for_inference", count("fresh", load_for_inference))
     shared = {s.adapter_id: s for s in _score(tiny_pool, records, target)}
     assert built == {"bases": 1, "fresh": 0}  # one base for the whole ranking, nothing rebuilt
     fresh = {s.adapter_id: s for s in _score(tiny_pool, records, target, reuse_base=False)}
@@ -237,8 +239,8 @@ def _nan_adapter(pool: AdapterPool, tmp_path: Path) -> str:
 def test_non_finite_outputs_give_nan_and_a_warning_in_rank_json_and_table(
     pool_copy: AdapterPool, target: Task, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from adapterpool.cli import main
-    from adapterpool.loop import rank
+    from adapterpool.cli.main import main
+    from adapterpool.ranking.rank import rank
 
     broken = _nan_adapter(pool_copy, tmp_path)
     n = len(pool_copy.list())

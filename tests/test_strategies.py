@@ -16,15 +16,15 @@ import torch
 
 from adapterpool import AdaptConfig, adapt, load_task
 from adapterpool.errors import UsageError
-from adapterpool.pool import AdapterPool
-from adapterpool.strategies import (
+from adapterpool.loop.strategies import (
     CutoffRule,
     PassRule,
     SettleRule,
     first_reason,
     parse_strategies,
 )
-from adapterpool.training import TrainConfig
+from adapterpool.pool import AdapterPool
+from adapterpool.training.trainer import TrainConfig
 
 # batch 8 on 64 examples: 8 steps an epoch, so evaluations can fall inside an epoch
 FALLBACK = TrainConfig(epochs=1, max_length=32, batch_size=8, evals_per_epoch=1)
@@ -234,7 +234,7 @@ class _Recorder:
     """
 
     def __init__(self, monkeypatch, fake_validation: dict[int, float] | None = None) -> None:
-        from adapterpool import loop
+        from adapterpool.loop import attempts as loop
 
         self.real_train = loop.train
         self.fake_validation = fake_validation or {}
@@ -456,7 +456,7 @@ def _updates(state: dict[str, torch.Tensor], scaling: float) -> dict[str, torch.
 
 
 def test_score_weights_are_a_softmax_of_standardised_scores():
-    from adapterpool.composition import score_weights
+    from adapterpool.models.composition import score_weights
 
     assert score_weights([0.3, 0.3, 0.3]) == pytest.approx([1 / 3] * 3)
     w = score_weights([-1.0, -2.0, -3.0])
@@ -468,8 +468,8 @@ def test_score_weights_are_a_softmax_of_standardised_scores():
 
 
 def test_compose_lora_is_peft_svd_merge_of_the_weighted_updates(tiny_pool, target):
-    from adapterpool.composition import compose_lora
-    from adapterpool.modeling import adapter_state, read_adapter_config
+    from adapterpool.models.composition import compose_lora
+    from adapterpool.models.warm_start import adapter_state, read_adapter_config
 
     records = tiny_pool.list()
     folders = [tiny_pool.adapter_dir(r.id) for r in records[:2]]
@@ -493,7 +493,7 @@ def test_compose_lora_is_peft_svd_merge_of_the_weighted_updates(tiny_pool, targe
 
 
 def test_composition_is_the_first_try_then_single_candidates(target, tiny_pool, monkeypatch):
-    from adapterpool.composition import compose_lora, score_weights
+    from adapterpool.models.composition import compose_lora, score_weights
 
     recorder = _Recorder(monkeypatch)
     result = _adapt(target, tiny_pool, BASE, strategy="composition", threshold=1.01, max_tries=2,
@@ -516,8 +516,9 @@ def test_composition_is_the_first_try_then_single_candidates(target, tiny_pool, 
 
 
 def test_composition_refuses_what_peft_cannot_merge(tiny_pool, target, tmp_path):
-    from adapterpool.composition import compose_lora
-    from adapterpool.modeling import new_model, save_adapter
+    from adapterpool.models.build import new_model
+    from adapterpool.models.composition import compose_lora
+    from adapterpool.models.saving import save_adapter
 
     dora = save_adapter(new_model(tiny_pool.base_model, target.label_names, "dora"),
                         tmp_path / "dora", {})

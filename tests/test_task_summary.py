@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from adapterpool.errors import TaskSummaryError, UsageError
-from adapterpool.prefilter import order_by_similarity
-from adapterpool.task_embedding import (
+from adapterpool.ranking.prefilter import order_by_similarity
+from adapterpool.ranking.summarize import (
     embedding_shift,
     encode,
     probe_summary,
@@ -19,7 +19,7 @@ from adapterpool.task_embedding import (
     records_summary,
     sample_records,
 )
-from adapterpool.task_summary import TaskSummary, similarities, summarize
+from adapterpool.ranking.task_summary import TaskSummary, similarities, summarize
 from adapterpool.tasks import Records
 
 

@@ -9,25 +9,23 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
+from .task_kinds import DEFAULT_METRIC
+
 __version__ = "0.1.0"
 
-# The metric `rank` and `adapt` use unless told otherwise: the best by weighted Kendall tau in
-# benchmarks/results/small-pool/README.md (kept here so the command line can name it without
-# loading it).
-DEFAULT_METRIC = "knn"
 
 _EXPORTS = {
     "AdapterPool": "adapterpool.pool",
     "load_task": "adapterpool.tasks",
-    "rank": "adapterpool.loop",
-    "adapt": "adapterpool.loop",
+    "rank": "adapterpool.ranking.rank",
+    "adapt": "adapterpool.loop.adapt",
     "AdaptConfig": "adapterpool.config",
-    "AdaptResult": "adapterpool.loop",
-    "train_standard": "adapterpool.loop",
+    "AdaptResult": "adapterpool.loop.adapt",
+    "train_standard": "adapterpool.training.standard",
     "contribute": "adapterpool.contributing",
-    "TrainConfig": "adapterpool.training",
-    "peft_config": "adapterpool.peft_methods",
-    "PEFT_METHODS": "adapterpool.peft_methods",
+    "TrainConfig": "adapterpool.config",
+    "peft_config": "adapterpool.models.peft_methods",
+    "PEFT_METHODS": "adapterpool.models.peft_methods",
 }
 
 __all__ = ["DEFAULT_METRIC", "__version__"] + list(_EXPORTS)

@@ -12,10 +12,15 @@ from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
-from . import DEFAULT_METRIC
 from .errors import UsageError, did_you_mean
-from .strategies import PLAIN, parse_strategies
-from .task_kinds import TASK_KINDS, THRESHOLD_METRICS, check_threshold_metric, get_kind
+from .loop.strategies import PLAIN, parse_strategies
+from .task_kinds import (
+    DEFAULT_METRIC,
+    TASK_KINDS,
+    THRESHOLD_METRICS,
+    check_threshold_metric,
+    get_kind,
+)
 
 # Validation metrics an attempt is selected and gated on, of every task kind (a task accepts
 # its kind's: adapterpool.task_kinds).
@@ -24,7 +29,7 @@ _BY_KIND = "; ".join(
     f"{', '.join(ms)} ({', '.join(k for k, s in TASK_KINDS.items() if s.threshold_metrics == ms)})"
     for ms in dict.fromkeys(s.threshold_metrics for s in TASK_KINDS.values()))
 SUBSET_STRATEGIES = ("random", "prefilter")  # how the N candidates are chosen (prefilter.py)
-SIMILARITIES = ("cosine", "frechet")  # task-summary similarities (adapterpool.task_summary)
+SIMILARITIES = ("cosine", "frechet")  # task-summary similarities (adapterpool.ranking.task_summary)
 
 
 def _help(text: str) -> dict[str, str]:
@@ -39,7 +44,7 @@ class TrainConfig:
     learning_rate: float | None = field(
         default=None,
         metadata=_help("AdamW peak learning rate (None: the PEFT method's, e.g. 1e-3 for LoRA, "
-                       "3e-2 for prompt tuning; see adapterpool.peft_methods)"),
+                       "3e-2 for prompt tuning; see adapterpool.models.peft_methods)"),
     )
     batch_size: int = field(default=32, metadata=_help("training batch size"))
     eval_batch_size: int = field(default=128, metadata=_help("evaluation batch size"))
@@ -58,7 +63,7 @@ class TrainConfig:
     max_new_tokens: int | None = field(
         default=None,
         metadata=_help("text2text evaluation: most tokens generated per example, greedy (None: "
-                       "adapterpool.generation.DECODING's 32)"),
+                       "adapterpool.training.generation.DECODING's 32)"),
     )
     schedule_epochs: float | None = field(
         default=None,
@@ -149,7 +154,7 @@ class AdaptConfig:
         default=(PLAIN,),
         metadata=_help(
             "time-saving strategies, combinable (comma-separated on the command line); names and "
-            "descriptions in adapterpool.strategies.STRATEGIES"
+            "descriptions in adapterpool.loop.strategies.STRATEGIES"
         ),
     )
     contribute: bool = field(

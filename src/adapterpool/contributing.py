@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from .pool import AdapterRecord
     from .pool.protocol import Pool
     from .tasks import Task
-    from .training import TrainResult
+    from .training.trainer import TrainResult
 
 
 def adapter_metadata(task: Task, result: TrainResult, *, parent_id: str | None, seed: int) -> dict:
@@ -53,7 +53,7 @@ def contribute(
     lets a large pool prefilter candidates for a target without running them; only task kinds
     with summaries (text classification, :mod:`adapterpool.task_kinds`) write one.
     """
-    from .modeling import save_adapter
+    from .models.saving import save_adapter
     from .task_kinds import get_kind
 
     meta = adapter_metadata(task, result, parent_id=parent_id, seed=seed)
@@ -69,11 +69,11 @@ def contribute(
 def write_task_summary(folder: Path, task: Task, base_model: str, *, seed: int = 0) -> Path:
     """Write ``task``'s summary into an adapter folder: the base model's mean-pooled sentence
     embeddings of a seeded sample of its training texts (their mean and per-dimension
-    variance, a few KB; :mod:`adapterpool.task_embedding`). Only now are the texts at hand: a
+    variance, a few KB; :mod:`adapterpool.ranking.summarize`). Only now are the texts at hand: a
     pool never sees them, so this is the one moment a ``"texts"`` summary can be made."""
-    from .modeling import load_tokenizer
+    from .models.build import load_tokenizer
     from .peft_files import TASK_EMBEDDING
-    from .task_embedding import load_encoder, records_summary
+    from .ranking.summarize import load_encoder, records_summary
 
     summary = records_summary(task.train, load_encoder(base_model), load_tokenizer(base_model),
                               seed=seed)

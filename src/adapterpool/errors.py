@@ -65,3 +65,10 @@ def did_you_mean(name: str, choices) -> str:
 
     close = difflib.get_close_matches(name, list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def describe_error(exc: BaseException, limit: int = 400) -> str:
+    """``Type: message`` on one line (PyTorch puts the reason on later lines), cut to ``limit``."""
+    text = " ".join(str(exc).split())
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

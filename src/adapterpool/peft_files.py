@@ -3,4 +3,4 @@
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTERPOOL_META = "adapterpool.json"
-TASK_EMBEDDING = "task_embedding.safetensors"  # the task summary (adapterpool.task_embedding)
+TASK_EMBEDDING = "task_embedding.safetensors"  # the task summary (adapterpool.ranking.summarize)

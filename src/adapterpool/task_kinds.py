@@ -12,9 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from . import DEFAULT_METRIC
 from .errors import TaskDataError, UsageError, did_you_mean
 
+# The metric `rank` and `adapt` use on classification tasks unless told otherwise: the best by
+# weighted Kendall tau in benchmarks/results/small-pool/README.md (adapterpool.DEFAULT_METRIC).
+DEFAULT_METRIC = "knn"
 CLASSIFICATION_METRICS = ("accuracy", "f1_macro", "f1_weighted")
 GENERATION_METRICS = ("rouge_l", "exact_match", "chrf")
 # Attention query/value projections as model families name them (ViT is q_proj/v_proj since

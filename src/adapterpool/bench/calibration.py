@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ..config import TrainConfig
-from ..strategies import CutoffRule
+from ..loop.strategies import CutoffRule
 
 Curve = Sequence[Mapping[str, float]]
 

@@ -103,7 +103,7 @@ def summary_table(summary: dict):
 
 
 def run_bench_command(args: argparse.Namespace) -> dict:
-    from ..summary import console
+    from ..cli.display import console
     from .harness import BenchRun, read_state
     from .render import write_reports
     from .report import summarize

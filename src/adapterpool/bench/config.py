@@ -119,7 +119,7 @@ class BenchConfig:
                              "ground_truth_max_epochs")
         if not self.loop_seeds:
             raise UsageError("bench: loop_seeds must not be empty")
-        from ..strategies import parse_strategies
+        from ..loop.strategies import parse_strategies
 
         for spec in self.strategies:
             parse_strategies(spec)  # an unknown strategy fails before any work

@@ -25,11 +25,12 @@ import numpy as np
 from accelerate.utils import set_seed
 
 from ..errors import UsageError
-from ..loop import train_standard
-from ..modeling import load_tokenizer, new_model, warm_start_model
+from ..models.build import load_tokenizer, new_model
+from ..models.warm_start import warm_start_model
 from ..pool import AdapterPool, AdapterRecord
-from ..prefilter import prefilter
-from ..training import TrainConfig, train
+from ..ranking.prefilter import prefilter
+from ..training.standard import train_standard
+from ..training.trainer import TrainConfig, train
 
 if TYPE_CHECKING:
     from .harness import BenchRun
@@ -97,7 +98,7 @@ def _eva_model(run: BenchRun, pool: AdapterPool, task, seed: int):
     """LoRA with EVA's data-driven init: peft's SVD of the target's own layer inputs."""
     from peft import EvaConfig, initialize_lora_eva_weights
 
-    from ..encoding import EncodedRecords, train_loader
+    from ..training.encoding import EncodedRecords, train_loader
 
     config = run._peft()
     config.init_lora_weights = "eva"

@@ -19,22 +19,24 @@ from pathlib import Path
 from accelerate.utils import set_seed
 from rich.console import Console
 
+from ..cli.display import final_attempt
 from ..config import AdaptConfig
 from ..contributing import contribute
-from ..energy import EnergyMeter
 from ..errors import PoolError, UsageError
-from ..loop import adapt, train_standard
+from ..loop.adapt import adapt
 from ..metrics import get_metric
-from ..modeling import load_tokenizer, warm_start_model
-from ..peft_methods import peft_config
+from ..models.build import load_tokenizer
+from ..models.peft_methods import peft_config
+from ..models.warm_start import warm_start_model
 from ..pool import AdapterPool, AdapterRecord
 from ..pool.store import seeded_sample
-from ..scoring import score_candidates
-from ..summary import final_attempt
+from ..ranking.scoring import score_candidates
 from ..task_kinds import LABELLED_KINDS, get_kind
 from ..tasks import Task, load_task
 from ..tasks.task import subsample_records
-from ..training import TrainConfig, TrainResult, train
+from ..training.energy import EnergyMeter
+from ..training.standard import train_standard
+from ..training.trainer import TrainConfig, TrainResult, train
 from .config import BenchConfig
 
 console = Console(stderr=True)

@@ -11,10 +11,10 @@ from dataclasses import asdict
 
 import numpy as np
 
-from .. import DEFAULT_METRIC
 from ..config import AdaptConfig
 from ..errors import UsageError
 from ..metrics import ensemble
+from ..task_kinds import DEFAULT_METRIC
 from .calibration import calibrate_cutoff, calibrate_min_score
 from .config import BenchConfig
 from .payoff import summarize_payoff

@@ -4,7 +4,6 @@ The registry says which task kinds each applies to.
 Labels may be any values (they are mapped to 0..C-1). Registry names are the command line's.
 """
 
-from ._validation import MetricInputError
 from .ensemble import ensemble
 from .gbc import gbc
 from .hscore import h_score, regularized_h_score
@@ -27,6 +26,7 @@ from .registry import (
 )
 from .target_loglik import target_loglik
 from .transrate import transrate
+from .validation import MetricInputError
 
 __all__ = [
     "ENSEMBLE", "ENSEMBLE_MEMBERS", "per_candidate_metrics", "METRICS", "MetricInputError",

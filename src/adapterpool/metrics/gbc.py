@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.decomposition import PCA
 
-from ._validation import feature_inputs
+from .validation import feature_inputs
 
 PCA_DIMS = 64
 VARIANCE_FLOOR = 1e-6

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.covariance import LedoitWolf
 
-from ._validation import feature_inputs
+from .validation import feature_inputs
 
 
 def _class_mean_features(features: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import check_probs, encode_labels
+from .validation import check_probs, encode_labels
 
 
 def leep(source_probs, labels) -> float:

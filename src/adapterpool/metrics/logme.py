@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import feature_inputs
+from .validation import feature_inputs
 
 MAX_ITERATIONS = 1000
 TOLERANCE = 1e-7

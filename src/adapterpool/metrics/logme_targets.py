@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import check_features
 from .logme import logme_columns, spectrum
+from .validation import check_features
 
 
 def logme_targets(features, target_features) -> float:

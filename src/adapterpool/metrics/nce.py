@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import encode_labels
+from .validation import encode_labels
 
 
 def nce(source_labels, labels) -> float:

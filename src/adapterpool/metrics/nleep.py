@@ -7,8 +7,8 @@ from __future__ import annotations
 from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 
-from ._validation import feature_inputs
 from .leep import leep
+from .validation import feature_inputs
 
 COMPONENTS_PER_CLASS = 5
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import feature_inputs
+from .validation import feature_inputs
 
 
 def coding_rate(z: np.ndarray, eps: float) -> float:

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import json
 import re
-from functools import lru_cache
+from collections.abc import Callable
 from pathlib import Path
 
 from safetensors import safe_open
 
 from ..errors import AdapterRejected
 from ..peft_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+
+# (base model, adapter config as sorted JSON, number of labels, task kind) -> the tensor names and
+# shapes such an adapter has on that base model. It needs a deep-learning framework, so the pool
+# is handed one (adapterpool.models.shapes.expected_shapes by default) instead of building models.
+ShapeCheck = Callable[[str, str, int, str], dict[str, tuple[int, ...]]]
 
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy"}
 MAX_ADAPTER_BYTES = 512 * 1024 * 1024
@@ -116,7 +121,7 @@ def read_tensor_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
 
 def read_config(adapter_dir: Path) -> dict:
     """The adapter's config; its ``peft_type`` must be one peft knows (every method of
-    :mod:`adapterpool.peft_methods` and any other), its task type one of a task kind's."""
+    :mod:`adapterpool.models.peft_methods` and any other), its task type one of a task kind's."""
     from peft import PeftType
 
     from ..task_kinds import PEFT_TASK_TYPES
@@ -146,47 +151,6 @@ def _peft_version() -> str:
     return __version__
 
 
-@lru_cache(maxsize=32)
-def expected_shapes(
-    base_model: str, config_json: str, num_labels: int, kind: str = "single"
-) -> dict[str, tuple[int, ...]]:
-    """Tensor names and shapes a PEFT model with this config has on the pool's base model.
-
-    Built on the meta device (shapes need no weights), or with the weights where peft's state
-    dict depends on values (AdaLoRA cuts its tensors to the saved rank pattern). A config peft
-    cannot build on this model is refused with peft's reason.
-    """
-    import torch
-    from peft import PeftConfig, get_peft_model, get_peft_model_state_dict
-    from transformers import AutoConfig
-
-    from ..base_model import resolve_base_model
-    from ..modeling import auto_class, base_classifier
-    from ..task_kinds import get_kind
-
-    def shapes(base: torch.nn.Module) -> dict[str, tuple[int, ...]]:
-        config = PeftConfig.from_peft_type(**json.loads(config_json))
-        config.inference_mode = True
-        try:
-            model = get_peft_model(base, config)
-        except (TypeError, ValueError, KeyError, NotImplementedError) as exc:
-            raise AdapterRejected(
-                f"a {config.peft_type} adapter with this config cannot be built on the pool's "
-                f"base model: {exc}"
-            ) from exc
-        # save_embedding_layers=False: "auto" would look the base model up on the Hub
-        state = get_peft_model_state_dict(model, save_embedding_layers=False)
-        return {k: tuple(v.shape) for k, v in state.items()}
-
-    extra = {"num_labels": num_labels} if get_kind(kind).labelled else {}
-    model_config = AutoConfig.from_pretrained(resolve_base_model(base_model), **extra)
-    try:
-        with torch.device("meta"):
-            return shapes(auto_class(kind).from_config(model_config))
-    except (NotImplementedError, RuntimeError):  # a state dict that needs values
-        return shapes(base_classifier(base_model, [str(i) for i in range(num_labels)], kind))
-
-
 def check_tensors(shapes: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]]) -> None:
     unknown = sorted(set(shapes) - set(expected))
     if unknown:
@@ -207,14 +171,18 @@ def check_tensors(shapes: dict[str, tuple[int, ...]], expected: dict[str, tuple[
 
 
 def validate_adapter_dir(
-    adapter_dir: Path, *, base_model: str, meta: dict, fingerprint: dict | None = None
+    adapter_dir: Path, *, base_model: str, meta: dict, expected_shapes: ShapeCheck,
+    fingerprint: dict | None = None,
 ) -> dict:
     """Run every check; returns the parsed adapter config.
+
+    ``expected_shapes`` gives the tensors an adapter of this config must have (see
+    :data:`ShapeCheck`); the pool passes its own.
 
     ``fingerprint`` is the pool's base-model fingerprint: a declared local folder holding the
     same weights is the same base model whatever its path.
     """
-    from ..base_model import is_same_base_model
+    from ..models.base_model import is_same_base_model
     from ..task_kinds import TASK_KINDS
 
     check_files(adapter_dir)

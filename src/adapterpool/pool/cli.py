@@ -65,7 +65,7 @@ def add_pool_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def run_pool_command(args: argparse.Namespace) -> None:
-    from ..summary import console, pool_table
+    from ..cli.display import console, pool_table
     from . import AdapterPool, PoolError, open_pool
 
     if args.pool_command == "init":
@@ -114,7 +114,7 @@ def run_pool_command(args: argparse.Namespace) -> None:
             raise PoolError("the pool has catalogued adapters whose files (or task summaries) are "
                             "missing or altered")
     elif args.pool_command == "reindex":
-        from ..reindex import reindex
+        from ..ranking.reindex import reindex
 
         if not isinstance(pool, AdapterPool):
             raise PoolError("reindex runs where the pool's files are: on the server's pool folder")

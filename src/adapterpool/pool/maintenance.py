@@ -15,7 +15,7 @@ from .catalog import adapters_table, catalog_write_lock
 from .checks import AdapterRejected
 from .storage import mtime
 from .store import AdapterPool, PoolError
-from .summaries import summary_rows, verified_summary_bytes, verify_summaries
+from .task_summaries import summary_rows, verified_summary_bytes, verify_summaries
 
 DEFAULT_GRACE_SECONDS = 600.0
 

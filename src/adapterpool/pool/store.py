@@ -18,19 +18,13 @@ import numpy as np
 from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from ..base_model import canonical_name
 from ..errors import DuplicateAdapterError, PoolError, UsageError
+from ..models.base_model import canonical_name
 from ..peft_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTERPOOL_META, TASK_EMBEDDING
-from .catalog import (
-    AdapterRecord,
-    adapters_table,
-    create_schema,
-    make_engine,
-    task_summaries_table,
-)
-from .checks import AdapterRejected, check_id, slugify, validate_adapter_dir
+from .catalog import AdapterRecord, adapters_table, create_schema, make_engine, task_summaries_table
+from .checks import AdapterRejected, ShapeCheck, check_id, slugify, validate_adapter_dir
 from .storage import open_storage, sha256_stream
-from .summaries import delete_summary_row, stage_summary_file, summary_dims, summary_row
+from .task_summaries import delete_summary_row, stage_summary_file, summary_dims, summary_row
 
 POOL_MARKER = "pool.json"
 FORMAT_VERSION = "1"
@@ -70,8 +64,14 @@ def seeded_sample(records: list, n: int, seed: int, *, key=lambda r: r.id) -> li
 class AdapterPool:
     """Open an existing pool folder; create one with :meth:`AdapterPool.init`."""
 
-    def __init__(self, path: str | Path, *, catalog_url: str | None = None) -> None:
+    def __init__(self, path: str | Path, *, catalog_url: str | None = None,
+                 shape_check: ShapeCheck | None = None) -> None:
+        """``shape_check``: the tensor shapes an adapter must have to enter (see
+        :data:`~adapterpool.pool.checks.ShapeCheck`); default the model layer's
+        (:func:`adapterpool.models.shapes.expected_shapes`), imported on the first add only, so
+        that listing, reading and exporting a pool never load torch."""
         self.path = Path(path)
+        self._shape_check = shape_check
         marker = self.path / POOL_MARKER
         if not marker.is_file():
             raise PoolError(
@@ -97,7 +97,7 @@ class AdapterPool:
         ``catalog_url``: a SQLAlchemy URL (default SQLite in the folder); ``storage_url``: an
         fsspec URL for the adapter files (default the folder's ``adapters/``).
         """
-        from ..base_model import base_model_fingerprint
+        from ..models.base_model import base_model_fingerprint
 
         path = Path(path)
         if (path / POOL_MARKER).exists():
@@ -121,6 +121,14 @@ class AdapterPool:
         tmp.write_text(json.dumps(info, indent=2))
         os.replace(tmp, path / POOL_MARKER)
         return cls(path)
+
+    @property
+    def shape_check(self) -> ShapeCheck:
+        if self._shape_check is None:
+            from ..models.shapes import expected_shapes
+
+            self._shape_check = expected_shapes
+        return self._shape_check
 
     # -- reading -------------------------------------------------------------------------------
     @property
@@ -158,7 +166,7 @@ class AdapterPool:
 
     def task_summaries(self, adapter_ids: list[str]):
         """The verified task summaries of ``adapter_ids`` (a :class:`SummaryReading`)."""
-        from .summaries import read_summaries
+        from .task_summaries import read_summaries
 
         return read_summaries(self, adapter_ids)
 
@@ -188,7 +196,8 @@ class AdapterPool:
             meta = json.loads(meta_path.read_text())
         fingerprint = self.info.get("fingerprint")
         config = validate_adapter_dir(
-            source, base_model=self.base_model, meta=meta, fingerprint=fingerprint
+            source, base_model=self.base_model, meta=meta, fingerprint=fingerprint,
+            expected_shapes=self.shape_check,
         )
         if parent_id is not None:
             self.get(parent_id)
@@ -202,7 +211,8 @@ class AdapterPool:
             (staging / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True))
             (staging / ADAPTERPOOL_META).write_text(json.dumps(meta, indent=2, sort_keys=True))
             summary = stage_summary_file(source, staging, summary_dims(self))
-            config = validate_adapter_dir(staging, base_model=self.base_model, meta=meta)
+            config = validate_adapter_dir(staging, base_model=self.base_model, meta=meta,
+                                          expected_shapes=self.shape_check)
             sha = sha256_file(staging / ADAPTER_WEIGHTS)
             task = meta["task"]
             record = AdapterRecord(

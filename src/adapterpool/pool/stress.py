@@ -22,7 +22,8 @@ def main(pool_path: str, source: str, worker: int, count: int) -> None:
     state = load_file(Path(source) / "adapter_model.safetensors")
     key = next(k for k in sorted(state) if "lora_B" in k)
     validate_adapter_dir(Path(source), base_model=pool.base_model,
-                         meta=json.loads((Path(source) / "adapterpool.json").read_text()))
+                         meta=json.loads((Path(source) / "adapterpool.json").read_text()),
+                         expected_shapes=pool.shape_check)
     print("ready", flush=True)
     i = 0
     while count < 0 or i < count:

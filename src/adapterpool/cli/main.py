@@ -8,8 +8,8 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from . import DEFAULT_METRIC, __version__
-from .config import (
+from .. import __version__
+from ..config import (
     SELECTION_METRICS,
     SIMILARITIES,
     SUBSET_STRATEGIES,
@@ -18,8 +18,9 @@ from .config import (
     field_default,
     field_help,
 )
-from .peft_methods import DEFAULT_METHOD, PEFT_METHODS
-from .strategies import STRATEGIES
+from ..loop.strategies import STRATEGIES
+from ..models.peft_methods import DEFAULT_METHOD, PEFT_METHODS
+from ..task_kinds import DEFAULT_METRIC
 
 
 def _number(text: str) -> int | float:
@@ -152,8 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     tasks = sub.add_parser("tasks", help="list the builtin offline tasks")
     tasks.add_argument("--json", action="store_true")
 
-    from .pool.cli import add_pool_parsers
-    from .server.cli import add_server_parsers
+    from ..pool.cli import add_pool_parsers
+    from ..server.cli import add_server_parsers
 
     add_pool_parsers(sub)
     add_server_parsers(sub)
@@ -200,14 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rebuild", action="store_true", help="rebuild the cached demo pool")
     demo.add_argument("--out", help="folder for the two reports")
 
-    from .bench.cli import add_bench_parser
+    from ..bench.cli import add_bench_parser
 
     add_bench_parser(sub)
     return parser
 
 
 def _load_task(args: argparse.Namespace):
-    from .tasks import load_task
+    from ..tasks import load_task
 
     return load_task(
         args.task,
@@ -223,8 +224,8 @@ def _load_task(args: argparse.Namespace):
 
 
 def _open_pool(args: argparse.Namespace):
-    from .base_model import canonical_name
-    from .pool import PoolError, open_pool
+    from ..models.base_model import canonical_name
+    from ..pool import PoolError, open_pool
 
     pool = open_pool(args.pool, token=args.token)
     if args.base_model and canonical_name(args.base_model) != pool.base_model:
@@ -254,7 +255,7 @@ def adapt_config_from_args(args: argparse.Namespace) -> AdaptConfig:
 
 def peft_config_from_args(args: argparse.Namespace):
     """The PeftConfig of ``--peft`` (with the shorthands) or ``--peft-config``; peft checks it."""
-    from .peft_methods import load_peft_config, peft_config, with_shorthands
+    from ..models.peft_methods import load_peft_config, peft_config, with_shorthands
 
     shorthands = {name: getattr(args, flag[2:].replace("-", "_")) for flag, name, _ in LORA_OPTIONS}
     overrides = with_shorthands(None if args.peft_config else args.peft, **shorthands)
@@ -270,8 +271,10 @@ def _run_adapt(args: argparse.Namespace) -> dict:
     config = adapt_config_from_args(args)  # a bad setting stops here, before any work
     peft = peft_config_from_args(args)
 
-    from .loop import adapt, default_run_dir, is_main_process
-    from .summary import print_adapt_report
+    from ..loop.adapt import adapt
+    from ..loop.processes import is_main_process
+    from ..loop.report import default_run_dir
+    from .display import print_adapt_report
 
     task = _load_task(args)
     pool = _open_pool(args)
@@ -294,8 +297,8 @@ def _run_adapt(args: argparse.Namespace) -> dict:
 def _cmd_tasks(args: argparse.Namespace) -> None:
     from rich.table import Table
 
-    from .summary import console
-    from .tasks.builtin import list_builtin
+    from ..tasks.builtin import list_builtin
+    from .display import console
 
     rows = list_builtin()
     if args.json:
@@ -312,8 +315,8 @@ def _cmd_tasks(args: argparse.Namespace) -> None:
 
 
 def _cmd_rank(args: argparse.Namespace) -> None:
-    from .loop import rank
-    from .summary import console, print_warnings, ranking_table
+    from ..ranking.rank import rank
+    from .display import console, print_warnings, ranking_table
 
     task = _load_task(args)
     result = rank(
@@ -337,16 +340,16 @@ def _cmd_rank(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .errors import AdapterPoolError
-    from .pool.cli import POOL_COMMANDS, run_pool_command
-    from .server.cli import SERVER_COMMANDS, run_server_command
+    from ..errors import AdapterPoolError
+    from ..pool.cli import POOL_COMMANDS, run_pool_command
+    from ..server.cli import SERVER_COMMANDS, run_server_command
 
     args = build_parser().parse_args(argv)
     if args.command in ("train", "rank", "adapt", "bench", "demo", "serve",
                         "encoder-decoder") or (
         getattr(args, "pool_command", None) in ("import", "reindex")
     ):  # commands that load models (the others stay fast)
-        from .verbosity import quiet_third_party
+        from ..verbosity import quiet_third_party
 
         quiet_third_party()
     try:
@@ -363,11 +366,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "adapt":
             _run_adapt(args)
         elif args.command == "bench":
-            from .bench.cli import run_bench_command
+            from ..bench.cli import run_bench_command
 
             run_bench_command(args)
         elif args.command == "encoder-decoder":
-            from .base_model import build_encoder_decoder
+            from ..models.base_model import build_encoder_decoder
 
             print(build_encoder_decoder(args.out, args.encoder, args.decoder))
         elif args.command == "demo":

@@ -7,7 +7,7 @@ from the model's own image processor.
 
 Adapters are PEFT's own format; the head travels inside the adapter (``modules_to_save``), so one
 folder is enough to score a candidate on target data with its *source* head. Any PEFT method
-(:mod:`adapterpool.peft_methods`) and any Hugging Face encoder or decoder-only model works:
+(:mod:`adapterpool.models.peft_methods`) and any Hugging Face encoder or decoder-only model works:
 decoders (GPT-2, Llama, ...) classify from their last non-pad token, so a tokenizer without a pad
 token gets a stand-in (eos) and the model's ``config.pad_token_id`` is set to it.
 """
@@ -15,9 +15,7 @@ token gets a stand-in (eos) and the model's ``config.pad_token_id`` is set to it
 from __future__ import annotations
 
 import copy
-import json
 from functools import cache
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -27,11 +25,7 @@ from peft import (
     PeftModel,
     PeftType,
     get_peft_model,
-    get_peft_model_state_dict,
-    set_peft_model_state_dict,
 )
-from peft.utils import ModulesToSaveWrapper
-from safetensors.torch import load_file
 from transformers import (
     AutoConfig,
     AutoImageProcessor,
@@ -39,20 +33,14 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from ..errors import BaseModelError, PeftConfigError
+from ..task_kinds import get_kind
 from .base_model import canonical_name, resolve_base_model
-from .errors import BaseModelError, IncompatibleAdapterError, PeftConfigError
-from .peft_files import ADAPTER_WEIGHTS, ADAPTERPOOL_META
+from .heads import reads_last_token
 from .peft_methods import for_task_kind, method_name, peft_config
-from .task_kinds import get_kind, same_family
 
 if TYPE_CHECKING:
-    from .pool import AdapterRecord
-
-# Heads of transformers' *ForSequenceClassification models: encoders name theirs ``classifier``
-# and read the first token (or a pooler), decoder-only models name theirs ``score`` and read the
-# last non-pad token.
-HEAD_MODULES = ("classifier", "score")
-LAST_TOKEN_HEAD = "score"
+    pass
 
 
 def pick_device() -> torch.device:
@@ -229,170 +217,6 @@ def _check_prefix_runs(model: PeftModel, where: str) -> None:
             raise
 
 
-def read_adapter_config(adapter_dir: str | Path) -> PeftConfig:
-    return PeftConfig.from_pretrained(str(adapter_dir))
-
-
-def is_head_key(key: str) -> bool:
-    """Whether a saved tensor name belongs to the classification head (source labels)."""
-    return any(f".{head}." in key for head in HEAD_MODULES)
-
-
-def adapter_state(adapter_dir: str | Path, *, with_head: bool) -> dict[str, torch.Tensor]:
-    """The adapter's saved tensors; ``with_head=False`` drops the classification head."""
-    state = load_file(str(Path(adapter_dir) / ADAPTER_WEIGHTS))
-    if with_head:
-        return state
-    return {k: v for k, v in state.items() if not is_head_key(k)}
-
-
-def warm_start_model(
-    base_model: str | None,
-    label_names: list[str] | tuple[str, ...],
-    adapter_dir: str | Path,
-    *,
-    keep_head: bool = False,
-    kind: str = "single",
-) -> PeftModel:
-    """A trainable model whose adapter starts from ``adapter_dir`` and whose head is fresh.
-
-    The model is built from the adapter's own saved config (its method, rank, targets, virtual
-    tokens), and every saved tensor but the head is loaded with peft's
-    ``set_peft_model_state_dict``: LoRA's A/B, DoRA's magnitudes, AdaLoRA's E/A/B at the ranks it
-    kept, IA3's vectors, LoHa/LoKr factors, prompt embeddings, the pooler. The source head has
-    the source task's labels, so it stays fresh; ``keep_head=True`` carries it too, for a source
-    whose label names are the target's (same order) (the ``same-labels`` strategy).
-
-    Raises :class:`IncompatibleAdapterError` when a saved tensor is not taken up by the model or
-    a tensor of the method is not in the file (nothing is half-loaded silently).
-    """
-    config = read_adapter_config(adapter_dir)
-    model = new_model(base_model, label_names, config, kind=kind)
-    fresh = get_peft_model_state_dict(model, save_embedding_layers=False)  # fresh head included
-    carried = adapter_state(adapter_dir, with_head=keep_head)
-    unknown = sorted(set(carried) - set(fresh))
-    lacking = sorted(k for k in set(fresh) - set(carried) if not is_head_key(k))
-    if unknown or lacking:
-        what = (f"has tensors the model lacks: {unknown[:3]}" if unknown
-                else f"lacks tensors of its method: {lacking[:3]}")
-        raise IncompatibleAdapterError(f"adapter {adapter_dir} {what}")
-    if keep_head:
-        wrong = [k for k in carried if is_head_key(k) and carried[k].shape != fresh[k].shape]
-        if wrong:
-            raise IncompatibleAdapterError(
-                f"adapter {adapter_dir}: head {wrong[0]} has shape "
-                f"{tuple(carried[wrong[0]].shape)},"
-                f" the target's {len(label_names)} labels need {tuple(fresh[wrong[0]].shape)}"
-            )
-    try:
-        result = set_peft_model_state_dict(model, fresh | carried)
-    except RuntimeError as exc:  # a size mismatch: another base model or layout
-        raise IncompatibleAdapterError(f"adapter {adapter_dir} does not fit: {exc}") from exc
-    # Prompt learning's embeddings are loaded into the prompt encoder apart from the rest (and
-    # strictly), so load_state_dict reports them as unexpected: checked by value instead.
-    prompt = model.active_peft_config.is_prompt_learning and "prompt_embeddings" in carried
-    unused = [k for k in getattr(result, "unexpected_keys", [])
-              if not (prompt and k == "prompt_embeddings")]
-    if prompt and not torch.equal(model.prompt_encoder["default"].embedding.weight.detach().cpu(),
-                                  carried["prompt_embeddings"].cpu()):
-        unused.append("prompt_embeddings")
-    if unused:
-        raise IncompatibleAdapterError(
-            f"warm start from {adapter_dir} left saved tensors unused: {sorted(unused)[:3]}"
-        )
-    return model
-
-
-def warm_start_problem(record: AdapterRecord, *, base_model: str, peft_type: str,
-                       kind: str = "single") -> str | None:
-    """Why pool adapter ``record`` cannot warm-start the loop's model (None: it can).
-
-    ``base_model``: trained on another base model; ``peft_type``: another PEFT type than the
-    loop's method (a warm start carries the method's own tensors, which another method has not);
-    ``task_kind``: trained on a task of another family than the target's ``kind`` (a text2text
-    or image adapter is never a candidate for a text classifier, nor the other way round);
-    ``task_type``: a peft task type other than the kind's. Tensor names and shapes were checked
-    against the base model when the adapter entered the pool, and are again on warm start.
-    """
-    if canonical_name(record.base_model) != canonical_name(base_model):
-        return "base_model"
-    if str(record.peft_type).upper() != str(peft_type).upper():
-        return "peft_type"
-    if not same_family(kind, record.task_kind):
-        return "task_kind"
-    if (record.peft_config or {}).get("task_type") not in (None, get_kind(kind).peft_task_type):
-        return "task_type"
-    return None
-
-
-def load_for_inference(
-    base_model: str | None, label_names: list[str] | tuple[str, ...], adapter_dir: str | Path,
-    kind: str = "single",
-) -> torch.nn.Module:
-    """The adapter with its own head, merged into the base weights where peft can (a plain fast
-    classifier), else the PEFT model as it is (see :func:`can_merge`)."""
-    model = PeftModel.from_pretrained(base_classifier(base_model, label_names, kind),
-                                      str(adapter_dir))
-    return model.merge_and_unload() if can_merge(model) else model
-
-
-def can_merge(model: PeftModel) -> bool:
-    """Whether ``merge_and_unload`` gives a plain model back.
-
-    Not for prompt learning (nothing to merge: the prompt is an input). Not for methods on peft's
-    generic unload path (IA3, LoHa, LoKr, ...) when a ``modules_to_save`` module has no weight of
-    its own, as BERT's pooler: peft 0.21 fails putting such a module back. LoRA and AdaLoRA have
-    their own unload, which handles it.
-    """
-    config = model.active_peft_config
-    if config.is_prompt_learning:
-        return False
-    if config.peft_type in (PeftType.LORA, PeftType.ADALORA):
-        return True
-    return all(hasattr(module.original_module, "weight") for module in model.modules()
-               if isinstance(module, ModulesToSaveWrapper))
-
-
-def head_module(model: torch.nn.Module) -> torch.nn.Module:
-    """The classification head; :func:`pooled_head_input` turns its input into the feature."""
-    inner = model.get_base_model() if isinstance(model, PeftModel) else model
-    for name in HEAD_MODULES:
-        module = getattr(inner, name, None)
-        if module is not None:
-            return module
-    raise ValueError(f"{type(inner).__name__} has no classification head named {HEAD_MODULES}")
-
-
-def reads_last_token(model: torch.nn.Module) -> bool:
-    """Whether the model classifies from its last non-pad token (decoder-only models)."""
-    inner = model.get_base_model() if isinstance(model, PeftModel) else model
-    return getattr(inner, LAST_TOKEN_HEAD, None) is not None
-
-
-def pooled_head_input(
-    model: torch.nn.Module, head_input: torch.Tensor, input_ids: torch.Tensor | None
-) -> torch.Tensor:
-    """One feature vector per example: the head input at the position the model's logits come
-    from. A pooled input (BERT's pooler output) is that already. A decoder's head runs on every
-    token and transformers keeps the rightmost token that is not padding (either padding side),
-    or the last position when the model got embeddings instead of ids (prompt learning), so the
-    same is taken here; an encoder head given token states (RoBERTa's) reads the first.
-    ``input_ids`` is what the model itself was given (None for embeddings).
-    """
-    if head_input.ndim == 2:
-        return head_input
-    rows = torch.arange(head_input.shape[0], device=head_input.device)
-    if not reads_last_token(model):
-        return head_input[:, 0]
-    inner = model.get_base_model() if isinstance(model, PeftModel) else model
-    pad = getattr(inner.config, "pad_token_id", None)
-    if input_ids is None or pad is None:
-        return head_input[:, -1]
-    positions = torch.arange(input_ids.shape[-1], device=input_ids.device, dtype=torch.int32)
-    last = (positions * (input_ids != pad).to(torch.int32)).argmax(-1).to(head_input.device)
-    return head_input[rows, last]
-
-
 def fit_tokenizer(tokenizer: PreTrainedTokenizerBase, model: torch.nn.Module):
     """``tokenizer`` padding the side ``model`` needs: left for prompt learning on a decoder.
 
@@ -410,10 +234,3 @@ def fit_tokenizer(tokenizer: PreTrainedTokenizerBase, model: torch.nn.Module):
     return tokenizer
 
 
-def save_adapter(model: PeftModel, out_dir: str | Path, metadata: dict) -> Path:
-    """PEFT's own files plus ``adapterpool.json`` (task labels etc.), ready for the pool."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out_dir), safe_serialization=True, save_embedding_layers=False)
-    (out_dir / ADAPTERPOOL_META).write_text(json.dumps(metadata, indent=2, sort_keys=True))
-    return out_dir

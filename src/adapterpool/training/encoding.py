@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from .tasks import Records
+from ..tasks import Records
 
 
 class EncodedRecords(Dataset):
@@ -68,7 +68,7 @@ class EncodedRecords(Dataset):
         feature = self.features[index]
         if self.inputs != "image":
             return feature
-        from .tasks.images import open_image
+        from ..tasks.images import open_image
 
         pixels = self.processor(images=[open_image(feature["image"])],
                                 return_tensors="pt")["pixel_values"][0]

@@ -2,7 +2,7 @@
 existed, imported without one, or dropped by ``verify --repair``).
 
 Their training texts are not known, so each gets a *probe* summary
-(:func:`adapterpool.task_embedding.probe_summary`): the packaged probe set embedded with the base
+(:func:`adapterpool.ranking.summarize.probe_summary`): the packaged probe set embedded with the base
 model, each text weighted by how far the adapter moves its embedding. The base pass over the
 probe set is done once; each adapter then costs one forward pass over the 132 probe texts, merged
 into one shared base as in scoring. Each summary is attached atomically on its own, so an
@@ -18,19 +18,13 @@ from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
-from .errors import PoolError
-from .modeling import load_tokenizer, pick_device
-from .pool import AdapterPool, AdapterRecord, Pool
-from .pool.summaries import attach_summary, summary_rows
-from .scoring import CandidateModels, _describe
-from .task_embedding import (
-    DEFAULT_SUMMARY_LENGTH,
-    encode,
-    load_encoder,
-    probe_records,
-    probe_summary,
-)
-from .task_kinds import TASK_KINDS
+from ..errors import PoolError, describe_error
+from ..models.build import load_tokenizer, pick_device
+from ..pool import AdapterPool, AdapterRecord, Pool
+from ..pool.task_summaries import attach_summary, summary_rows
+from ..task_kinds import TASK_KINDS
+from .shared_base import CandidateModels
+from .summarize import DEFAULT_SUMMARY_LENGTH, encode, load_encoder, probe_records, probe_summary
 from .task_summary import TaskSummary
 
 logger = logging.getLogger(__name__)
@@ -69,7 +63,7 @@ def probe_summaries(
             finally:
                 release()
         except Exception as exc:  # one adapter's failure must not end the others
-            yield record, None, _describe(exc)
+            yield record, None, describe_error(exc)
             continue
         yield record, probe_summary(base, moved, max_length=max_length), None
 
@@ -102,7 +96,7 @@ def reindex(
                 except PoolError as exc:
                     if "already has a task summary" in str(exc):
                         continue  # another reindex did it meanwhile
-                    why = _describe(exc)
+                    why = describe_error(exc)
             report.failed[record.id] = why or "unknown"
             logger.warning("adapter %s: no task summary: %s", record.id, why)
     report.seconds = time.perf_counter() - start

@@ -16,15 +16,16 @@ from pathlib import Path
 
 from platformdirs import user_cache_dir
 
-from . import DEFAULT_METRIC
-from .base_model import DEFAULT_BASE_MODEL
-from .config import AdaptConfig
-from .contributing import contribute
-from .loop import adapt, train_standard
-from .pool import AdapterPool
-from .summary import comparison_table, console, print_adapt_report, savings, savings_line
-from .tasks.builtin import load_builtin
-from .training import TrainConfig
+from ..config import AdaptConfig
+from ..contributing import contribute
+from ..loop.adapt import adapt
+from ..models.base_model import DEFAULT_BASE_MODEL
+from ..pool import AdapterPool
+from ..task_kinds import DEFAULT_METRIC
+from ..tasks.builtin import load_builtin
+from ..training.standard import train_standard
+from ..training.trainer import TrainConfig
+from .display import comparison_table, console, print_adapt_report, savings, savings_line
 
 # The target is not in the pool, but one source is related (review sentiment for review
 # subjectivity), as in the published setting (SST-2 in the pool for IMDB).

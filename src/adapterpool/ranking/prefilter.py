@@ -2,8 +2,9 @@
 target's, found without running any adapter.
 
 One pass of the *base* model over a seeded sample of the target's training texts gives the
-target's summary (:mod:`adapterpool.task_embedding`); every adapter's summary is read from the
-pool (a few KB each, verified), and a similarity (:mod:`adapterpool.task_summary`) orders them.
+target's summary (:mod:`adapterpool.ranking.summarize`); every adapter's summary is read from the
+pool (a few KB each, verified), and a similarity (:mod:`adapterpool.ranking.task_summary`)
+orders them.
 Stage 2, the precise metric with one forward pass per candidate, then runs on the N kept only
 (ESM-LogME, Schulte et al. 2024, ranks 1,500+ sources from one base-model pass per target).
 
@@ -22,11 +23,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .pool import AdapterRecord
-from .pool.protocol import Pool
-from .task_embedding import DEFAULT_SUMMARY_LENGTH, DEFAULT_SUMMARY_TEXTS
+from ..pool import AdapterRecord
+from ..pool.protocol import Pool
+from ..tasks import Task
+from .summarize import DEFAULT_SUMMARY_LENGTH, DEFAULT_SUMMARY_TEXTS
 from .task_summary import TaskSummary, check_similarity, similarities
-from .tasks import Task
 
 logger = logging.getLogger(__name__)  # a child of "adapterpool"
 
@@ -81,8 +82,8 @@ def target_summary(
     max_length: int = DEFAULT_SUMMARY_LENGTH,
 ) -> TaskSummary:
     """The target's summary: one base-model pass over a seeded sample of its training texts."""
-    from .modeling import load_tokenizer
-    from .task_embedding import load_encoder, records_summary
+    from ..models.build import load_tokenizer
+    from .summarize import load_encoder, records_summary
 
     return records_summary(task.train, load_encoder(base_model), load_tokenizer(base_model),
                            n_texts=n_texts, seed=seed, max_length=max_length)
@@ -95,7 +96,7 @@ def prefilter(
 ) -> Prefilter:
     """The ``keep`` adapters of the whole pool (or of ``records``, the pool's adapters that can
     warm-start the loop's method) most similar to ``task`` (see the module)."""
-    from .errors import UsageError
+    from ..errors import UsageError
 
     if keep < 1:
         raise UsageError(f"prefilter must keep at least 1 adapter, got {keep}")

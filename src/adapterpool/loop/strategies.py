@@ -1,6 +1,6 @@
 """The loop's time-saving strategies: their names, and the stop rules that end an attempt early.
 
-A *stop rule* is consulted by :func:`adapterpool.training.train` after every validation
+A *stop rule* is consulted by :func:`adapterpool.training.trainer.train` after every validation
 evaluation with the history so far; it returns a stop reason or ``None`` to go on. Rules are plain
 callables on the history (no torch), so they are cheap to test and to combine.
 
@@ -13,10 +13,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .errors import UsageError, did_you_mean
+from ..errors import UsageError, did_you_mean
 
 if TYPE_CHECKING:
-    from .config import TrainConfig
+    from ..config import TrainConfig
 
 PLAIN = "plain"
 

@@ -2,7 +2,7 @@
 variance of their unit-length sentence embeddings), their file format, and how two are compared.
 
 Light on purpose (numpy and safetensors only): the pool reads, checks and verifies summaries
-without loading torch. How summaries are computed is :mod:`adapterpool.task_embedding`.
+without loading torch. How summaries are computed is :mod:`adapterpool.ranking.summarize`.
 
 File: a safetensors file with tensors ``mean`` and ``var`` (float32, (D,)) and header metadata
 (format, source ``texts`` | ``probe``, n_texts, seed, max_length, pooling).
@@ -25,8 +25,8 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
-from .config import SIMILARITIES
-from .errors import TaskSummaryError, UsageError
+from ..config import SIMILARITIES
+from ..errors import TaskSummaryError, UsageError
 
 SUMMARY_FORMAT = "1"
 PROBE_SET_VERSION = "1"  # of data/probe_texts.txt, recorded in probe summaries

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import PeftConfigError, did_you_mean
+from ..errors import PeftConfigError, did_you_mean
 
 if TYPE_CHECKING:
     from peft import PeftConfig
@@ -195,7 +195,7 @@ def for_task_kind(config: PeftConfig, kind: str, model: Any = None) -> PeftConfi
     has: its attention query and value projections."""
     from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 
-    from .task_kinds import get_kind
+    from ..task_kinds import get_kind
 
     spec = get_kind(kind)
     config.task_type = spec.peft_task_type
@@ -273,7 +273,7 @@ def _build(peft_type: str, values: dict[str, Any], origin: str) -> PeftConfig:
             raise PeftConfigError(
                 f"{origin}: {cls.__name__} has no field {name!r}{did_you_mean(name, known)}"
             )
-    from .task_kinds import PEFT_TASK_TYPES
+    from ..task_kinds import PEFT_TASK_TYPES
 
     task = values.get("task_type")
     task = str(getattr(task, "value", task)) if task is not None else None

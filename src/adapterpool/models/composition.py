@@ -28,8 +28,9 @@ from peft import (
 )
 from peft.tuners.lora import LoraLayer
 
-from .errors import UsageError
-from .modeling import adapter_state, base_classifier, read_adapter_config
+from ..errors import UsageError
+from .build import base_classifier
+from .warm_start import adapter_state, read_adapter_config
 
 MERGED = "composed"
 

@@ -24,7 +24,7 @@ Two sources of summaries:
   weighting by the head's confidence (-0.01-0.41) or taking the adapter's own embeddings (-0.22-
   0.41). ``source`` says which kind a summary is, and the ranking reports it.
 
-The summary itself (format, comparison) is :mod:`adapterpool.task_summary`.
+The summary itself (format, comparison) is :mod:`adapterpool.ranking.task_summary`.
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from .encoding import EncodedRecords, inference_loader, restore_order
-from .errors import UsageError
+from ..errors import UsageError
+from ..tasks import Records
+from ..training.encoding import EncodedRecords, inference_loader, restore_order
 from .task_summary import TaskSummary, summarize
-from .tasks import Records
 
 DEFAULT_SUMMARY_TEXTS = 256
 DEFAULT_SUMMARY_LENGTH = 128
@@ -81,8 +81,8 @@ def load_encoder(base_model: str | None) -> torch.nn.Module:
     """The bare base model (no head), on the scoring device."""
     from transformers import AutoModel
 
-    from .base_model import resolve_base_model
-    from .modeling import pick_device
+    from ..models.base_model import resolve_base_model
+    from ..models.build import pick_device
 
     return AutoModel.from_pretrained(resolve_base_model(base_model)).to(pick_device()).eval()
 

@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..errors import PoolError, TaskSummaryError
 from ..peft_files import TASK_EMBEDDING
-from ..task_summary import TaskSummary
+from ..ranking.task_summary import TaskSummary
 from .catalog import adapters_table, task_summaries_table
 from .storage import sha256_stream
 
