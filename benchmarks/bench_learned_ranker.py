@@ -35,8 +35,8 @@ import numpy as np
 from bench_ranking_scale import target_spec, text_summaries
 from sklearn.linear_model import LogisticRegression
 
-from adapterpool.bench.harness import read_state
 from adapterpool.bench.quality import ranking_quality
+from adapterpool.bench.state import read_state
 from adapterpool.models.build import load_tokenizer
 from adapterpool.pool import AdapterPool
 from adapterpool.ranking.summarize import load_encoder, records_summary

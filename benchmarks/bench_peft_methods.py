@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from adapterpool import AdaptConfig, adapt
-from adapterpool.bench.harness import BenchState
+from adapterpool.bench.state import BenchState
 from adapterpool.cli.display import final_attempt
 from adapterpool.contributing import contribute
 from adapterpool.errors import PeftConfigError

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adapterpool.bench.harness import read_state
+from adapterpool.bench.state import read_state
 
 
 def costed(run: dict, baseline: dict, scoring_seconds: float) -> tuple[float, float, float]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adapterpool.bench.harness import read_state
+from adapterpool.bench.state import read_state
 
 DEFAULT_RUNS = ("~/.cache/adapterpool/bench-run-h200", "~/.cache/adapterpool/bench-run")
 

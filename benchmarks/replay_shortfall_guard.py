@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adapterpool.bench.harness import read_state
+from adapterpool.bench.state import read_state
 
 PAIRS = (("early-pass,cutoff,warm-fallback", "early-pass,cutoff"),
          ("settle,cutoff,warm-fallback", "settle,cutoff"))

@@ -12,7 +12,7 @@ from scipy.stats import weightedtau
 
 from adapterpool.bench.cli import build_config, main
 from adapterpool.bench.config import BenchConfig
-from adapterpool.bench.harness import BenchRun, BenchState, read_state
+from adapterpool.bench.harness import BenchRun
 from adapterpool.bench.quality import (
     Baseline,
     Candidate,
@@ -28,6 +28,7 @@ from adapterpool.bench.report import (
     summarize_strategies,
     summarize_target,
 )
+from adapterpool.bench.state import BenchState, read_state
 from adapterpool.pool.store import seeded_sample
 from adapterpool.tasks import load_task
 

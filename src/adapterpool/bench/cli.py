@@ -104,9 +104,10 @@ def summary_table(summary: dict):
 
 def run_bench_command(args: argparse.Namespace) -> dict:
     from ..cli.display import console
-    from .harness import BenchRun, read_state
+    from .harness import BenchRun
     from .render import write_reports
     from .report import summarize
+    from .state import read_state
 
     config = build_config(args)
     if args.report_only:

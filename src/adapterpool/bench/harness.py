@@ -10,10 +10,7 @@ where it stopped and a finished one is not recomputed.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-from collections import Counter
+import time
 from pathlib import Path
 
 from accelerate.utils import set_seed
@@ -30,7 +27,7 @@ from ..models.peft_methods import peft_config
 from ..models.warm_start import warm_start_model
 from ..pool import AdapterPool, AdapterRecord
 from ..pool.store import seeded_sample
-from ..ranking.scoring import score_candidates
+from ..ranking.scoring import reference_scores, score_candidates
 from ..task_kinds import LABELLED_KINDS, get_kind
 from ..tasks import Task, load_task
 from ..tasks.task import subsample_records
@@ -38,93 +35,9 @@ from ..training.energy import EnergyMeter
 from ..training.standard import train_standard
 from ..training.trainer import TrainConfig, TrainResult, train
 from .config import BenchConfig
+from .state import BenchState
 
 console = Console(stderr=True)
-
-
-def merge_units(into: dict, part: dict) -> None:
-    """Deep-merge ``part`` into ``into``: units of both are kept, ``part``'s win on a clash."""
-    for key, value in part.items():
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
-            merge_units(into[key], value)
-        else:
-            into[key] = value
-
-
-class BenchState:
-    """Completed units, persisted atomically after each one.
-
-    Parallel runs (``benchmarks/bench_parallel.py``) write each worker's units to its own file in
-    ``parts/`` beside ``state.json``; :meth:`fold_parts` merges them in, and :func:`read_state`
-    shows the merged view without writing anything (safe while such a run is going on).
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.data: dict = json.loads(path.read_text()) if path.is_file() else {}
-        self.trained = 0  # training units computed (not reused) in this process
-        self.computed: Counter = Counter()  # every unit computed in this process, by kind
-
-    @property
-    def parts_dir(self) -> Path:
-        return self.path.parent / "parts"
-
-    def fold_parts(self, files: list[Path] | None = None) -> None:
-        """Merge part files (default: all in ``parts/``) into the state, write it once
-        atomically, then delete them: a crash in between leaves units in both places, never in
-        neither."""
-        files = sorted(self.parts_dir.glob("*.json")) if files is None else files
-        files = [f for f in files if f.is_file()]
-        if not files:
-            return
-        self.merge_parts(files)
-        self._write()
-        for part in files:
-            part.unlink()
-
-    def merge_parts(self, files: list[Path]) -> None:
-        """Merge part files into the state in memory (their ``config`` is the worker's copy)."""
-        for part in files:
-            data = json.loads(part.read_text())
-            data.pop("config", None)
-            merge_units(self.data, data)
-
-    def get(self, *keys: str):
-        node = self.data
-        for key in keys:
-            if not isinstance(node, dict) or key not in node:
-                return None
-            node = node[key]
-        return node
-
-    def put(self, value, *keys: str) -> None:
-        node = self.data
-        for key in keys[:-1]:
-            node = node.setdefault(key, {})
-        node[keys[-1]] = value
-        self._write()
-
-    def _write(self) -> None:
-        """The whole state to ``state.json``: temp file, fsync, ``os.replace``."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".state-")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                json.dump(self.data, handle, indent=1)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-
-
-def read_state(path: Path) -> dict:
-    """``state.json`` with any part files merged in, read only (for reports)."""
-    state = BenchState(path)
-    state.merge_parts(sorted(state.parts_dir.glob("*.json")))
-    return state.data
 
 
 def _result_record(result: TrainResult) -> dict:
@@ -320,6 +233,7 @@ class BenchRun:
     def run_target(self, pool: AdapterPool, spec: str) -> None:
         """Every unit of one target: scores, the ground-truth fine-tunes, the baseline."""
         self.score_target(pool, spec)
+        self.reference_target(pool, spec)
         if self.config.ground_truth_max_epochs:
             from .ground_truth import run_ground_truth
 
@@ -364,6 +278,21 @@ class BenchRun:
             }
         self.state.computed["scores"] += 1
         self.state.put(entries, "targets", key, "scores")
+
+    def reference_target(self, pool: AdapterPool, spec: str) -> None:
+        """The bare base model's scores on the same sample: what "is any candidate related"
+        measures a candidate's score against (feature metrics only)."""
+        key = task_key(spec)
+        if self.state.get("targets", key, "reference") is not None:
+            return
+        task = self._target_task(spec)
+        start = time.perf_counter()
+        scores = reference_scores(pool.base_model, task, load_tokenizer(pool.base_model),
+                                  self.config.metrics, max_samples=self.config.scoring_samples,
+                                  max_length=self.config.max_length, seed=self.config.seed)
+        self.state.computed["reference"] += 1
+        self.state.put({"scores": scores, "seconds": time.perf_counter() - start},
+                       "targets", key, "reference")
 
     def finetune_target(self, pool: AdapterPool, spec: str) -> None:
         """The ground truth: ``transfer_epochs`` of fine-tuning from every candidate."""

@@ -26,6 +26,7 @@ from .quality import (
     ranking_quality,
     simulate_loop,
 )
+from .state import compute_seconds
 
 QUALITY_KEYS = ("weighted_tau", "pearson", "top1_hit", "regret_at_1", "regret_at_3")
 LOOP_KEYS = ("accuracy_ratio", "time_ratio", "energy_ratio", "co2_ratio", "transfer_rate",
@@ -316,7 +317,7 @@ def summarize(state: dict) -> dict:
         "sources": {k: {"adapter_id": v["adapter_id"], "train_seconds": v["train_seconds"],
                         "accuracy": (v.get("test") or v.get("validation") or {}).get("accuracy")}
                     for k, v in (state.get("sources") or {}).items()},
-        "compute_seconds": _compute_seconds(state),
+        "compute_seconds": compute_seconds(state),
         "targets": per_target,
         "mean": mean,
         "threshold_sweep": sweep,
@@ -385,22 +386,6 @@ def finite(value: float, fill: float = -1e9) -> float:
     return fill if value is None or math.isnan(value) else value
 
 
-def _compute_seconds(state: dict) -> dict:
-    sources = sum(v.get("train_seconds") or 0.0 for v in (state.get("sources") or {}).values())
-    scoring = finetune = baseline = 0.0
-    for target in (state.get("targets") or {}).values():
-        scoring += sum(e["seconds"] for e in (target.get("scores") or {}).values())
-        finetune += sum(e["train_seconds"] for e in (target.get("finetune") or {}).values())
-        baseline += (target.get("baseline") or {}).get("train_seconds") or 0.0
-        baseline += sum(u["train_seconds"] for u in (target.get("gt_baseline") or {}).values())
-        finetune += sum(u["train_seconds"] for seeds in (target.get("gt_finetune") or {}).values()
-                        for u in seeds.values())
-        baseline += sum(u["train_seconds"] for seeds in (target.get("peers") or {}).values()
-                        for u in seeds.values())
-    return {"sources": sources, "scoring": scoring, "finetune": finetune, "baseline": baseline,
-            "total": sources + scoring + finetune + baseline}
-
-
 def _metric_seconds(state: dict, metrics: list[str], members: list[str]) -> dict:
     """Mean seconds per candidate of each metric alone on the scoring sample (ensemble: members)."""
     times = {m: [] for m in metrics}
@@ -443,7 +428,7 @@ def summarize_converged(state: dict, config: dict) -> dict:
                         "epochs": v.get("epochs"),
                         "accuracy": (v.get("test") or v.get("validation") or {}).get("accuracy")}
                     for k, v in (state.get("sources") or {}).items()},
-        "compute_seconds": _compute_seconds(state),
+        "compute_seconds": compute_seconds(state),
         "mean": mean,
         "best_metric": max(ranked, key=lambda m: mean[m]["weighted_tau"]) if ranked else None,
         "default_ranking": DEFAULT_METRIC,

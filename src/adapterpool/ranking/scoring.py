@@ -39,7 +39,7 @@ from ..metrics import (
     per_candidate_metrics,
 )
 from ..metrics.validation import encode_labels
-from ..models.build import fit_tokenizer, pick_device
+from ..models.build import base_classifier, fit_tokenizer, pick_device
 from ..models.heads import head_module, pooled_head_input
 from ..pool import AdapterPool, AdapterRecord
 from ..task_kinds import get_kind
@@ -347,3 +347,39 @@ def score_candidates(
     if ENSEMBLE in metrics:
         _with_ensemble(results)
     return sorted(results, key=lambda s: rank_key(s, metrics[0]))
+
+
+# Metrics that read only the features (no source head): the ones a bare base model has too.
+FEATURE_NEEDS = ("features", "layer_features")
+
+
+def reference_scores(
+    base_model: str | None,
+    task: Task,
+    tokenizer: PreTrainedTokenizerBase,
+    metrics: list[str],
+    *,
+    max_samples: int | None = 1000,
+    max_length: int = 128,
+    batch_size: int | None = None,
+    seed: int = 0,
+) -> dict[str, float]:
+    """The base model's own score on the target's scoring sample (the same sample, seed and
+    metrics as :func:`score_candidates`; no adapter): what a candidate's score is measured
+    against. A metric's scale can depend on the target (kNN accuracy on 2 classes vs 77), so
+    "is this candidate any good" asks how far it moves the score above the bare base model.
+    Metrics that read a source head (LEEP, NCE, ...) have no reference and get NaN."""
+    computed = [n for n in per_candidate_metrics(metrics) if get_metric(n).needs in FEATURE_NEEDS]
+    sample = scoring_sample(task, max_samples, seed)
+    data = EncodedRecords(sample, tokenizer, max_length)
+    if data.inputs == "text2text":
+        return {name: math.nan for name in metrics}
+    device = pick_device()
+    model = base_classifier(base_model, task.label_names, task.kind).to(device).eval()
+    needs_layers = any(get_metric(n).needs == "layer_features" for n in computed)
+    outputs = candidate_outputs(model, data, tokenizer, batch_size=batch_size or
+                                auto_batch_size(device), layer_mean=needs_layers)
+    scores, _, problems = _score_outputs(outputs, np.asarray(sample.label), computed, seed)
+    if problems:
+        logger.warning("base model reference: NaN for %s", "; ".join(problems))
+    return {name: scores.get(name, math.nan) for name in metrics}
