@@ -17,11 +17,14 @@ import torch
 from adapterpool import AdaptConfig, adapt, load_task
 from adapterpool.errors import UsageError
 from adapterpool.loop.strategies import (
+    STRATEGIES,
     CutoffRule,
     PassRule,
     SettleRule,
+    Strategy,
     first_reason,
     parse_strategies,
+    register_strategy,
 )
 from adapterpool.pool import AdapterPool
 from adapterpool.training.trainer import TrainConfig
@@ -531,3 +534,59 @@ def test_composition_refuses_what_peft_cannot_merge(tiny_pool, target, tmp_path)
         compose_lora(tiny_pool.base_model, target.label_names, [lora, ia3], [0.5, 0.5])
     with pytest.raises(UsageError, match=">= 2 adapters"):
         compose_lora(tiny_pool.base_model, target.label_names, [lora], [1.0])
+
+
+# -- a strategy from outside: one class and its registration ----------------------------------
+
+class WorstFirst(Strategy):
+    """Tries the candidates worst-ranked first (a test of the protocol, not a good idea)."""
+
+    name = "worst-first"
+    help = "try the candidates worst-ranked first"
+    report_key = "worst_first"
+
+    def transfer(self, run, scores):
+        self.order = [s.adapter_id for s in reversed(scores)][: self.config.max_tries]
+        for adapter_id in self.order:
+            attempt = run.attempt("transfer", run.candidate(adapter_id), run.transfer_config())
+            if attempt.passed:
+                return attempt
+        return None
+
+    def report(self) -> dict:
+        return {"order": self.order}
+
+
+@pytest.fixture()
+def worst_first():
+    register_strategy(WorstFirst)
+    yield WorstFirst
+    del STRATEGIES[WorstFirst.name]
+
+
+def test_a_strategy_defined_here_runs_through_adapt_by_registration_alone(
+        target, tiny_pool, worst_first, capsys):
+    result = _adapt(target, tiny_pool, BASE, strategy="cutoff,worst-first", threshold=1.01,
+                    max_tries=2, cutoff_max_gain_per_epoch=10.0)
+    ranked = [s.adapter_id for s in result.scores]
+    tried = [a.adapter_id for a in result.attempts if a.kind == "transfer"]
+    assert tried == ranked[::-1][:2]  # its order, not the ranking's
+    assert [a.kind for a in result.attempts] == ["transfer", "transfer", "standard_lora"]
+    assert result.report["worst_first"] == {"order": tried}  # its report field
+    assert result.report["strategy"] == ["cutoff", "worst-first"]  # registered after cutoff
+    # the strategies refuse to share the transfer phase with it, each in its own words
+    with pytest.raises(UsageError, match="worst-first and racing both decide the first tries"):
+        AdaptConfig(strategy="racing,worst-first")
+    with pytest.raises(UsageError, match="composition and worst-first both decide"):
+        AdaptConfig(strategy="composition,worst-first")
+    # and the command line offers it, with its help
+    from adapterpool.cli.main import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["adapt", "--help"])
+    assert "worst-first: try the candidates worst-ranked first" in capsys.readouterr().out
+
+
+def test_settle_refuses_early_pass_instead_of_overriding_it():
+    with pytest.raises(UsageError, match="settle and early-pass both decide"):
+        AdaptConfig(strategy="settle,early-pass")

@@ -13,7 +13,18 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
 from .errors import UsageError, did_you_mean
-from .loop.strategies import PLAIN, parse_strategies
+from .loop.strategies import (
+    PLAIN,
+    STRATEGIES,
+    CompositionOptions,
+    CutoffOptions,
+    EarlyPassOptions,
+    RacingOptions,
+    SettleOptions,
+    WarmFallbackOptions,
+    check_strategies,
+    parse_strategies,
+)
 from .task_kinds import (
     DEFAULT_METRIC,
     TASK_KINDS,
@@ -104,8 +115,13 @@ LEGACY_NAMES = {"epochs": "transfer_epochs", "train_config": "fallback"}
 
 
 @dataclass
-class AdaptConfig:
-    """Every setting of the loop (:func:`adapterpool.adapt`); JSON-able via ``to_dict``."""
+class AdaptConfig(CompositionOptions, RacingOptions, WarmFallbackOptions, CutoffOptions,
+                  SettleOptions, EarlyPassOptions):
+    """Every setting of the loop (:func:`adapterpool.adapt`); JSON-able via ``to_dict``.
+
+    The built-in strategies' options are fields too: each is declared by its strategy's module
+    (:mod:`adapterpool.loop.strategies`), with its help and command-line flag, and checked there.
+    """
 
     metric: str = field(
         default=DEFAULT_METRIC, metadata=_help(
@@ -161,57 +177,6 @@ class AdaptConfig:
         default=False, metadata=_help("add a passing adapter to the pool, its parent recorded")
     )
     seed: int = field(default=0, metadata=_help("seed of every random choice"))
-    # early-pass
-    pass_evals_per_epoch: int = field(
-        default=4, metadata=_help("early-pass: validation evaluations per epoch of a transfer")
-    )
-    pass_fallback: bool = field(
-        default=True, metadata=_help("early-pass/settle: stop the fallback too once it passes")
-    )
-    # settle
-    settle_patience: float = field(
-        default=0.5, metadata=_help(
-            "settle: once validation meets the threshold, epochs without a new best before the "
-            "attempt stops"
-        )
-    )
-    # cutoff
-    cutoff_min_epochs: float = field(
-        default=0.5, metadata=_help("cutoff: epochs an attempt runs before it may be cut off")
-    )
-    cutoff_max_gain_per_epoch: float = field(
-        default=0.2,
-        metadata=_help(
-            "cutoff: most validation gain an epoch is assumed to bring; cut off when best + "
-            "gain * remaining epochs < threshold (to be calibrated on the benchmark)"
-        ),
-    )
-    warm_fallback_max_shortfall: float | None = field(
-        default=0.1,
-        metadata=_help(
-            "warm-fallback: continue the best attempt only when its validation is at least "
-            "(1 - this) x the threshold; further below, its source is unrelated and standard LoRA "
-            "starts from scratch instead (None: always continue)"
-        ),
-    )
-    cutoff_fallback: bool = field(
-        default=False, metadata=_help("cutoff: apply the cutoff to the fallback too")
-    )
-    min_score: float | None = field(
-        default=None,
-        metadata=_help(
-            "cutoff: skip transfer when the top candidate's score (metric units) is below this "
-            "(None: never skip)"
-        ),
-    )
-    # racing
-    race_size: int = field(default=3, metadata=_help("racing: top candidates probed (M)"))
-    probe_epochs: float = field(default=0.25, metadata=_help("racing: epochs of each probe"))
-    # composition
-    composition_size: int = field(
-        default=3, metadata=_help("composition: top candidates whose LoRA weights are merged")
-    )
-
     def __post_init__(self) -> None:
         self.strategy = parse_strategies(self.strategy)
         if isinstance(self.fallback, Mapping):
@@ -232,31 +197,11 @@ class AdaptConfig:
             (self.transfer_epochs > 0, f"transfer epochs must be > 0, got {self.transfer_epochs}"),
             (self.max_samples is None or self.max_samples >= 1,
              f"max_samples must be >= 1 or None, got {self.max_samples}"),
-            (self.pass_evals_per_epoch >= 1,
-             f"pass_evals_per_epoch must be >= 1, got {self.pass_evals_per_epoch}"),
-            (self.settle_patience > 0,
-             f"settle_patience must be > 0 epochs, got {self.settle_patience}"),
-            (self.warm_fallback_max_shortfall is None or 0 <= self.warm_fallback_max_shortfall <= 1,
-             "warm_fallback_max_shortfall must be in [0, 1] or None, got "
-             f"{self.warm_fallback_max_shortfall}"),
-            (self.cutoff_min_epochs >= 0,
-             f"cutoff_min_epochs must be >= 0, got {self.cutoff_min_epochs}"),
-            (self.cutoff_max_gain_per_epoch >= 0,
-             f"cutoff_max_gain_per_epoch must be >= 0, got {self.cutoff_max_gain_per_epoch}"),
-            (self.race_size >= 1, f"race_size must be >= 1, got {self.race_size}"),
-            (self.composition_size >= 2,
-             f"composition_size must be >= 2, got {self.composition_size}"),
-            (not (self.uses("composition") and self.uses("racing")),
-             "composition and racing both decide the first tries; choose one"),
-            (not self.uses("racing") or 0 < self.probe_epochs < self.transfer_epochs,
-             f"racing: probe_epochs must be > 0 and < transfer_epochs ({self.transfer_epochs})"
-             + f", got {self.probe_epochs}"),
-            (self.min_score is None or self.uses("cutoff"),
-             "min_score needs the 'cutoff' strategy"),
         ]
         for ok, message in checks:
             if not ok:
                 raise UsageError(message)
+        check_strategies(self)  # each strategy checks its options and its companions
         defaults = TrainConfig()
         if self.fallback.seed not in (self.seed, defaults.seed) or (
             self.fallback.selection_metric not in (self.threshold_metric, defaults.selection_metric)
@@ -287,18 +232,16 @@ class AdaptConfig:
         check_threshold_metric(kind, config.threshold_metric)
         return config
 
-    def uses(self, name: str) -> bool:
-        """Whether strategy ``name`` is selected."""
-        return name in self.strategy
-
     def resolved_fallback(self) -> TrainConfig:
         """The fallback's TrainConfig as run: seed and selection metric are the loop's."""
         return replace(self.fallback, seed=self.seed, selection_metric=self.threshold_metric)
 
     def transfer_config(self) -> TrainConfig:
-        """A transfer attempt's TrainConfig: the fallback's settings, ``transfer_epochs`` long."""
-        passing = self.uses("early-pass") or self.uses("settle")
-        evals = self.pass_evals_per_epoch if passing else self.fallback.evals_per_epoch
+        """A transfer attempt's TrainConfig: the fallback's settings, ``transfer_epochs`` long,
+        evaluated as often as the first selected strategy that sets it says (early-pass,
+        settle), else as the fallback."""
+        asked = (STRATEGIES[name](self).evals_per_epoch() for name in self.strategy)
+        evals = next((e for e in asked if e is not None), self.fallback.evals_per_epoch)
         return replace(self.resolved_fallback(), epochs=self.transfer_epochs, evals_per_epoch=evals)
 
     def to_dict(self) -> dict[str, Any]:

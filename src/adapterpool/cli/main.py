@@ -121,24 +121,20 @@ def _add_train_args(parser: argparse.ArgumentParser, *, epochs_flag: str) -> Non
 
 
 def _add_strategy_args(parser: argparse.ArgumentParser) -> None:
+    """--strategy and every registered strategy's options, from the registry: a strategy's help
+    and its options dataclass (each field's help and "flag" metadata)."""
     group = parser.add_argument_group(
-        "strategies", "; ".join(f"{name}: {text}" for name, text in STRATEGIES.items())
+        "strategies", "; ".join(f"{name}: {cls.help}" for name, cls in STRATEGIES.items())
     )
     _option(group, "--strategy", AdaptConfig, "strategy", type=str, metavar="NAME[,NAME...]")
-    _option(group, "--pass-evals-per-epoch", AdaptConfig, "pass_evals_per_epoch", type=int)
-    _option(group, "--pass-fallback", AdaptConfig, "pass_fallback",
-            action=argparse.BooleanOptionalAction)
-    _option(group, "--settle-patience", AdaptConfig, "settle_patience", type=float)
-    _option(group, "--warm-fallback-max-shortfall", AdaptConfig, "warm_fallback_max_shortfall",
-            type=float)
-    _option(group, "--cutoff-min-epochs", AdaptConfig, "cutoff_min_epochs", type=float)
-    _option(group, "--cutoff-max-gain", AdaptConfig, "cutoff_max_gain_per_epoch", type=float)
-    _option(group, "--cutoff-fallback", AdaptConfig, "cutoff_fallback",
-            action=argparse.BooleanOptionalAction)
-    _option(group, "--min-score", AdaptConfig, "min_score", type=float)
-    _option(group, "--race-size", AdaptConfig, "race_size", type=int)
-    _option(group, "--probe-epochs", AdaptConfig, "probe_epochs", type=float)
-    _option(group, "--composition-size", AdaptConfig, "composition_size", type=int)
+    for cls in STRATEGIES.values():
+        for f in fields(cls.options) if cls.options is not None else ():
+            if f.name not in {g.name for g in fields(AdaptConfig)}:
+                continue  # a plugin's options are its own, not AdaptConfig's
+            kind = str(f.type)
+            kwargs = ({"action": argparse.BooleanOptionalAction} if kind == "bool"
+                      else {"type": int if kind == "int" else float})
+            _option(group, f.metadata["flag"], AdaptConfig, f.name, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:

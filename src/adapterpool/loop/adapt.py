@@ -141,7 +141,7 @@ def adapt(
     skipped = run.skip_reason(usable)
     passed: Attempt | None = None
     if skipped is None and config.max_tries > 0 and usable:
-        passed = run.race(usable) if config.uses("racing") else run.tries(usable)
+        passed = run.transfer(usable)
     if passed is None:
         passed = run.fallback()
 
@@ -151,8 +151,7 @@ def adapt(
     if final is not None:
         meta = adapter_metadata(task, final.result, parent_id=final.adapter_id, seed=config.seed)
     report = build_report(task, pool, config, ranking, run.attempts, final, outcome, skipped, start,
-                     processes=state.num_processes, peft=peft,
-                     fallback_choice=run.fallback_choice, composition=run.composition)
+                     processes=state.num_processes, peft=peft, strategies=run.report())
     result = AdaptResult(
         outcome, run.attempts, ranking.scores, final.result.model if final else None, report,
         adapter_meta=meta,

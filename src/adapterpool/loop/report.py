@@ -20,8 +20,9 @@ from .attempts import Attempt, Outcome
 def build_report(task: Task, pool: Pool, config: AdaptConfig, ranking: RankResult,
             attempts: list[Attempt], final: Attempt | None, outcome: Outcome,
             skipped: dict | None, start: float, *, processes: int = 1,
-            peft: PeftConfig | None = None, fallback_choice: dict | None = None,
-            composition: dict | None = None) -> dict:
+            peft: PeftConfig | None = None, strategies: dict | None = None) -> dict:
+    """report.json's content; ``strategies``: each registered strategy's field (LoopRun.report:
+    composition's members and weights, warm-fallback's choice, ...), None where not selected."""
     energy = ranking.energy
     for attempt in attempts:
         energy = energy + attempt.result.energy
@@ -50,8 +51,7 @@ def build_report(task: Task, pool: Pool, config: AdaptConfig, ranking: RankResul
         "skipped": skipped,
         # pool adapters never drawn: another base model or PEFT type than the fallback's method
         "incompatible": ranking.incompatible,
-        "composition": composition,  # merged members and weights (or why no merge)
-        "warm_fallback": fallback_choice,  # the best attempt, its shortfall, whether it went on
+        **(strategies or {}),
         # "final": the attempt whose adapter is the result (passing, else the best)
         "attempts": [a.as_json() | {"final": a is final} for a in attempts],
         "outcome": outcome,

@@ -36,13 +36,13 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
 from ..config import SELECTION_METRICS, TrainConfig
-from ..loop.strategies import STOP_REASONS, StopRule
 from ..models.build import check_room, fit_tokenizer
 from ..models.peft_methods import learning_rate_for
 from ..task_kinds import check_threshold_metric, get_kind
 from ..tasks import Task
 from .encoding import EncodedRecords, inference_loader, train_loader
 from .energy import EnergyMeter, EnergyReading
+from .stopping import STOP_REASONS, StopRule
 
 __all__ = [
     "SELECTION_METRICS", "STOP_REASONS", "StopRule", "TrainConfig", "TrainResult",
