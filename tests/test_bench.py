@@ -147,8 +147,8 @@ def test_bench_runs_resumes_and_reports(tiny_base_model, bench_folders, tmp_path
     state = first.run()
     # 3 sources, then per target 2 fine-tunes (the other two pool members) + 1 baseline
     assert first.state.trained == 3 + 2 * (2 + 1) + 2
-    assert first.state.computed == {"source": 3, "scores": 2, "finetune": 4, "baseline": 2,
-                                    "strategy": 2}
+    assert first.state.computed == {"source": 3, "scores": 2, "reference": 2, "finetune": 4,
+                                    "baseline": 2, "strategy": 2}
     runs = state["targets"]["debate-role"]["strategies"]
     assert set(runs) == {"plain", "early-pass,cutoff,warm-fallback"}
     for strategy, by_seed in runs.items():

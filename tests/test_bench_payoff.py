@@ -105,7 +105,7 @@ def test_converged_bench_runs_resumes_and_reports(tiny_base_model, bench_folders
     first = BenchRun(config, show_progress=False, measure_energy=False)
     state = first.run()
     # 3 sources; per target: 2 baseline seeds, 1 chosen candidate x 2 seeds, 1 peer x 2 seeds
-    assert first.state.computed == {"source": 3, "scores": 2, "gt_baseline": 4,
+    assert first.state.computed == {"source": 3, "scores": 2, "reference": 2, "gt_baseline": 4,
                                     "gt_finetune": 4, "peers": 4}
     for target in state["targets"].values():
         chosen = target["gt_candidates"]
@@ -114,6 +114,7 @@ def test_converged_bench_runs_resumes_and_reports(tiny_base_model, bench_folders
         assert set(target["gt_baseline"]) == {"0", "1"}
         assert set(target["peers"]) == {"eva"}
         assert target["task"]["n_validation"] == 16 and target["task"]["n_test"] == 24
+        assert set(target["reference"]["scores"]) == {"logme", "knn"}
         # seeds differ: the two baseline runs do not follow the same curve
         curves = [[h["accuracy"] for h in run["history"]]
                   for run in target["gt_baseline"].values()]
@@ -162,3 +163,22 @@ def test_peers_start_from_their_own_initialisation(tiny_base_model, bench_folder
             assert torch.allclose(v.norm(dim=1), torch.ones(v.shape[0]), atol=1e-3)
     else:  # PiSSA and OLoRA move part of W into A and B: B is no longer zero
         assert all(torch.count_nonzero(v) > 0 for v in b.values())
+
+
+def test_min_gain_fit_misjudges_fewest_and_is_checked_leave_one_out():
+    from adapterpool.bench.calibration import calibrate_min_gain, fit_min_gain
+
+    assert fit_min_gain([(0.1, True), (0.2, True)]) is None  # nothing to separate
+    # separable: the cut lies between the highest unrelated and the lowest related gain
+    assert fit_min_gain([(-0.02, False), (0.01, False), (0.05, True), (0.2, True)]) == \
+        pytest.approx(0.03)
+    # one unrelated target above a related one: the cut that misjudges one target, lowest first
+    assert fit_min_gain([(0.0, False), (0.04, True), (0.06, False), (0.1, True)]) == \
+        pytest.approx(0.02)
+    out = calibrate_min_gain({"a": (-0.02, False), "b": (0.01, False), "c": (0.05, True),
+                              "d": (0.2, True)})
+    assert out["min_gain"] == pytest.approx(0.03) and out["targets"] == 4
+    assert out["right"] == 3 and out["missed_relatives"] == 1 and out["useless_tries"] == 0
+    # held out, "c" is judged by the cut fitted on a, b, d: (0.01 + 0.2) / 2 = 0.105 > 0.05
+    assert out["per_target"]["c"]["min_gain"] == pytest.approx(0.105)
+    assert out["per_target"]["c"]["skipped"] and not out["per_target"]["c"]["right"]

@@ -21,6 +21,7 @@ from .loop.strategies import (
     EarlyPassOptions,
     RacingOptions,
     SettleOptions,
+    SkipUnrelatedOptions,
     WarmFallbackOptions,
     check_strategies,
     parse_strategies,
@@ -115,8 +116,8 @@ LEGACY_NAMES = {"epochs": "transfer_epochs", "train_config": "fallback"}
 
 
 @dataclass
-class AdaptConfig(CompositionOptions, RacingOptions, WarmFallbackOptions, CutoffOptions,
-                  SettleOptions, EarlyPassOptions):
+class AdaptConfig(CompositionOptions, RacingOptions, WarmFallbackOptions, SkipUnrelatedOptions,
+                  CutoffOptions, SettleOptions, EarlyPassOptions):
     """Every setting of the loop (:func:`adapterpool.adapt`); JSON-able via ``to_dict``.
 
     The built-in strategies' options are fields too: each is declared by its strategy's module

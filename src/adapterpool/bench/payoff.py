@@ -25,6 +25,7 @@ import math
 
 import numpy as np
 
+from .calibration import calibrate_min_gain
 from .quality import ranking_quality
 
 REACH_FRACTION = 0.99
@@ -213,6 +214,18 @@ def summarize_payoff(state: dict, config: dict, specs: dict[str, str]) -> dict:
         any(family_of(specs.get(s, "")) == complete[k]["family"]
             for s in specs if s != k) == complete[k]["has_related_source"]
         for k in with_family)
+    gains = {}
+    for metric in metrics:
+        rows = {}
+        for key in complete:
+            target = state["targets"][key]
+            reference = ((target.get("reference") or {}).get("scores") or {}).get(metric)
+            tops = [e["scores"].get(metric) for e in (target.get("scores") or {}).values()]
+            tops = [v for v in tops if v is not None and math.isfinite(v)]
+            if reference is not None and math.isfinite(reference) and tops:
+                rows[key] = (max(tops) - reference, complete[key]["has_related_source"])
+        if len(rows) >= 3:
+            gains[metric] = calibrate_min_gain(rows)
     peers: dict = {}
     for key, t in complete.items():
         for name, p in t["peers"].items():
@@ -225,6 +238,7 @@ def summarize_payoff(state: dict, config: dict, specs: dict[str, str]) -> dict:
         "quality_by_group": quality,
         "strategies_by_group": strategies,
         "peers": peers,
+        "nothing_related_rule": gains,
         "family_agreement": {"targets": len(with_family), "agree": agree,
                              "rule": "a same-family pool member exists <=> has_related_source"},
         "definitions": {"reach_fraction": REACH_FRACTION,

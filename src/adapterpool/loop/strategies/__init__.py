@@ -21,18 +21,21 @@ from .plain import Plain
 from .racing import Racing, RacingOptions
 from .same_labels import SameLabels
 from .settle import Settle, SettleOptions, SettleRule
+from .skip_unrelated import SkipUnrelated, SkipUnrelatedOptions
 from .warm_fallback import WarmFallback, WarmFallbackOptions
 
 # The built-in strategies, in the canonical order of a selection (reports, the command line's
 # help) and the order their hooks are asked in: a pass rule from early-pass or settle comes
 # before same-labels' accept-as-it-is rule.
-for _builtin in (Plain, EarlyPass, Settle, Cutoff, WarmFallback, SameLabels, Racing, Composition):
+for _builtin in (Plain, EarlyPass, Settle, Cutoff, SkipUnrelated, WarmFallback, SameLabels, Racing,
+                 Composition):
     register_strategy(_builtin)
 
 __all__ = [
     "PLAIN", "STOP_REASONS", "STRATEGIES", "Composition", "CompositionOptions", "Cutoff",
     "CutoffOptions", "CutoffRule", "EarlyPass", "EarlyPassOptions", "PassRule", "Plain", "Racing",
-    "RacingOptions", "SameLabels", "Settle", "SettleOptions", "SettleRule", "StopRule", "Strategy",
+    "RacingOptions", "SameLabels", "Settle", "SettleOptions", "SettleRule", "SkipUnrelated",
+    "SkipUnrelatedOptions", "StopRule", "Strategy",
     "WarmFallback", "WarmFallbackOptions", "check_strategies", "first_reason", "parse_strategies",
     "register_strategy",
 ]
