@@ -31,6 +31,7 @@ from .quality import ranking_quality
 REACH_FRACTION = 0.99
 RELATED_EPOCH_SHARE = 0.5
 PEER_ACCURACY = 0.995  # a peer "reaches standard LoRA's accuracy" at this test-accuracy ratio
+NO_FAMILY = "other"  # bench-data's label for a task that belongs to no family
 
 
 def _test(record: dict) -> float:
@@ -209,11 +210,13 @@ def summarize_payoff(state: dict, config: dict, specs: dict[str, str]) -> dict:
             strategies[name][group]["max_time_ratio"] = (
                 max(r["time_ratio"] for r in rows) if rows else math.nan)
             strategies[name][group]["n_targets"] = len(rows)
+    def same_family_member(key: str) -> bool:  # "other" is no family: it groups nothing
+        family = complete[key]["family"]
+        return family not in (None, NO_FAMILY) and any(
+            family_of(spec) == family for member, spec in specs.items() if member != key)
+
     with_family = [k for k, t in complete.items() if t["family"] is not None]
-    agree = sum(
-        any(family_of(specs.get(s, "")) == complete[k]["family"]
-            for s in specs if s != k) == complete[k]["has_related_source"]
-        for k in with_family)
+    agree = sum(same_family_member(k) == complete[k]["has_related_source"] for k in with_family)
     gains = {}
     for metric in metrics:
         rows = {}
