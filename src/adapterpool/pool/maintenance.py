@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -18,6 +19,15 @@ from .store import AdapterPool, PoolError
 from .summaries import summary_rows, verified_summary_bytes, verify_summaries
 
 DEFAULT_GRACE_SECONDS = 600.0
+# Rewritten by every verify: a pool server drops its cache of verified file hashes when it changes
+# (adapterpool.server.files), so a file altered without a new mtime is hashed again.
+VERIFY_MARKER = ".verify-generation"
+
+
+def mark_verified(pool: AdapterPool) -> None:
+    tmp = pool.path / f"{VERIFY_MARKER}.{os.getpid()}.tmp"
+    tmp.write_text(f"{time.time_ns()}\n")
+    os.replace(tmp, pool.path / VERIFY_MARKER)
 
 
 def verify(
@@ -79,6 +89,7 @@ def verify(
                     shutil.rmtree(pool.path / rel, ignore_errors=True)
         # last under the lock: its repair commits, which ends the lock
         summaries = verify_summaries(pool, conn, catalogued, repair=repair)
+    mark_verified(pool)
     return {
         "adapters": len(records),
         "verified": len(records) - len(corrupt) - len(missing),
