@@ -107,6 +107,8 @@ def test_list_and_show_come_from_the_catalog(served):
         assert [r["id"] for r in client.get("/api/adapters").json()] == [r.id for r in records]
         assert client.get(f"/api/adapters/{records[1].id}").json()["sha256"] == records[1].sha256
         assert client.get("/api/info").json()["adapters"] == len(records)
+        assert client.get("/").status_code == 200
+        assert client.get(f"/adapters/{records[1].id}").status_code == 200
         assert files.hashed == 0
     finally:
         shutil.rmtree(pool.path / "adapters")

@@ -384,6 +384,9 @@ def create_app(pool_path: str | Path, *, max_upload_bytes: int = DEFAULT_MAX_UPL
         except PoolError as exc:  # removed meanwhile
             raise HTTPException(404, str(exc)) from exc
 
+    from .pages import add_pages
+
+    add_pages(app)
     return app
 
 
