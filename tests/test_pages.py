@@ -218,9 +218,10 @@ def _accessible(page) -> None:
     assert problems == []
 
 
-def _screenshot(page, name: str) -> None:
-    DOCS.mkdir(exist_ok=True)
-    path = DOCS / name
+def _screenshot(page, name: str, tmp_path: Path) -> None:
+    """A screenshot of the viewport, checked; copied into docs/ (the README's) when
+    ADAPTERPOOL_UPDATE_SCREENSHOTS=1, so that a test run leaves the checkout unchanged."""
+    path = tmp_path / name
     page.screenshot(path=str(path), full_page=False)
     size = path.stat().st_size
     assert 5_000 < size < 400_000, f"{name}: {size} bytes"
@@ -229,14 +230,17 @@ def _screenshot(page, name: str) -> None:
     with Image.open(path) as image:
         assert image.size == (1280, 800)
         assert len(set(image.convert("L").resize((64, 40)).tobytes())) > 8  # not blank
+    if os.environ.get("ADAPTERPOOL_UPDATE_SCREENSHOTS") == "1":
+        DOCS.mkdir(exist_ok=True)
+        shutil.copyfile(path, DOCS / name)
 
 
-def test_browse_filter_and_sort(site, page):
+def test_browse_filter_and_sort(site, page, tmp_path):
     page.goto(site["url"] + "/")
     _accessible(page)
     rows = page.locator("#adapters tbody tr")
     assert rows.count() == len(site["pool"].list())
-    _screenshot(page, "page-adapters.png")
+    _screenshot(page, "page-adapters.png", tmp_path)
     page.get_by_label("Task kind").select_option("pair")
     page.get_by_role("button", name="Apply filters").click()
     page.wait_for_url(re.compile(r"kind=pair"))
@@ -268,7 +272,7 @@ def test_keyboard_reaches_the_filters(site, page):
     assert {"q", "kind", "method", "per"} <= set(focused)
 
 
-def test_detail_and_lineage_pages(site, page):
+def test_detail_and_lineage_pages(site, page, tmp_path):
     child = site["child"]
     page.goto(site["url"] + "/")
     page.get_by_role("link", name=child.id, exact=True).first.click()
@@ -281,7 +285,7 @@ def test_detail_and_lineage_pages(site, page):
     assert site["grandchild"].id in page.locator("#descendants").inner_text()
     href = page.get_by_role("link", name="adapter_model.safetensors").get_attribute("href")
     assert httpx.get(site["url"] + href).headers["x-adapter-sha256"] == child.sha256
-    _screenshot(page, "page-adapter.png")
+    _screenshot(page, "page-adapter.png", tmp_path)
     page.get_by_role("link", name="The whole pool's lineage").click()
     page.wait_for_url(re.compile("/lineage$"))
     _accessible(page)
@@ -292,7 +296,7 @@ def test_detail_and_lineage_pages(site, page):
         assert box["width"] > 200 and box["height"] > 50
         assert graph.locator("g.node").count() == 4
     assert page.locator("#edges tbody tr").count() == 3
-    _screenshot(page, "page-lineage.png")
+    _screenshot(page, "page-lineage.png", tmp_path)
     page.locator("#edges").get_by_role("link", name=site["grandchild"].id).click()
     page.wait_for_url(re.compile(f"/adapters/{site['grandchild'].id}$"))
     assert "film-critique" in page.locator("main").inner_text()

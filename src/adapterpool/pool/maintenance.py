@@ -160,7 +160,8 @@ def model_card(record, config: dict) -> str:
 
 
 def export(pool: AdapterPool, adapter_id: str, out_dir: str | Path) -> Path:
-    """A folder that ``PeftModel.from_pretrained`` loads directly, with a model card."""
+    """A folder that ``PeftModel.from_pretrained`` loads directly, with a model card; from a
+    pool folder or a served pool (the same files)."""
     record = pool.get(adapter_id)
     source = pool.adapter_dir(adapter_id)
     out = Path(out_dir)
@@ -171,9 +172,13 @@ def export(pool: AdapterPool, adapter_id: str, out_dir: str | Path) -> Path:
         if (source / name).is_file():
             shutil.copyfile(source / name, out / name)
     # the task summary travels too, verified; an import elsewhere keeps it
-    row = summary_rows(pool).get(adapter_id)
-    if row is not None:
-        (out / TASK_EMBEDDING).write_bytes(verified_summary_bytes(pool, adapter_id, row))
+    if isinstance(pool, AdapterPool):
+        row = summary_rows(pool).get(adapter_id)
+        summary = None if row is None else verified_summary_bytes(pool, adapter_id, row)
+    else:  # a served pool (RemotePool): the server's summary, sha256 checked
+        summary = pool.summary_bytes(adapter_id)
+    if summary is not None:
+        (out / TASK_EMBEDDING).write_bytes(summary)
     config = json.loads((source / ADAPTER_CONFIG).read_text())
     (out / "README.md").write_text(model_card(record, config))
     return out
