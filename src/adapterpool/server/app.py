@@ -10,6 +10,7 @@ shape check that builds a model) runs in worker threads so reads stay responsive
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import threading
@@ -29,9 +30,10 @@ from .. import __version__
 from ..peft_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTERPOOL_META, TASK_EMBEDDING
 from ..pool.catalog import AdapterRecord
 from ..pool.checks import AdapterRejected, check_id
+from ..pool.storage import LocalStorage
 from ..pool.store import AdapterPool, DuplicateAdapterError, PoolError
 from ..pool.tokens import token_owner
-from .catalog_view import CatalogView
+from .catalog_view import CatalogView, Snapshot
 from .files import BigChunkFileResponse, VerifiedFiles, etag_matches
 
 DOWNLOADABLE = (ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTERPOOL_META)
@@ -254,12 +256,12 @@ def create_app(pool_path: str | Path, *, max_upload_bytes: int = DEFAULT_MAX_UPL
             raise HTTPException(401, "invalid write token", headers=CLOSE)
         return owner
 
-    def record_or_404(adapter_id: str) -> AdapterRecord:
+    def record_or_404(adapter_id: str, snapshot: Snapshot | None = None) -> AdapterRecord:
         try:
             check_id(adapter_id)
         except AdapterRejected as exc:
             raise HTTPException(404, str(exc)) from exc
-        record = view.current().by_id.get(adapter_id)
+        record = (snapshot or view.current()).by_id.get(adapter_id)
         if record is None:
             raise HTTPException(404, f"no adapter {adapter_id!r} in pool {pool.path}")
         return record
@@ -277,14 +279,17 @@ def create_app(pool_path: str | Path, *, max_upload_bytes: int = DEFAULT_MAX_UPL
         except (AdapterRejected, PoolError, ValueError) as exc:
             raise HTTPException(400, str(exc)) from exc
 
+    # The read routes are coroutines: what they do is in memory (the catalog view) or a stat, so
+    # they answer on the event loop without a worker-thread hop each; hashing a file (a cache
+    # miss) and storage other than the local folder go to a worker thread.
     @app.get("/api/info")
-    def info() -> dict:
+    async def info() -> dict:
         return {"adapterpool_version": __version__, "base_model": pool.base_model,
                 "fingerprint": pool.info.get("fingerprint"),
                 "adapters": len(view.current().records)}
 
     @app.get("/api/adapters")
-    def list_adapters(task: str | None = None, kind: str | None = None,
+    async def list_adapters(task: str | None = None, kind: str | None = None,
                       label: str | None = None,
                       if_none_match: str | None = Header(None)) -> Response:
         snapshot = view.current()
@@ -299,26 +304,51 @@ def create_app(pool_path: str | Path, *, max_upload_bytes: int = DEFAULT_MAX_UPL
             records = [r for r in records if r.task_kind == kind]
         if label:
             records = [r for r in records if label in r.label_names]
-        return _json_response(json.dumps([r.as_json() for r in records]).encode())
+        return _json_response(b"[" + b", ".join(snapshot.json_of[r.id] for r in records) + b"]")
 
     @app.get("/api/adapters/{adapter_id}")
-    def show(adapter_id: str) -> Response:
-        record = record_or_404(adapter_id)
-        return _json_response(json.dumps(record.as_json()).encode(), record.sha256)
+    async def show(adapter_id: str) -> Response:
+        snapshot = view.current()
+        record = record_or_404(adapter_id, snapshot)
+        return _json_response(snapshot.json_of[record.id], record.sha256)
 
     @app.get("/api/task-summaries")
-    def task_summaries() -> dict:
+    async def task_summaries() -> dict:
         """The catalog's task-summary rows by adapter id (sha256, source, n_texts, dims); the
         files themselves: ``/api/adapters/ID/files/task_embedding.safetensors``."""
         return view.current().summaries
 
+    def located(record: AdapterRecord, name: str, expected: str | None,
+                cached_only: bool) -> tuple[Path, str, os.stat_result] | None:
+        """The file's path, sha256 and stat, refused (500) when it differs from ``expected``;
+        with ``cached_only``, None where that needs more than a stat (a hash, a download)."""
+        if cached_only and not isinstance(pool.storage, LocalStorage):
+            return None
+        folder = pool.storage.local_dir(record.id, record.sha256)
+        if folder is None or not (folder / name).is_file():
+            raise HTTPException(500 if name == ADAPTER_WEIGHTS else 404,
+                                f"adapter {record.id} has no {name} on disk; "
+                                "run `adapterpool pool verify`")
+        try:
+            found = files.cached(folder / name) if cached_only else files.sha256(folder / name)
+        except FileNotFoundError as exc:  # removed meanwhile
+            raise HTTPException(404, f"adapter {record.id} has no {name}") from exc
+        if found is None:
+            return None
+        sha, stat = found
+        if expected is not None and sha != expected:
+            raise HTTPException(500, f"adapter {record.id}: {name} altered on disk (sha256 "
+                                     "differs from the catalog); run `adapterpool pool verify`")
+        return folder / name, sha, stat
+
     @app.get("/api/adapters/{adapter_id}/files/{name}")
-    def download(adapter_id: str, name: str,
-                 if_none_match: str | None = Header(None)) -> Response:
+    async def download(adapter_id: str, name: str,
+                       if_none_match: str | None = Header(None)) -> Response:
         """The file, verified against its sha256 (the weights: the catalog's; the task summary:
         its row's; the JSON files: their own, as ETag); a matching If-None-Match gets 304."""
-        record = record_or_404(adapter_id)
-        summary = view.current().summaries.get(record.id)
+        snapshot = view.current()
+        record = record_or_404(adapter_id, snapshot)
+        summary = snapshot.summaries.get(record.id)
         servable = DOWNLOADABLE + ((TASK_EMBEDDING,) if summary else ())
         if name not in servable:
             raise HTTPException(404, f"no file {name!r}; files: {', '.join(servable)}")
@@ -327,22 +357,13 @@ def create_app(pool_path: str | Path, *, max_upload_bytes: int = DEFAULT_MAX_UPL
         headers = {"X-Adapter-SHA256": record.sha256, "Cache-Control": "no-cache"}
         if expected is not None and etag_matches(if_none_match, expected):
             return Response(status_code=304, headers={**headers, "ETag": f'"{expected}"'})
-        folder = pool.storage.local_dir(record.id, record.sha256)
-        if folder is None or not (folder / name).is_file():
-            raise HTTPException(500 if name == ADAPTER_WEIGHTS else 404,
-                                f"adapter {adapter_id} has no {name} on disk; "
-                                "run `adapterpool pool verify`")
-        try:
-            sha, stat = files.sha256(folder / name)
-        except FileNotFoundError as exc:  # removed meanwhile
-            raise HTTPException(404, f"adapter {adapter_id} has no {name}") from exc
-        if expected is not None and sha != expected:
-            raise HTTPException(500, f"adapter {adapter_id}: {name} altered on disk (sha256 "
-                                     "differs from the catalog); run `adapterpool pool verify`")
+        found = located(record, name, expected, cached_only=True)
+        if found is None:
+            found = await run_in_threadpool(located, record, name, expected, False)
+        path, sha, stat = found
         if etag_matches(if_none_match, sha):
             return Response(status_code=304, headers={**headers, "ETag": f'"{sha}"'})
-        return BigChunkFileResponse(folder / name, stat_result=stat,
-                                    headers={**headers, "ETag": f'"{sha}"'})
+        return BigChunkFileResponse(path, stat_result=stat, headers={**headers, "ETag": f'"{sha}"'})
 
     upload_form = {"requestBody": {"required": True, "content": {"multipart/form-data": {
         "schema": {"type": "object", "required": list(UPLOAD_FILES), "properties": {

@@ -46,13 +46,27 @@ class VerifiedFiles:
         with self._lock:
             self._hashes.clear()
 
-    def sha256(self, path: Path) -> tuple[str, os.stat_result]:
-        """The sha256 of ``path`` (cached when its key is unchanged) and the stat it holds for."""
+    def _check_marker(self) -> None:
         marker = self._stat_marker()
         with self._lock:
             if marker != self._marker_key:
                 self._hashes.clear()
                 self._marker_key = marker
+
+    def cached(self, path: Path) -> tuple[str, os.stat_result] | None:
+        """The cached sha256 of ``path`` and its stat, None when it would need hashing (two
+        stats: cheap enough for the event loop)."""
+        self._check_marker()
+        st = os.stat(path)
+        with self._lock:
+            hit = self._hashes.get(path)
+        if hit is not None and hit[0] == (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns):
+            return hit[1], st
+        return None
+
+    def sha256(self, path: Path) -> tuple[str, os.stat_result]:
+        """The sha256 of ``path`` (cached when its key is unchanged) and the stat it holds for."""
+        self._check_marker()
         st = os.stat(path)
         key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         with self._lock:
