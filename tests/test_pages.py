@@ -300,3 +300,18 @@ def test_detail_and_lineage_pages(site, page, tmp_path):
     page.locator("#edges").get_by_role("link", name=site["grandchild"].id).click()
     page.wait_for_url(re.compile(f"/adapters/{site['grandchild'].id}$"))
     assert "film-critique" in page.locator("main").inner_text()
+
+
+def test_sorting_puts_missing_scores_last_in_either_order(lineage_pool):
+    from dataclasses import replace
+
+    from adapterpool.server.pages import sorted_records
+
+    records = lineage_pool["pool"].list()[:3]
+    unscored = replace(records[0], id="zz-unscored", metrics={})
+    scored = [replace(r, metrics={"validation": {"accuracy": a}})
+              for r, a in zip(records, (0.2, 0.9, 0.5), strict=True)]
+    for descending, expected in ((True, [0.9, 0.5, 0.2]), (False, [0.2, 0.5, 0.9])):
+        ordered = sorted_records([unscored, *scored], "validation", descending)
+        assert [r.metrics["validation"]["accuracy"] for r in ordered[:3]] == expected
+        assert ordered[-1].id == "zz-unscored"

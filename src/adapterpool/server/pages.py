@@ -77,16 +77,24 @@ def primary_validation(record: AdapterRecord) -> tuple[str, float | None]:
     return metric, value if isinstance(value, (int, float)) else None
 
 
-def sort_key(column: str):
-    def key(r: AdapterRecord):
-        value = {
-            "id": r.id, "task": r.task_name.lower(), "kind": r.task_kind,
-            "labels": len(r.label_names), "method": r.peft_type, "base": r.base_model,
-            "validation": primary_validation(r)[1], "size": r.size_bytes,
-            "created": r.created_at, "parent": r.parent_id or "",
-        }[column]
-        return (value is None, value if value is not None else 0, r.id)
-    return key
+def sort_value(record: AdapterRecord, column: str):
+    return {
+        "id": record.id, "task": record.task_name.lower(), "kind": record.task_kind,
+        "labels": len(record.label_names), "method": record.peft_type,
+        "base": record.base_model, "validation": primary_validation(record)[1],
+        "size": record.size_bytes, "created": record.created_at,
+        "parent": record.parent_id or "",
+    }[column]
+
+
+def sorted_records(records: list[AdapterRecord], column: str,
+                   descending: bool) -> list[AdapterRecord]:
+    """Sorted by ``column`` (ties by id); records without a value (no validation score) last
+    in either order."""
+    present = [r for r in records if sort_value(r, column) is not None]
+    missing = sorted((r for r in records if sort_value(r, column) is None), key=lambda r: r.id)
+    present.sort(key=lambda r: (sort_value(r, column), r.id), reverse=descending)
+    return present + missing
 
 
 @dataclass
@@ -228,7 +236,7 @@ def add_pages(app: FastAPI) -> None:
             records = [r for r in records if needle in " ".join(
                 [r.id, r.task_name, r.description or "", r.parent_id or "", *r.label_names]
             ).lower()]
-        records = sorted(records, key=sort_key(sort), reverse=order == "desc")
+        records = sorted_records(records, sort, order == "desc")
         pages = max(1, math.ceil(len(records) / per))
         page = min(max(page, 1), pages)
         shown = records[(page - 1) * per: page * per]
