@@ -2,19 +2,26 @@
 
 For ``--seconds`` (default 60), 8 clients upload distinct adapters (perturbed copies of one
 trained adapter) with a write token, and 32 clients list, show and download (checking each
-download's sha256). Every 5th upload attempt is a deliberate refusal, in turn: a chunked body
-with no token (401, refused before the body), a chunked body over the size limit (413, refused
-at the limit) and a re-upload of an accepted adapter (409), so the bounded paths run under load.
+download's sha256); the readers run as threads of --reader-processes processes (default 4), so
+that the latencies measure the server rather than one client process's GIL (with 1, as before
+2026-12, all 40 clients share this process). Every 5th upload attempt is a deliberate refusal,
+in turn: a chunked body with no token (401, refused before the body), a chunked body over the
+size limit (413, refused at the limit) and a re-upload of an accepted adapter (409), so the
+bounded paths run under load.
 
 Reported: requests per kind, p50/p99 latency per kind, errors split into intended refusals and
 unexpected ones, adapters lost (every upload answered 201 must be listed afterwards with weights
 whose sha256 matches what was sent; must be 0), the server's peak RSS (VmHWM) and its peak
 temp-disk use, in all and for one upload (the server runs with TMPDIR on a folder polled every
 few ms; files it holds open without a name, as O_TMPFILE temp files are, are counted through
-/proc/<pid>/fd). One upload is bounded by the limit; concurrent uploads add up.
+/proc/<pid>/fd). One upload is bounded by the limit; concurrent uploads together by the server's
+cap (--max-temp-mb): an upload that does not fit is refused with 503 and Retry-After, counted as
+"busy". The 1-minute load average is sampled every second during the run (the machine may be
+shared: the results say how busy it was).
 
     .venv/bin/python benchmarks/bench_server_load.py [--seconds 60] [--uploaders 8]
-        [--readers 32] [--seed 0] [--max-upload-mb 16] [--tiny] [--out benchmarks/results]
+        [--readers 32] [--seed 0] [--max-upload-mb 16] [--max-temp-mb N] [--tiny]
+        [--out benchmarks/results]
 
 Only loopback traffic; every client loop stops by itself at the deadline.
 """
@@ -48,6 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OK = {"list": 200, "show": 200, "download": 200, "info": 200, "upload": 201}
 # Deliberate refusals and the status each must get.
 REFUSALS = {"no-token": 401, "over-limit": 413, "duplicate": 409}
+BUSY = 503  # an upload that does not fit in the server-wide temp cap (with Retry-After)
 FILES = {"adapter_config": "adapter_config.json", "adapter_model": "adapter_model.safetensors",
          "metadata": "adapterpool.json"}
 
@@ -136,10 +144,15 @@ class Monitor(threading.Thread):
         super().__init__(daemon=True)
         self.pid, self.temp = pid, temp
         self.peak_temp = self.peak_request_temp = self.peak_rss = 0
+        self.loadavg: list[float] = []  # 1-minute load average, sampled every second
         self.stop = threading.Event()
 
     def run(self) -> None:
+        last_load = 0.0
         while not self.stop.is_set():
+            if time.monotonic() - last_load >= 1.0:
+                last_load = time.monotonic()
+                self.loadavg.append(os.getloadavg()[0])
             use = temp_use(self.temp, self.pid)
             self.peak_temp = max(self.peak_temp, sum(use.values()))
             self.peak_request_temp = max(self.peak_request_temp, *use.values(), 0)
@@ -248,6 +261,11 @@ def uploader(worker: int, url: str, token: str, variants: Variants, deadline: fl
                 stats.record(kind, time.perf_counter() - start, "unexpected", repr(exc))
                 continue
             seconds = time.perf_counter() - start
+            if response.status_code == BUSY and "retry-after" in response.headers \
+                    and kind in ("upload", "duplicate", "over-limit"):
+                # the server-wide temp cap was reached: refused before the body, as intended
+                stats.record("busy", seconds, "refused")
+                continue
             if response.status_code != expected:
                 stats.record(kind, seconds, "unexpected",
                              f"{response.status_code} {response.text[:200]}")
@@ -299,6 +317,34 @@ def reader(worker: int, url: str, deadline: float, seed: int, stats: Stats) -> N
                              f"{response.status_code} {response.text[:200]}")
 
 
+def reader_process(workers: list[int], url: str, start_at: float, deadline: float, seed: int,
+                   conn) -> None:
+    """Reader threads ``workers`` in a process of their own (from ``start_at``, a monotonic time:
+    the clock is system-wide); sends its Stats' figures back through ``conn`` at the end."""
+    stats = Stats()
+    time.sleep(max(0.0, start_at - time.monotonic()))
+    threads = [threading.Thread(target=reader, daemon=True, args=(w, url, deadline, seed, stats))
+               for w in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    conn.send({"latencies": dict(stats.latencies), "ok": dict(stats.ok),
+               "refused": dict(stats.refused), "unexpected": dict(stats.unexpected),
+               "samples": stats.samples})
+    conn.close()
+
+
+def merge(stats: Stats, figures: dict) -> None:
+    with stats.lock:
+        for kind, values in figures["latencies"].items():
+            stats.latencies[kind].extend(values)
+        for name in ("ok", "refused", "unexpected"):
+            for kind, n in figures[name].items():
+                getattr(stats, name)[kind] += n
+        stats.samples.extend(figures["samples"][:20 - len(stats.samples)])
+
+
 def count_lost(url: str, accepted: dict[str, str]) -> tuple[int, list[str]]:
     """Accepted uploads missing from the list, or whose served weights differ from those sent."""
     lost = []
@@ -317,7 +363,7 @@ def count_lost(url: str, accepted: dict[str, str]) -> tuple[int, list[str]]:
 
 def summarize(stats: Stats) -> dict[str, dict]:
     kinds = {}
-    for kind in [*OK, *REFUSALS]:
+    for kind in [*OK, *REFUSALS, "busy"]:
         lat = np.array(stats.latencies.get(kind, []), dtype=float) * 1000
         kinds[kind] = {
             "requests": int(lat.size), "ok": stats.ok.get(kind, 0),
@@ -336,15 +382,18 @@ def write_markdown(path: Path, result: dict) -> None:
         "",
         f"`{result['command']}`",
         "",
-        (f"{run['seconds']} s, {run['uploaders']} uploaders + {run['readers']} readers on one "
+        (f"{run['seconds']} s, {run['uploaders']} uploaders + {run['readers']} readers (in "
+         f"{run['reader_processes']} processes; the uploaders in this one) on one "
          f"server (127.0.0.1, --max-upload-mb {run['max_upload_mb']}), base model "
          f"{run['base_model']}, {run['adapter_mib']:.2f} MiB of weights per adapter, seed "
          f"{run['seed']}; one warm-up upload before the clock "
          f"({run['warmup_upload_seconds']} s: the server's first add imports torch/peft and "
          "builds the model for the shape check). "
-         f"Machine: {env['nproc']} CPU cores shared with other workers (load "
-         f"average {env['loadavg_start'][0]:.1f} at start, {env['loadavg_end'][0]:.1f} at end); "
-         "clients and server on the same cores, so latencies include client-side contention."),
+         f"Machine: {env['nproc']} CPU cores, **not quiet**: shared with other workers (a "
+         f"training job, other test runs); 1-minute load average {env['loadavg_start'][0]:.1f} "
+         f"at start, {env['loadavg_during']['mean']:.1f} on average during the run (max "
+         f"{env['loadavg_during']['max']:.1f}), {env['loadavg_end'][0]:.1f} at end; clients "
+         "and server on the same cores, so latencies include client-side contention."),
         "",
         "| kind | requests | ok | refused as intended | unexpected | p50 ms | p99 ms |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -361,11 +410,14 @@ def write_markdown(path: Path, result: dict) -> None:
         f"- server peak RSS (VmHWM): {s['peak_rss_mib']:.0f} MiB",
         (f"- server peak temp-disk use: {s['peak_temp_mib']:.2f} MiB in all (concurrent "
          f"uploads), {s['peak_temp_one_upload_mib']:.2f} MiB for one upload (limit "
-         f"{run['max_upload_mb']} MiB); temp folder empty afterwards: {s['temp_empty_after']}"),
+         f"{run['max_upload_mb']} MiB), server-wide cap {s['temp_cap_mib']:.0f} MiB (peak "
+         f"within it: {s['peak_temp_within_cap']}); temp folder empty afterwards: "
+         f"{s['temp_empty_after']}"),
         "",
         ("no-token: chunked 8 MiB body without a token (401 before the body is read); "
          "over-limit: chunked body 4 MiB over the limit with a token (413 at the limit); "
-         "duplicate: re-upload of an accepted adapter (409)."),
+         "duplicate: re-upload of an accepted adapter (409); busy: an upload refused before "
+         "its body because the server-wide temp cap was in use (503 with Retry-After)."),
         "",
     ]
     path.write_text("\n".join(lines))
@@ -378,6 +430,12 @@ def main() -> None:
     parser.add_argument("--readers", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0, help="seed of the readers' request mix")
     parser.add_argument("--max-upload-mb", type=int, default=16, help="the server's limit")
+    parser.add_argument("--max-temp-mb", type=int, default=None,
+                        help="the server's cap on all uploads' temp disk (default: its own, 4 x "
+                             "the upload limit)")
+    parser.add_argument("--reader-processes", type=int, default=4,
+                        help="processes the readers are spread over (1: threads of this "
+                             "process, beside the uploaders, as before 2026-12)")
     parser.add_argument("--tiny", action="store_true",
                         help="a 2-layer random BERT instead of the packaged MiniLM (faster)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -385,6 +443,7 @@ def main() -> None:
     command = " ".join([".venv/bin/python", "benchmarks/bench_server_load.py",
                         *map(shlex.quote, sys.argv[1:])])
     loadavg_start = os.getloadavg()
+    temp_cap = (args.max_temp_mb or 4 * args.max_upload_mb) * 2**20
 
     from adapterpool.pool import AdapterPool
     from adapterpool.pool.tokens import create_token
@@ -409,7 +468,8 @@ def main() -> None:
         log = open(tmp / "server.log", "w")  # noqa: SIM115 - closed in finally
         server = subprocess.Popen(
             [sys.executable, "-m", "adapterpool.cli", "serve", str(pool.path), "--port",
-             str(port), "--max-upload-mb", str(args.max_upload_mb)],
+             str(port), "--max-upload-mb", str(args.max_upload_mb),
+             *(["--max-temp-mb", str(args.max_temp_mb)] if args.max_temp_mb else [])],
             env=dict(os.environ, PYTHONPATH=str(ROOT / "src"), TMPDIR=str(temp)),
             stdout=log, stderr=subprocess.STDOUT)
         for _ in range(300):
@@ -438,15 +498,34 @@ def main() -> None:
 
         stats = Stats()
         monitor = Monitor(server.pid, temp)
+        # Readers in --reader-processes processes of their own (spawned: this one holds torch),
+        # so that one client process's GIL is not what the latencies measure; all clients start
+        # together once those processes are up.
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        start_at = time.monotonic() + 8.0
+        started, deadline = start_at, start_at + args.seconds
+        processes, pipes = [], []
+        reader_ids = list(range(args.readers))
+        groups = [reader_ids[i::args.reader_processes] for i in range(args.reader_processes)]
+        if args.reader_processes > 1:
+            for group in groups:
+                receive, send = context.Pipe(duplex=False)
+                process = context.Process(target=reader_process, daemon=True, args=(
+                    group, url, start_at, deadline, args.seed, send))
+                process.start()
+                processes.append(process)
+                pipes.append(receive)
+        time.sleep(max(0.0, start_at - time.monotonic()))
         monitor.start()
-        started = time.monotonic()
-        deadline = started + args.seconds
         threads = [threading.Thread(target=uploader, daemon=True, args=(
             w, url, token, variants, deadline, args.max_upload_mb * 2**20, stats))
             for w in range(args.uploaders)]
-        threads += [threading.Thread(target=reader, daemon=True,
-                                     args=(w, url, deadline, args.seed, stats))
-                    for w in range(args.readers)]
+        if args.reader_processes <= 1:
+            threads += [threading.Thread(target=reader, daemon=True,
+                                         args=(w, url, deadline, args.seed, stats))
+                        for w in reader_ids]
         for thread in threads:
             thread.start()
         next_report = 5.0
@@ -464,6 +543,11 @@ def main() -> None:
                     f" (one upload {monitor.peak_request_temp / 2**20:.2f})", flush=True)
             if elapsed > args.seconds + 300:
                 raise SystemExit("clients did not stop 300 s after the deadline")
+        for receive, process in zip(pipes, processes, strict=True):
+            if not receive.poll(300):
+                raise SystemExit("a reader process did not report 300 s after the deadline")
+            merge(stats, receive.recv())
+            process.join(30)
         wall = time.monotonic() - started
         time.sleep(0.5)  # let the last refused connections close
         monitor.stop.set()
@@ -481,9 +565,15 @@ def main() -> None:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "environment": {"nproc": os.cpu_count(), "loadavg_start": loadavg_start,
                         "loadavg_end": os.getloadavg(), "python": platform.python_version(),
-                        "note": "shared machine: other workers were running at the same time"},
+                        "loadavg_during": {
+                            "mean": round(float(np.mean(monitor.loadavg)), 2),
+                            "max": round(float(np.max(monitor.loadavg)), 2),
+                            "samples": len(monitor.loadavg)},
+                        "note": "NOT a quiet machine: shared with other workers (a training job "
+                                "and other test runs) while this ran; see loadavg_*"},
         "run": {"seconds": args.seconds, "wall_seconds": round(wall, 1),
                 "uploaders": args.uploaders, "readers": args.readers, "seed": args.seed,
+                "reader_processes": args.reader_processes,
                 "max_upload_mb": args.max_upload_mb,
                 "base_model": "tiny random BERT" if args.tiny else "packaged MiniLM",
                 "adapter_mib": (source / FILES["adapter_model"]).stat().st_size / 2**20,
@@ -494,7 +584,9 @@ def main() -> None:
         "server": {"peak_rss_mib": round(peak_rss / 2**20, 1),
                    "peak_temp_mib": round(monitor.peak_temp / 2**20, 3),
                    "peak_temp_one_upload_mib": round(monitor.peak_request_temp / 2**20, 3),
-                   "temp_empty_after": temp_empty},
+                   "temp_empty_after": temp_empty,
+                   "temp_cap_mib": temp_cap / 2**20,
+                   "peak_temp_within_cap": monitor.peak_temp <= temp_cap},
     }
     shutil.rmtree(tmp, ignore_errors=True)
     args.out.mkdir(parents=True, exist_ok=True)

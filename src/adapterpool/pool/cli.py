@@ -68,7 +68,11 @@ def run_pool_command(args: argparse.Namespace) -> None:
     from ..cli.display import console, pool_table
     from . import AdapterPool, PoolError, open_pool
 
+    served = args.path.startswith(("http://", "https://"))
     if args.pool_command == "init":
+        if served:
+            raise PoolError(f"pool init creates a pool folder; {args.path} is a pool server (run "
+                            "`adapterpool pool init` and `adapterpool serve` on the server)")
         pool = AdapterPool.init(args.path, base_model=args.base_model, catalog_url=args.catalog,
                                 storage_url=args.storage)
         console.print(f"created pool {pool.path} for base model {pool.base_model}")
@@ -91,7 +95,24 @@ def run_pool_command(args: argparse.Namespace) -> None:
         from .maintenance import verify
 
         if not isinstance(pool, AdapterPool):
-            raise PoolError("verify runs where the pool's files are: on the server's pool folder")
+            if args.repair:
+                raise PoolError(f"verify --repair deletes orphans and leftovers on the server's "
+                                f"disk: run it there, on the pool folder {args.path} serves")
+            report = pool.verify()  # every served file against the catalog's sha256
+            if args.json:
+                print(json.dumps(report, indent=2))
+            else:
+                console.print(
+                    f"{report['verified']}/{report['adapters']} adapters served by {args.path} "
+                    f"verified; corrupt: {report['corrupt'] or 'none'}; missing files: "
+                    f"{report['missing_files'] or 'none'}; task summaries: "
+                    f"{report['task_summaries']} verified, corrupt: "
+                    f"{report['task_summaries_corrupt'] or 'none'} (orphans and leftovers are "
+                    "on the server's disk: `pool verify` there finds them)")
+            if not report["consistent"]:
+                raise PoolError("the server serves adapters whose files (or task summaries) are "
+                                "missing or altered; run `adapterpool pool verify` on its folder")
+            return
         report = verify(pool, repair=args.repair, grace_seconds=args.grace)
         if args.json:
             print(json.dumps(report, indent=2))
@@ -117,7 +138,8 @@ def run_pool_command(args: argparse.Namespace) -> None:
         from ..ranking.reindex import reindex
 
         if not isinstance(pool, AdapterPool):
-            raise PoolError("reindex runs where the pool's files are: on the server's pool folder")
+            raise PoolError(f"reindex attaches task summaries to the pool's files: run it on the "
+                            f"server, on the pool folder {args.path} serves")
         result = reindex(pool, show_progress=not args.json)
         if args.json:
             print(json.dumps(result.as_json(), indent=2))

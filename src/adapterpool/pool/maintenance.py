@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -18,6 +19,15 @@ from .store import AdapterPool, PoolError
 from .task_summaries import summary_rows, verified_summary_bytes, verify_summaries
 
 DEFAULT_GRACE_SECONDS = 600.0
+# Rewritten by every verify: a pool server drops its cache of verified file hashes when it changes
+# (adapterpool.server.files), so a file altered without a new mtime is hashed again.
+VERIFY_MARKER = ".verify-generation"
+
+
+def mark_verified(pool: AdapterPool) -> None:
+    tmp = pool.path / f"{VERIFY_MARKER}.{os.getpid()}.tmp"
+    tmp.write_text(f"{time.time_ns()}\n")
+    os.replace(tmp, pool.path / VERIFY_MARKER)
 
 
 def verify(
@@ -79,6 +89,7 @@ def verify(
                     shutil.rmtree(pool.path / rel, ignore_errors=True)
         # last under the lock: its repair commits, which ends the lock
         summaries = verify_summaries(pool, conn, catalogued, repair=repair)
+    mark_verified(pool)
     return {
         "adapters": len(records),
         "verified": len(records) - len(corrupt) - len(missing),
@@ -149,7 +160,8 @@ def model_card(record, config: dict) -> str:
 
 
 def export(pool: AdapterPool, adapter_id: str, out_dir: str | Path) -> Path:
-    """A folder that ``PeftModel.from_pretrained`` loads directly, with a model card."""
+    """A folder that ``PeftModel.from_pretrained`` loads directly, with a model card; from a
+    pool folder or a served pool (the same files)."""
     record = pool.get(adapter_id)
     source = pool.adapter_dir(adapter_id)
     out = Path(out_dir)
@@ -160,9 +172,13 @@ def export(pool: AdapterPool, adapter_id: str, out_dir: str | Path) -> Path:
         if (source / name).is_file():
             shutil.copyfile(source / name, out / name)
     # the task summary travels too, verified; an import elsewhere keeps it
-    row = summary_rows(pool).get(adapter_id)
-    if row is not None:
-        (out / TASK_EMBEDDING).write_bytes(verified_summary_bytes(pool, adapter_id, row))
+    if isinstance(pool, AdapterPool):
+        row = summary_rows(pool).get(adapter_id)
+        summary = None if row is None else verified_summary_bytes(pool, adapter_id, row)
+    else:  # a served pool (RemotePool): the server's summary, sha256 checked
+        summary = pool.summary_bytes(adapter_id)
+    if summary is not None:
+        (out / TASK_EMBEDDING).write_bytes(summary)
     config = json.loads((source / ADAPTER_CONFIG).read_text())
     (out / "README.md").write_text(model_card(record, config))
     return out
