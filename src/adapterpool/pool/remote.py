@@ -19,7 +19,7 @@ from ..peft_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTERPOOL_META, TASK
 from .catalog import AdapterRecord
 from .checks import AdapterRejected, check_files, check_id, check_metadata
 from .store import DuplicateAdapterError, PoolError, seeded_sample, sha256_file
-from .summaries import SummaryReading, check_summary_bytes, sha256_bytes
+from .task_summaries import SummaryReading, check_summary_bytes, sha256_bytes
 
 
 class RemotePool:

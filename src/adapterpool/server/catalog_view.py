@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..pool.catalog import AdapterRecord, adapters_table
-from ..pool.summaries import summary_rows
+from ..pool.task_summaries import summary_rows
 
 if TYPE_CHECKING:
     from ..pool.store import AdapterPool
