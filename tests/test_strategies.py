@@ -298,7 +298,8 @@ def test_warm_fallback_continues_the_best_attempts_restored_weights(
     assert sum(finals) == 1 and not finals[best]
     final = result.attempts[finals.index(True)]
     assert final.result.validation["accuracy"] == fallback.result.validation["accuracy"]
-    assert result.model is final.result.model
+    trained = {n: q for n, q in result.model.named_parameters() if q.requires_grad}
+    assert all(torch.equal(trained[n], v) for n, v in final.state["params"].items())
 
 
 def test_warm_fallback_that_passes_is_its_own_outcome(target, tiny_pool):
@@ -375,9 +376,10 @@ def test_same_labels_evaluates_the_source_as_it_is_with_its_head(subjectivity_po
     assert torch.allclose(_logits(result.model, task, pool.base_model), expected, atol=1e-5)
 
     # without the strategy the head is fresh (and the attempt trains)
-    plain = _adapt(task, pool, BASE, threshold=0.0).attempts[0]
+    plain_run = _adapt(task, pool, BASE, threshold=0.0)
+    plain = plain_run.attempts[0]
     assert not plain.head_kept and plain.result.epochs_run == 1
-    assert not torch.allclose(_logits(plain.result.model, task, pool.base_model), expected,
+    assert not torch.allclose(_logits(plain_run.model, task, pool.base_model), expected,
                               atol=1e-3)
 
 
@@ -402,7 +404,7 @@ def test_racing_probes_the_top_candidates_and_continues_only_the_best(
     assert all(p.result.epochs_run == pytest.approx(0.25) for p in probes)
     winner = probes[1]
     assert continued.adapter_id == winner.adapter_id
-    assert continued.result.model is winner.result.model  # its model, not a restart
+    assert continued.start.continues is winner  # its trained state, not a restart
     assert _equal(recorder.calls[3]["entry"], recorder.best_state(1))
     assert continued.result.history[0]["step"] == 0
     assert continued.result.history[0]["accuracy"] == recorder.calls[1]["real_validation"][
@@ -423,7 +425,7 @@ def test_racing_with_settle_continues_a_passing_probe_instead_of_probing_on(targ
     assert [a.kind for a in result.attempts] == ["probe", "transfer"]
     probe, continued = result.attempts
     assert continued.adapter_id == probe.adapter_id
-    assert continued.result.model is probe.result.model  # settled on, not restarted
+    assert continued.start.continues is probe  # settled on, not restarted
     assert continued.result.history[0]["step"] == 0  # evaluated first: never worse than the probe
     # it stops exactly where the settle rule says on its own curve (or runs out of budget)
     curve, rule = continued.result.history, SettleRule(0.0, "accuracy", patience=0.25)
@@ -591,3 +593,49 @@ def test_a_strategy_defined_here_runs_through_adapt_by_registration_alone(
 def test_settle_refuses_early_pass_instead_of_overriding_it():
     with pytest.raises(UsageError, match="settle and early-pass both decide"):
         AdaptConfig(strategy="settle,early-pass")
+
+
+# -- memory: one model at a time, whatever the number of attempts ------------------------------
+
+def test_attempts_keep_trained_state_and_one_model_is_alive_at_a_time(
+        target, tiny_pool, monkeypatch):
+    """Racing with 3 probes, the winner's continuation, then the warm fallback: five attempts,
+    yet each trains while no other model is alive, and the attempts hold tensors, not models."""
+    import gc
+    import weakref
+
+    from adapterpool.loop import attempts as loop
+    from adapterpool.models import build
+
+    alive: weakref.WeakSet = weakref.WeakSet()
+    real_base, real_train = build.base_classifier, loop.train
+
+    def counted_base(*args, **kwargs):
+        model = real_base(*args, **kwargs)
+        alive.add(model)
+        return model
+
+    counts = []
+
+    def counting_train(model, *args, **kwargs):
+        gc.collect()
+        counts.append(len(alive))
+        return real_train(model, *args, **kwargs)
+
+    monkeypatch.setattr(build, "base_classifier", counted_base)
+    monkeypatch.setattr(loop, "train", counting_train)
+    result = _adapt(target, tiny_pool, BASE, strategy="racing,warm-fallback", threshold=1.01,
+                    race_size=3, transfer_epochs=0.5, probe_epochs=0.125,
+                    warm_fallback_max_shortfall=None)
+    assert [a.kind for a in result.attempts] == ["probe"] * 3 + ["transfer", "warm_fallback"]
+    assert counts == [1] * 5  # the model being trained, and no other
+    for attempt in result.attempts:
+        assert attempt.result.model is None
+        assert not any(isinstance(v, torch.nn.Module) for v in vars(attempt).values())
+        assert attempt.state["params"] and all(
+            t.device.type == "cpu" for t in attempt.state["params"].values())
+    gc.collect()
+    assert len(alive) == 1 and isinstance(result.model, torch.nn.Module)  # the final adapter's
+    final = result.attempts[[a["final"] for a in result.report["attempts"]].index(True)]
+    trained = {n: p for n, p in result.model.named_parameters() if p.requires_grad}
+    assert all(torch.equal(trained[n], v) for n, v in final.state["params"].items())

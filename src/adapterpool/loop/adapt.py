@@ -8,7 +8,7 @@ import json
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -150,12 +150,13 @@ def adapt(
     meta = None
     if final is not None:
         meta = adapter_metadata(task, final.result, parent_id=final.adapter_id, seed=config.seed)
-    report = build_report(task, pool, config, ranking, run.attempts, final, outcome, skipped, start,
-                     processes=state.num_processes, peft=peft, strategies=run.report())
-    result = AdaptResult(
-        outcome, run.attempts, ranking.scores, final.result.model if final else None, report,
-        adapter_meta=meta,
-    )
+    report = build_report(task, pool, config, ranking, run.attempts, final, outcome, skipped,
+                          start, processes=state.num_processes, peft=peft,
+                          strategies=run.report())
+    # attempts keep trained states, not models: the final adapter's model is built once, here
+    # (or is the model just trained, when the final attempt is the latest)
+    model = run.model_of(final) if final is not None else None
+    result = AdaptResult(outcome, run.attempts, ranking.scores, model, report, adapter_meta=meta)
     out = Path(out_dir) if out_dir is not None else None
 
     def publish() -> dict:
@@ -164,7 +165,8 @@ def adapt(
             result.save_adapter(out / "adapter")
         if config.contribute and passed is not None:
             report["contributed_adapter_id"] = contribute(
-                pool, task, final.result, parent_id=final.adapter_id, seed=config.seed).id
+                pool, task, replace(final.result, model=model), parent_id=final.adapter_id,
+                seed=config.seed).id
         if out is not None:
             result.write_report(out)
         return report

@@ -1,6 +1,13 @@
 """The attempts of one ``adapt`` call: transfer tries, racing probes, the composed start, the
 fallback, and the strategies (:mod:`adapterpool.loop.strategies`) that shape them.
 
+Memory does not grow with the number of attempts: an attempt keeps what training changed (its
+trainable tensors, on the CPU: :func:`~adapterpool.training.trainer.trained_state`) and how its
+model was built (:class:`Start`), not the model. The runner holds at most one model: the latest
+attempt's, until the next attempt is built (or goes on from it), and a model an attempt goes on
+from, or the final adapter's, is built again from its start and trained state when it is not
+that one. On a 7B base model that is one base model whatever the tries, probes or merge size.
+
 The runner knows no strategy by name: it asks every selected strategy's hooks, in the registry's
 order, at each decision (how an attempt trains, which candidates are tried, where the fallback
 starts, what goes in the report).
@@ -8,8 +15,9 @@ starts, what goes in the report).
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -24,7 +32,7 @@ from ..ranking.scoring import CandidateScore
 from ..tasks import Task
 from ..training.standard import standard_lora_model
 from ..training.stopping import StopRule, first_reason
-from ..training.trainer import TrainConfig, TrainResult, train
+from ..training.trainer import TrainConfig, TrainResult, restore_state, train, trained_state
 from .processes import process_state
 from .strategies import STRATEGIES, Strategy
 from .strategies.base import overrides
@@ -41,7 +49,8 @@ OUTCOMES: dict[str, Outcome] = {
 @dataclass(frozen=True)
 class Start:
     """Where an attempt's model starts: ``build()`` makes it (the base model with the starting
-    adapter: a candidate's warm start, a merge, a fresh adapter, or an earlier attempt's model).
+    adapter: a candidate's warm start, a merge, a fresh adapter); when the attempt goes on from
+    an earlier one (``continues``), that one's trained state is loaded on top.
     """
 
     adapter_id: str | None  # the pool adapter it started from (None: from scratch)
@@ -62,11 +71,9 @@ class Start:
 
 @dataclass
 class Attempt:
-    """One training run of the loop.
-
-    ``result.model`` is the live model; a racing winner's continuation and the warm fallback keep
-    training the model object of the attempt they start from, so that object ends up holding the
-    later attempt's weights (the numbers in ``result`` stay this attempt's).
+    """One training run of the loop: its numbers (``result``, whose ``model`` is None), how its
+    model was built (``start``) and what training changed in it (``state``: the trainable tensors
+    at the best evaluation, on the CPU), from which the runner rebuilds the model when needed.
     """
 
     kind: AttemptKind
@@ -74,6 +81,8 @@ class Attempt:
     result: TrainResult
     passed: bool
     head_kept: bool = False  # same-labels: started with the source adapter's own head
+    start: Start | None = field(default=None, repr=False)
+    state: dict | None = field(default=None, repr=False)
 
     def as_json(self) -> dict:
         return {
@@ -105,6 +114,8 @@ class LoopRun:
         # attempts no later attempt went on from: their numbers describe what they hold
         self._own: list[Attempt] = []
         self.best: Attempt | None = None  # of those, the highest validation (threshold metric)
+        # the latest attempt and its model: the one model the runner holds between attempts
+        self._latest: tuple[Attempt, PeftModel] | None = None
 
     # -- what strategies read and call -----------------------------------------------------------
     def value(self, attempt: Attempt) -> float:
@@ -135,22 +146,44 @@ class LoopRun:
 
     def continued(self, attempt: Attempt, *, head_kept: bool | None = None) -> Start:
         """Going on from ``attempt``'s trained model (its best weights, restored by ``train``)."""
-        return Start(attempt.adapter_id, lambda: attempt.result.model,
+        return Start(attempt.adapter_id, attempt.start.build,
                      attempt.head_kept if head_kept is None else head_kept, continues=attempt)
+
+    def model_of(self, attempt: Attempt) -> PeftModel:
+        """``attempt``'s trained model: the one held when it is the latest, else rebuilt from its
+        start and state (any other model held is let go first, so one is alive at a time)."""
+        return self._model(Start(attempt.adapter_id, attempt.start.build, attempt.head_kept,
+                                 continues=attempt))
+
+    def _model(self, start: Start) -> PeftModel:
+        latest, self._latest = self._latest, None
+        if latest is not None and start.continues is latest[0]:
+            return latest[1]  # going on from the model just trained: nothing to rebuild
+        del latest
+        gc.collect()  # peft and accelerate hold the old model in reference cycles
+        model = start.build()
+        if start.continues is not None:
+            restore_state(model, start.continues.state)
+        return model
 
     def attempt(self, kind: AttemptKind, start: Start, train_config: TrainConfig, *,
                 eval_at_start: bool = False) -> Attempt:
         """Train one attempt from ``start``; every attempt of the run goes through here."""
         fallback = kind in ("standard_lora", "warm_fallback")
         result = train(
-            start.build(), self.task, self.tokenizer, train_config,
+            self._model(start), self.task, self.tokenizer, train_config,
             description=f"{kind} {start.adapter_id or ''}".strip(),
             show_progress=self.show_progress, measure_energy=self.measure_energy,
             stop_rule=self.stop_rule(fallback=fallback, head_kept=start.head_kept),
             eval_at_start=eval_at_start or start.head_kept,
         )
         passed = result.validation[self.config.threshold_metric] >= self.config.threshold
-        attempt = Attempt(kind, start.adapter_id, result, passed, start.head_kept)
+        # the model leaves the result: the attempt keeps its trained state, the runner the model
+        model, result.model = result.model, None
+        attempt = Attempt(kind, start.adapter_id, result, passed, start.head_kept, start,
+                          trained_state(model))
+        self._latest = (attempt, model)
+        del model
         self.attempts.append(attempt)
         # An attempt that went on from an earlier one replaces it among the candidates for the
         # best: only the latest of a line of continued attempts may be the final adapter.

@@ -52,7 +52,9 @@ __all__ = [
 
 @dataclass
 class TrainResult:
-    model: PeftModel
+    # the trained model (its best weights); None in the loop's attempts, which keep their trained
+    # state instead (adapterpool.loop.attempts): the model is AdaptResult.model
+    model: PeftModel | None
     validation: dict
     test: dict | None
     epochs_run: float
