@@ -65,8 +65,9 @@ class TrainConfig:
     max_grad_norm: float = field(default=1.0, metadata=_help("gradient clipping norm"))
     max_length: int = field(default=128, metadata=_help("tokens kept per example"))
     evals_per_epoch: int = field(default=2, metadata=_help("validation evaluations per epoch"))
-    patience: int = field(
-        default=3, metadata=_help("evaluations without gain before early stopping")
+    patience: float = field(
+        default=3, metadata=_help("epochs without a gain in validation before early stopping "
+                                  "(fractions ok; the same whatever evals_per_epoch is)")
     )
     selection_metric: str = field(
         default="accuracy", metadata=_help("validation metric that picks the best weights")
@@ -95,6 +96,8 @@ class TrainConfig:
             raise UsageError(f"epochs must be > 0, got {self.epochs}")
         if self.learning_rate is not None and not self.learning_rate > 0:
             raise UsageError(f"learning_rate must be > 0 (or None), got {self.learning_rate}")
+        if not self.patience > 0:
+            raise UsageError(f"patience must be > 0 epochs, got {self.patience}")
         if self.evals_per_epoch < 1:
             raise UsageError(f"evals_per_epoch must be >= 1, got {self.evals_per_epoch}")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:

@@ -56,7 +56,7 @@ def ground_truth_config(run: BenchRun, seed: int, max_epochs: int) -> TrainConfi
     c = run.config
     return TrainConfig(epochs=max_epochs, max_length=c.max_length, seed=seed,
                        evals_per_epoch=c.ground_truth_evals_per_epoch,
-                       patience=c.ground_truth_patience * c.ground_truth_evals_per_epoch)
+                       patience=c.ground_truth_patience)
 
 
 def chosen_candidates(run: BenchRun, pool: AdapterPool, spec: str) -> list[AdapterRecord]:

@@ -153,9 +153,9 @@ def markdown(summary: dict) -> str:
         f"- Budget: at most {c['max_train']} training and {c['max_eval']} validation/test examples "
         f"per task, max length {c['max_length']} tokens; {_source_budget(c)}; every transfer "
         f"{c['transfer_epochs']} epochs from the pool adapter (the loop's "
-        f"budget); standard LoRA until early stopping on validation (patience 3 evaluations, one "
-        f"per epoch), at most {c['baseline_max_epochs']} epochs; metrics on {c['scoring_samples']} "
-        "target training examples (one forward pass per candidate).",
+        f"budget); standard LoRA until early stopping on validation (patience 3 epochs, one "
+        f"evaluation per epoch), at most {c['baseline_max_epochs']} epochs; metrics on "
+        f"{c['scoring_samples']} target training examples (one forward pass per candidate).",
         f"- Ground truth: the {'/'.join(sorted(truth)) or 'test'} accuracy after fine-tuning "
         "from each candidate (same seed and budget for all)."
         + (f" Computed on {'; '.join(summary['ground_truth_on'])}; replayed costs are in this "

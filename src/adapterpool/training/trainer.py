@@ -180,13 +180,13 @@ def train(
     eval_every = max(1, steps_per_epoch // max(1, config.evals_per_epoch))
     allocate = rank_allocation(accelerator.unwrap_model(model), total_steps)
     history: list[dict] = []
-    best_score, best_step, best_state, stale = -np.inf, 0, None, 0
+    best_score, best_step, best_state = -np.inf, 0, None
     step = 0
     stop_reason: str | None = None
 
     def checkpoint(start: float) -> str | None:
         """Evaluate, keep the best weights, then ask the stop rule and patience."""
-        nonlocal best_score, best_step, best_state, stale
+        nonlocal best_score, best_step, best_state
         scores = evaluate(
             model, validation_data, tokenizer,
             batch_size=config.eval_batch_size, accelerator=accelerator,
@@ -197,14 +197,14 @@ def train(
             "seconds": time.perf_counter() - start, **scores,
         })
         if scores[config.selection_metric] > best_score:
-            best_score, best_step, stale = scores[config.selection_metric], step, 0
+            best_score, best_step = scores[config.selection_metric], step
             best_state = trained_state(accelerator.unwrap_model(model))
-        else:
-            stale += 1
         reason = stop_rule(history, config) if stop_rule is not None else None
         if reason is not None and reason not in STOP_REASONS:
             raise ValueError(f"stop rule returned {reason!r}; expected one of {STOP_REASONS}")
-        if reason is None and stale >= config.patience:
+        # patience is in epochs, whatever the evaluation cadence (4 evaluations an epoch wait
+        # as long as 1 does)
+        if reason is None and step - best_step >= config.patience * steps_per_epoch - 1e-9:
             reason = "early_stopping"
         return reason
 
