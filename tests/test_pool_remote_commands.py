@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from adapterpool.cli import main
+from adapterpool.cli.main import main
 from adapterpool.pool import AdapterPool
 from adapterpool.pool.tokens import create_token
 

@@ -150,8 +150,11 @@ class AdaptConfig(CompositionOptions, RacingOptions, WarmFallbackOptions, SkipUn
         default=2,
         metadata=_help("transfer attempts before the fallback (K); 0: standard LoRA only"),
     )
-    threshold: float = field(
-        default=0.0, metadata=_help("validation score at or above which an attempt passes")
+    threshold: float | None = field(
+        default=None,
+        metadata=_help("validation score at or above which an attempt passes; None (no "
+                       "threshold): the best-ranked candidate is trained with the fallback's "
+                       "budget, until early stopping, and kept (one transfer, no fallback)"),
     )
     threshold_metric: str = field(
         default="accuracy",
@@ -241,12 +244,15 @@ class AdaptConfig(CompositionOptions, RacingOptions, WarmFallbackOptions, SkipUn
         return replace(self.fallback, seed=self.seed, selection_metric=self.threshold_metric)
 
     def transfer_config(self) -> TrainConfig:
-        """A transfer attempt's TrainConfig: the fallback's settings, ``transfer_epochs`` long,
+        """A transfer attempt's TrainConfig: the fallback's settings, ``transfer_epochs`` long
+        (the fallback's epochs when there is no threshold),
         evaluated as often as the first selected strategy that sets it says (early-pass,
         settle), else as the fallback."""
         asked = (STRATEGIES[name](self).evals_per_epoch() for name in self.strategy)
         evals = next((e for e in asked if e is not None), self.fallback.evals_per_epoch)
-        return replace(self.resolved_fallback(), epochs=self.transfer_epochs, evals_per_epoch=evals)
+        # no threshold: nothing to pass, so the transfer trains as long as the fallback would
+        epochs = self.transfer_epochs if self.threshold is not None else self.fallback.epochs
+        return replace(self.resolved_fallback(), epochs=epochs, evals_per_epoch=evals)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

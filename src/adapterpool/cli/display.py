@@ -56,8 +56,11 @@ SHORT_NAMES = {"accuracy": "acc", "f1_macro": "F1", "rouge_l": "ROUGE-L", "exact
 def attempts_table(report: dict) -> Table:
     """One row per attempt with the task kind's first two threshold metrics (accuracy and macro-F1
     for classification and images, ROUGE-L and exact match for text2text)."""
-    table = Table(title=f"Attempts on {report['task']['name']} (threshold "
-                  f"{report['threshold']['metric']} >= {report['threshold']['value']})")
+    threshold = report["threshold"]
+    table = Table(title=f"Attempts on {report['task']['name']} ("
+                  + (f"threshold {threshold['metric']} >= {threshold['value']}"
+                     if threshold["value"] is not None else "no threshold: the best-ranked "
+                     "candidate trained until early stopping") + ")")
     attempts = report["attempts"]
     shown = list(attempts[0]["validation"])[:2] if attempts else ["accuracy", "f1_macro"]
     names = [SHORT_NAMES.get(m, m) for m in shown]

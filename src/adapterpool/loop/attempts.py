@@ -177,7 +177,8 @@ class LoopRun:
             stop_rule=self.stop_rule(fallback=fallback, head_kept=start.head_kept),
             eval_at_start=eval_at_start or start.head_kept,
         )
-        passed = result.validation[self.config.threshold_metric] >= self.config.threshold
+        threshold = self.config.threshold  # None: no threshold, the attempt is kept as it is
+        passed = threshold is None or result.validation[self.config.threshold_metric] >= threshold
         # the model leaves the result: the attempt keeps its trained state, the runner the model
         model, result.model = result.model, None
         attempt = Attempt(kind, start.adapter_id, result, passed, start.head_kept, start,
@@ -193,7 +194,10 @@ class LoopRun:
 
     # -- the loop's phases -------------------------------------------------------------------------
     def stop_rule(self, *, fallback: bool, head_kept: bool) -> StopRule | None:
-        """The first strategy's pass rule (registry order), then every other early stop."""
+        """The first strategy's pass rule (registry order), then every other early stop; with no
+        threshold neither applies (nothing to pass or to fall short of): early stopping only."""
+        if self.config.threshold is None:
+            return None
         passing = next((r for s in self.strategies
                         if (r := s.pass_rule(fallback=fallback, head_kept=head_kept))), None)
         return first_reason(passing, *(s.stop_rule(fallback=fallback) for s in self.strategies))

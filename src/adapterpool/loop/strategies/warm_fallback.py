@@ -49,9 +49,9 @@ class WarmFallback(Strategy):
         converged in fewer epochs to the same or better accuracy.
         """
         source = run.best
-        if source is None:
-            return None
         threshold = self.config.threshold
+        if source is None or threshold is None:
+            return None
         shortfall = 1.0 - run.value(source) / threshold if threshold > 0 else 0.0
         limit = self.config.warm_fallback_max_shortfall
         continued = limit is None or shortfall <= limit
