@@ -140,7 +140,8 @@ def test_adapt_config_refuses_unknown_and_inconsistent_settings():
 
 
 def test_fallback_seed_and_selection_metric_follow_the_loop_visibly():
-    config = AdaptConfig(seed=3, threshold_metric="f1_macro", fallback=TrainConfig(epochs=5))
+    config = AdaptConfig(seed=3, threshold_metric="f1_macro", fallback=TrainConfig(epochs=5),
+                         threshold=0.5)
     assert config.fallback.seed == 0  # the given config is left as it was ...
     run = config.resolved_fallback()  # ... and what runs is derived, in plain sight
     assert (run.seed, run.selection_metric, run.epochs) == (3, "f1_macro", 5)
