@@ -32,7 +32,14 @@ from ..ranking.scoring import CandidateScore
 from ..tasks import Task
 from ..training.standard import standard_lora_model
 from ..training.stopping import StopRule, first_reason
-from ..training.trainer import TrainConfig, TrainResult, restore_state, train, trained_state
+from ..training.trainer import (
+    Resume,
+    TrainConfig,
+    TrainResult,
+    restore_state,
+    train,
+    trained_state,
+)
 from .processes import process_state
 from .strategies import STRATEGIES, Strategy
 from .strategies.base import overrides
@@ -167,8 +174,10 @@ class LoopRun:
         return model
 
     def attempt(self, kind: AttemptKind, start: Start, train_config: TrainConfig, *,
-                eval_at_start: bool = False) -> Attempt:
-        """Train one attempt from ``start``; every attempt of the run goes through here."""
+                eval_at_start: bool = False, resume: Resume | None = None,
+                keep_optimizer: bool = False) -> Attempt:
+        """Train one attempt from ``start``; every attempt of the run goes through here.
+        ``resume``/``keep_optimizer``: see :func:`adapterpool.training.trainer.train`."""
         fallback = kind in ("standard_lora", "warm_fallback")
         result = train(
             self._model(start), self.task, self.tokenizer, train_config,
@@ -176,6 +185,7 @@ class LoopRun:
             show_progress=self.show_progress, measure_energy=self.measure_energy,
             stop_rule=self.stop_rule(fallback=fallback, head_kept=start.head_kept),
             eval_at_start=eval_at_start or start.head_kept,
+            resume=resume, keep_optimizer=keep_optimizer,
         )
         threshold = self.config.threshold  # None: no threshold, the attempt is kept as it is
         passed = threshold is None or result.validation[self.config.threshold_metric] >= threshold

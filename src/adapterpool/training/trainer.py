@@ -51,6 +51,26 @@ __all__ = [
 
 
 @dataclass
+class Resume:
+    """Where a run left off: its optimiser's state (AdamW's moments and step counts, on the CPU)
+    and how many steps of its learning-rate schedule it had taken. A run given it goes on with the
+    same optimiser and schedule (a racing probe and its continuation are one transfer)."""
+
+    optimizer_state: dict
+    schedule_step: int
+
+
+def _on_cpu(value):
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().clone()
+    if isinstance(value, dict):
+        return {k: _on_cpu(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_on_cpu(v) for v in value]
+    return copy.deepcopy(value)
+
+
+@dataclass
 class TrainResult:
     # the trained model (its best weights); None in the loop's attempts, which keep their trained
     # state instead (adapterpool.loop.attempts): the model is AdaptResult.model
@@ -64,6 +84,7 @@ class TrainResult:
     # why it ended: "passed" / "cutoff" (a stop rule), "budget" (all epochs), "early_stopping"
     stop_reason: str = "budget"
     learning_rate: float | None = None  # as trained: the config's, else the PEFT method's
+    resume: Resume | None = None  # with keep_optimizer: where a continuation would go on from
 
     @property
     def train_seconds(self) -> float:
@@ -132,6 +153,8 @@ def train(
     show_progress: bool = True,
     stop_rule: StopRule | None = None,
     eval_at_start: bool = False,
+    resume: Resume | None = None,
+    keep_optimizer: bool = False,
 ) -> TrainResult:
     """Fine-tune ``model`` on ``task.train``, select on ``task.validation``, report test too.
 
@@ -140,6 +163,9 @@ def train(
     ``eval_at_start`` evaluates before the first step (history entry at step 0) and counts those
     weights as a candidate for the best: a model carried over from earlier training (same-labels,
     a racing winner, the warm fallback) is then never returned worse than it came in.
+    ``resume`` (a :class:`Resume` from an earlier run of the same model, made with
+    ``keep_optimizer=True``) goes on with that run's optimiser state and from its step of the
+    schedule, which then spans ``schedule_epochs`` in all.
     Every history entry has ``step``, ``epoch``, ``seconds`` (wall time since training started,
     the clock of ``train_seconds``) and the validation scores.
     """
@@ -168,8 +194,15 @@ def train(
     batches = len(loader)
     schedule_steps = max(_steps(config.epochs, batches),
                          _steps(config.schedule_epochs or 0, batches))
+    offset = 0
+    if resume is not None:
+        optimizer.load_state_dict(resume.optimizer_state)
+        offset = resume.schedule_step
+        for group in optimizer.param_groups:  # what the schedule scales (set by the first run)
+            group.setdefault("initial_lr", group["lr"])
     scheduler = get_linear_schedule_with_warmup(
-        optimizer, int(config.warmup_ratio * schedule_steps), schedule_steps
+        optimizer, int(config.warmup_ratio * schedule_steps), schedule_steps,
+        last_epoch=offset - 1,
     )
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     # The loop counts this process's share (each process sees 1/n of every epoch), so that n
@@ -260,6 +293,8 @@ def train(
         history=history,
         stop_reason=stop_reason or "budget",
         learning_rate=learning_rate,
+        resume=(Resume(_on_cpu(optimizer.state_dict()), offset + step) if keep_optimizer
+                else None),
     )
 
 

@@ -48,23 +48,35 @@ class Racing(Strategy):
 
         A probe runs the first ``probe_epochs`` of a full transfer's learning-rate schedule; the
         winner (highest probe validation, the better-ranked on ties) continues for the rest of
-        the transfer budget, evaluated first so it never comes out worse. A probe that passes
-        ends the race; when a selected strategy continues passing attempts (settle), it is
-        continued too, until it stops improving (a probe is too short to have settled).
+        the transfer budget with the probe's optimiser state and from its step of the schedule
+        (probe + continuation = one transfer), evaluated first so it never comes out worse. Only
+        the leading probe's optimiser state is kept (memory stays O(1) in ``race_size``). A probe
+        that passes ends the race; when a selected strategy continues passing attempts (settle),
+        it is continued too, until it stops improving (a probe is too short to have settled).
         """
         c = self.config
         transfer = run.transfer_config()
         probe_config = replace(transfer, epochs=c.probe_epochs, schedule_epochs=c.transfer_epochs)
         goes_on = any(s.continues_after_pass for s in run.strategies)
         probes: list[Attempt] = []
+        leader: Attempt | None = None
         for candidate in scores[: c.race_size]:
-            probe = run.attempt("probe", run.candidate(candidate.adapter_id), probe_config)
+            probe = run.attempt("probe", run.candidate(candidate.adapter_id), probe_config,
+                                keep_optimizer=True)
             probes.append(probe)
+            if leader is None or run.value(probe) > run.value(leader):
+                if leader is not None:
+                    leader.result.resume = None
+                leader = probe
+            else:
+                probe.result.resume = None
             if probe.passed:
                 if not goes_on:
                     return probe
                 break
         winner = max(probes, key=run.value)  # max keeps the first (better-ranked) on ties
-        rest = replace(transfer, epochs=c.transfer_epochs - c.probe_epochs)
-        attempt = run.attempt("transfer", run.continued(winner), rest, eval_at_start=True)
+        rest = replace(transfer, epochs=c.transfer_epochs - c.probe_epochs,
+                       schedule_epochs=c.transfer_epochs)
+        attempt = run.attempt("transfer", run.continued(winner), rest, eval_at_start=True,
+                              resume=winner.result.resume)
         return attempt if attempt.passed else None
