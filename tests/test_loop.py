@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import replace
 
 import pytest
 
 from adapterpool import AdaptConfig, adapt, load_task, rank
 from adapterpool.errors import UsageError
-from adapterpool.pool import AdapterPool
+from adapterpool.pool.store import seeded_sample
 from adapterpool.training.trainer import TrainConfig
 
 FAST = TrainConfig(epochs=1, max_length=32, evals_per_epoch=1)
@@ -26,12 +25,6 @@ ATTEMPT_KEYS = {"kind", "adapter_id", "epochs", "train_seconds", "validation", "
 @pytest.fixture(scope="module")
 def target():
     return load_task("builtin:movie-sentiment", max_train=64, max_eval=32, seed=0)
-
-
-@pytest.fixture()
-def pool_copy(tiny_pool, tmp_path) -> AdapterPool:
-    shutil.copytree(tiny_pool.path, tmp_path / "pool")
-    return AdapterPool(tmp_path / "pool")
 
 
 def _adapt(task, pool, tmp_path, *, out: bool = True, **changes):
@@ -127,6 +120,13 @@ def test_rank_is_seeded_and_scores_several_metrics_at_once(target, tiny_pool):
     assert [s.scores for s in first.scores] == [s.scores for s in again.scores]
     assert all(set(s.scores) == set(metrics) for s in first.scores)
     assert first.scores[0].scores["logme"] >= first.scores[1].scores["logme"]
+    # and the seed decides: a seed whose draw differs gives that other subset
+    records = tiny_pool.list()
+    other = next(s for s in range(100)
+                 if [r.id for r in seeded_sample(records, 2, s)] != first.subset)
+    moved = rank(target, tiny_pool, ["knn"], subset=2, seed=other, max_samples=48,
+                 show_progress=False, measure_energy=False)
+    assert moved.subset == [r.id for r in seeded_sample(records, 2, other)] != first.subset
 
 
 def test_unknown_metric_fails_before_any_work(target, tiny_pool, tmp_path):

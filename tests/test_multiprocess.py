@@ -21,6 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from adapterpool.errors import AdapterPoolError, DuplicateAdapterError, UsageError
 from adapterpool.loop.processes import on_main_process, process_state, shareable
 from adapterpool.pool import AdapterPool
@@ -107,6 +109,8 @@ DECISIONS_SCRIPT = """
 import json, sys
 from pathlib import Path
 
+import pytest
+
 from adapterpool import AdaptConfig, adapt, load_task
 from adapterpool.loop.processes import process_state
 from adapterpool.pool import AdapterPool
@@ -128,17 +132,46 @@ for attempt in result.attempts:  # wall times differ between processes; decision
     entry["history"] = [{k: v for k, v in h.items() if k != "seconds"} for h in entry["history"]]
     local.append(entry)
 state = process_state()
+
+# What on_main_process hands the others when the main process fails: every process records the
+# error it raised (the main one its own, the others what the broadcast gave them).
+from adapterpool.errors import DuplicateAdapterError, UsageError
+from adapterpool.loop.processes import on_main_process
+
+
+class Unpicklable(Exception):
+    def __init__(self):
+        super().__init__("no")
+        self.handle = lambda: None
+
+
+def fail(error):
+    raise error
+
+
+errors = {}
+for name, error in [("usage", UsageError("bad setting")),
+                    ("duplicate", DuplicateAdapterError("already in the pool as x", "x")),
+                    ("unpicklable", Unpicklable())]:
+    try:
+        on_main_process(state, lambda error=error: fail(error))
+        errors[name] = None
+    except Exception as exc:
+        errors[name] = {"type": type(exc).__name__, "message": str(exc),
+                        "families": [c.__name__ for c in type(exc).__mro__]}
+errors["value"] = on_main_process(state, lambda: 42 + state.process_index)  # the main one's
+
 Path(dump_dir, f"rank{state.process_index}.json").write_text(json.dumps({
     "processes": state.num_processes, "ranking": [s.adapter_id for s in result.scores],
-    "outcome": result.outcome, "attempts": local, "report": result.report,
+    "outcome": result.outcome, "attempts": local, "report": result.report, "errors": errors,
 }))
 """
 
 
-def test_two_processes_take_the_same_decisions(tmp_path: Path, tiny_pool) -> None:
-    """Ranking, cutoffs, the fallback's source and every validation score agree across processes;
-    every process returns the main process's report, and only the main one wrote it.
-    """
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory: pytest.TempPathFactory, tiny_pool) -> dict:
+    """One ``accelerate launch`` of DECISIONS_SCRIPT with two processes, read by two tests."""
+    tmp_path = tmp_path_factory.mktemp("two-processes")
     pool_dir = tmp_path / "pool"
     shutil.copytree(tiny_pool.path, pool_dir)
     before = {record.id for record in AdapterPool(pool_dir).list()}
@@ -146,8 +179,16 @@ def test_two_processes_take_the_same_decisions(tmp_path: Path, tiny_pool) -> Non
     script.write_text(DECISIONS_SCRIPT)
     dumps.mkdir()
     _launch([str(script), str(pool_dir), str(out), str(dumps)], tmp_path)
-
     main, other = (json.loads((dumps / f"rank{i}.json").read_text()) for i in (0, 1))
+    return {"main": main, "other": other, "out": out, "pool_dir": pool_dir, "before": before}
+
+
+def test_two_processes_take_the_same_decisions(two_processes: dict) -> None:
+    """Ranking, cutoffs, the fallback's source and every validation score agree across processes;
+    every process returns the main process's report, and only the main one wrote it.
+    """
+    main, other, out = two_processes["main"], two_processes["other"], two_processes["out"]
+    pool_dir, before = two_processes["pool_dir"], two_processes["before"]
     assert main["processes"] == other["processes"] == 2
     assert main["ranking"] == other["ranking"] and len(main["ranking"]) == 2
     assert main["attempts"] == other["attempts"]  # kinds, sources, stop reasons, scores
@@ -161,10 +202,22 @@ def test_two_processes_take_the_same_decisions(tmp_path: Path, tiny_pool) -> Non
     assert {record.id for record in AdapterPool(pool_dir).list()} == before
 
 
-def test_main_process_errors_reach_the_other_processes_intact() -> None:
-    """What ``on_main_process`` broadcasts when the main process fails: the error itself where it
-    pickles, else one of the same family (a user error stays one: every process exits 2).
+def test_main_process_errors_reach_the_other_processes_intact(two_processes: dict) -> None:
+    """What ``on_main_process`` broadcasts when the main process fails, across two real
+    processes (gloo): the error itself where it pickles, else one of the same family with its
+    message (a user error stays one: every process exits 2); and a value, the main one's.
     """
+    main, other = two_processes["main"]["errors"], two_processes["other"]["errors"]
+    assert main["usage"]["type"] == other["usage"]["type"] == "UsageError"
+    assert main["usage"]["message"] == other["usage"]["message"] == "bad setting"
+    assert main["duplicate"]["type"] == "DuplicateAdapterError"  # its own, as raised
+    assert "AdapterPoolError" in other["duplicate"]["families"]  # a stand-in of its family
+    assert "already in the pool as x" in other["duplicate"]["message"]
+    assert main["unpicklable"]["type"] == "Unpicklable"
+    assert other["unpicklable"]["type"] == "RuntimeError"
+    assert other["unpicklable"]["message"] == "Unpicklable on the main process: no"
+    assert main["value"] == other["value"] == 42  # the main process's, not the other's 43
+    # the stand-ins themselves, in this process
     plain = UsageError("bad setting")
     assert shareable(plain) is plain
     duplicate = DuplicateAdapterError("already in the pool as x", "x")  # does not unpickle

@@ -17,12 +17,6 @@ from adapterpool.pool import AdapterPool, AdapterRejected, DuplicateAdapterError
 
 
 @pytest.fixture()
-def pool_copy(tiny_pool, tmp_path) -> AdapterPool:
-    shutil.copytree(tiny_pool.path, tmp_path / "pool")
-    return AdapterPool(tmp_path / "pool")
-
-
-@pytest.fixture()
 def exported(pool_copy, tmp_path) -> Path:
     """A copy of one pool adapter outside the pool, as a contributor would hand it in."""
     record = pool_copy.list()[0]

@@ -21,12 +21,6 @@ from adapterpool.ranking.reindex import reindex
 from adapterpool.ranking.task_summary import TaskSummary
 
 
-@pytest.fixture()
-def pool_copy(tiny_pool: AdapterPool, tmp_path: Path) -> AdapterPool:
-    shutil.copytree(tiny_pool.path, tmp_path / "pool")
-    return AdapterPool(tmp_path / "pool")
-
-
 def _state(pool: AdapterPool) -> tuple:
     files = sorted(str(p.relative_to(pool.path)) for p in (pool.path / "adapters").rglob("*"))
     staging = list((pool.path / ".staging").glob("*")) if (pool.path / ".staging").exists() else []

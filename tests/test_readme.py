@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import socket
 import subprocess
 import sys
@@ -180,14 +179,6 @@ def test_every_readme_command_is_run_or_skipped_with_a_reason():
     assert len(_blocks("python")) == 1, "a new Python example in README.md: run it here"
 
 
-@pytest.fixture
-def pool_copy(tiny_pool, tmp_path):
-    from adapterpool.pool import AdapterPool
-
-    shutil.copytree(tiny_pool.path, tmp_path / "pool")
-    return AdapterPool(tmp_path / "pool")
-
-
 def _first_single(pool) -> object:
     return next(r for r in sorted(pool.list(), key=lambda r: r.id) if r.task_kind == "single")
 
@@ -351,3 +342,4 @@ def test_readme_task_kind_examples_run(tiny_base_model, tiny_vit_model, tmp_path
         assert report["attempts"][0]["kind"] == "transfer"  # the trained source was drawn
         kinds = {r.task_kind for r in AdapterPool(tmp_path / pool).list()}
         assert kinds == {kind}
+

@@ -437,8 +437,9 @@ def test_racing_with_settle_continues_a_passing_probe_instead_of_probing_on(targ
 
 
 def test_strategies_combine(target, tiny_pool):
+    combined = "early-pass,cutoff,warm-fallback"
     result = _adapt(target, tiny_pool, BASE, threshold=1.01, max_tries=2, transfer_epochs=2,
-                    strategy="early-pass,cutoff,warm-fallback", warm_fallback_max_shortfall=None)
+                    strategy=combined, warm_fallback_max_shortfall=None)
     assert [a.kind for a in result.attempts] == ["transfer", "transfer", "warm_fallback"]
     assert [a.result.stop_reason for a in result.attempts[:2]] == ["cutoff", "cutoff"]
     assert all(a.result.epochs_run < 2 for a in result.attempts[:2])
@@ -446,6 +447,18 @@ def test_strategies_combine(target, tiny_pool):
     for attempt in result.report["attempts"]:
         seconds = [h["seconds"] for h in attempt["history"]]
         assert seconds == sorted(seconds) and all(s >= 0 for s in seconds)
+    # The same run with the threshold at the best value the first try reached: the cutoff (no
+    # earlier than before, the threshold being lower) lets it get there, and early-pass stops it
+    # at that very evaluation, short of its budget; nothing else is tried.
+    curve = result.attempts[0].result.history
+    reachable = max(h["accuracy"] for h in curve)
+    reached = next(i for i, h in enumerate(curve) if h["accuracy"] >= reachable)
+    passing = _adapt(target, tiny_pool, BASE, threshold=reachable, max_tries=2,
+                     transfer_epochs=2, strategy=combined, warm_fallback_max_shortfall=None)
+    (attempt,) = passing.attempts
+    assert attempt.result.stop_reason == "passed" and passing.outcome == "transfer"
+    assert _scores(attempt.result.history) == _scores(curve[: reached + 1])
+    assert attempt.result.epochs_run == curve[reached]["epoch"] < 2
 
 
 # -- composition ---------------------------------------------------------------------------------
