@@ -343,3 +343,41 @@ def test_readme_task_kind_examples_run(tiny_base_model, tiny_vit_model, tmp_path
         kinds = {r.task_kind for r in AdapterPool(tmp_path / pool).list()}
         assert kinds == {kind}
 
+
+# -- the README's numbers and rules are the code's ------------------------------------------------
+
+def test_readme_states_the_default_strategy_rule_the_benchmark_applies():
+    """The bar a strategy must meet to become the default, as the README words it, is read from
+    the defaults of ``choose_default_strategy``: a condition added to or dropped from either
+    side (as "time <= 0.5" once was) fails here."""
+    import inspect
+
+    from adapterpool.bench.report import choose_default_strategy
+
+    bar = {name: p.default for name, p in
+           inspect.signature(choose_default_strategy).parameters.items()
+           if p.default is not inspect.Parameter.empty}
+    assert set(bar) == {"min_accuracy", "max_target_time"}
+    text = " ".join(README.read_text(encoding="utf-8").split())
+    stated = re.search(r"the bar the benchmark sets for a default \((.*?); the rule is", text)
+    assert stated, "the README no longer states the default-strategy rule where it did"
+    assert stated.group(1) == (f"accuracy >= {bar['min_accuracy']} of standard LoRA on average, "
+                               f"no target above {bar['max_target_time']}x")
+
+
+def test_readme_strategy_table_states_the_option_defaults():
+    """Every ``--flag`` (value) in the README's strategy table is that option's default."""
+    from dataclasses import fields
+
+    from adapterpool.config import AdaptConfig
+    from adapterpool.loop.strategies import STRATEGIES
+
+    defaults = {f.metadata["flag"]: f.default for cls in STRATEGIES.values() if cls.options
+                for f in fields(cls.options)}
+    text = README.read_text(encoding="utf-8")
+    table = text[text.index("| strategy | what it changes |"):text.index("The default stays")]
+    stated = re.findall(r"`(--[a-z-]+)` \(([0-9.]+)\)", table)
+    assert len(stated) >= 8
+    for flag, value in stated:
+        assert float(value) == defaults[flag], flag
+    assert AdaptConfig().strategy == ("plain",) and "| `plain` (default) |" in table

@@ -18,9 +18,9 @@ from .attempts import Attempt, Outcome
 
 
 def build_report(task: Task, pool: Pool, config: AdaptConfig, ranking: RankResult,
-            attempts: list[Attempt], final: Attempt | None, outcome: Outcome,
-            skipped: dict | None, start: float, *, processes: int = 1,
-            peft: PeftConfig | None = None, strategies: dict | None = None) -> dict:
+                 attempts: list[Attempt], final: Attempt | None, outcome: Outcome,
+                 skipped: dict | None, start: float, *, processes: int = 1,
+                 peft: PeftConfig | None = None, strategies: dict | None = None) -> dict:
     """report.json's content; ``strategies``: each registered strategy's field (LoopRun.report:
     composition's members and weights, warm-fallback's choice, ...), None where not selected."""
     energy = ranking.energy

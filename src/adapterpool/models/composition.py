@@ -3,8 +3,9 @@
 One source rarely matches a new task; several related ones together may (LoraHub, Huang et al.
 2023, composes LoRA modules for unseen tasks). The merge is peft's own
 ``add_weighted_adapter(combination_type="svd")``: the weighted sum of the candidates' weight
-updates (sum of w_i B_i A_i, each with its scaling), truncated by SVD to the largest candidate
-rank, so the result has a pool adapter's shape and can be contributed like one.
+updates (sum of w_i B_i A_i, each with its scaling), truncated by SVD to the rank of the first
+(best-ranked) candidate, whose model the merge goes into: the result has that adapter's shape and
+can be contributed like one (what peft cannot merge is a UsageError, see :func:`compose_lora`).
 
 peft refuses to merge adapters that each carry ``modules_to_save`` (the classification heads and
 BERT's pooler, all task-specific), so only the LoRA tensors are merged here; the caller warm-starts
