@@ -389,8 +389,8 @@ def write_markdown(path: Path, result: dict) -> None:
          f"{run['seed']}; one warm-up upload before the clock "
          f"({run['warmup_upload_seconds']} s: the server's first add imports torch/peft and "
          "builds the model for the shape check). "
-         f"Machine: {env['nproc']} CPU cores, **not quiet**: shared with other workers (a "
-         f"training job, other test runs); 1-minute load average {env['loadavg_start'][0]:.1f} "
+         f"Machine: {env['nproc']} CPU cores; {env['note'] or 'what else ran: not recorded'}; "
+         f"1-minute load average {env['loadavg_start'][0]:.1f} "
          f"at start, {env['loadavg_during']['mean']:.1f} on average during the run (max "
          f"{env['loadavg_during']['max']:.1f}), {env['loadavg_end'][0]:.1f} at end; clients "
          "and server on the same cores, so latencies include client-side contention."),
@@ -439,6 +439,7 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true",
                         help="a 2-layer random BERT instead of the packaged MiniLM (faster)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--note", default="", help="what else ran on the machine (recorded)")
     args = parser.parse_args()
     command = " ".join([".venv/bin/python", "benchmarks/bench_server_load.py",
                         *map(shlex.quote, sys.argv[1:])])
@@ -569,8 +570,7 @@ def main() -> None:
                             "mean": round(float(np.mean(monitor.loadavg)), 2),
                             "max": round(float(np.max(monitor.loadavg)), 2),
                             "samples": len(monitor.loadavg)},
-                        "note": "NOT a quiet machine: shared with other workers (a training job "
-                                "and other test runs) while this ran; see loadavg_*"},
+                        "note": args.note},
         "run": {"seconds": args.seconds, "wall_seconds": round(wall, 1),
                 "uploaders": args.uploaders, "readers": args.readers, "seed": args.seed,
                 "reader_processes": args.reader_processes,
