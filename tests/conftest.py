@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -199,3 +200,41 @@ def bench_folders(tmp_path):
              "family": "politics"}))
     (root / "not-a-task").mkdir()  # no meta.json: not discovered
     return root
+
+
+@contextlib.contextmanager
+def serving(pool_path, *extra: str, env: dict | None = None):
+    """``adapterpool serve POOL`` in a subprocess on a free loopback port, until it answers;
+    yields (url, process) and stops it afterwards."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    root = Path(__file__).resolve().parents[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "adapterpool.cli", "serve", str(pool_path), "--port", str(port),
+         *extra],
+        env=dict(os.environ, PYTHONPATH=str(root / "src"), **(env or {})),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/api/info", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    else:
+        process.kill()
+        pytest.fail("server did not start: " + process.stderr.read()[-2000:])
+    try:
+        yield url, process
+    finally:
+        process.terminate()
+        process.wait(timeout=20)

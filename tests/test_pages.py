@@ -8,24 +8,16 @@ import json
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.conftest import serving
+
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("ADAPTERPOOL_CHROMIUM", "/usr/bin/chromium")
 DOCS = ROOT / "docs"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _nudged(pool, source_id: str, folder: Path, delta: float, **meta_changes) -> Path:
@@ -73,25 +65,8 @@ def lineage_pool(tiny_pool, tmp_path_factory):
 @pytest.fixture(scope="module")
 def site(lineage_pool):
     pool = lineage_pool["pool"]
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "adapterpool.cli", "serve", str(pool.path), "--port", str(port)],
-        env=dict(os.environ, PYTHONPATH=str(ROOT / "src")), stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/api/info", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    else:
-        process.kill()
-        pytest.fail("server did not start: " + process.stderr.read()[-2000:])
-    yield {"url": url, **lineage_pool}
-    process.terminate()
-    process.wait(timeout=20)
+    with serving(pool.path) as (url, _):
+        yield {"url": url, **lineage_pool}
 
 
 # -- over HTTP -------------------------------------------------------------------------------

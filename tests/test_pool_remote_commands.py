@@ -6,12 +6,7 @@ from __future__ import annotations
 
 import filecmp
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -20,15 +15,10 @@ import pytest
 from adapterpool.cli.main import main
 from adapterpool.pool import AdapterPool
 from adapterpool.pool.tokens import create_token
+from tests.conftest import serving
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--max-train", "48", "--max-eval", "24", "--max-length", "32"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -37,25 +27,8 @@ def served(tiny_pool, tmp_path_factory):
     shutil.copytree(tiny_pool.path, root / "pool")
     pool = AdapterPool(root / "pool")
     token = create_token(pool, "dora")
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "adapterpool.cli", "serve", str(pool.path), "--port", str(port)],
-        env=dict(os.environ, PYTHONPATH=str(ROOT / "src")), stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/api/info", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    else:
-        process.kill()
-        pytest.fail("server did not start: " + process.stderr.read()[-2000:])
-    yield {"url": url, "token": token, "pool": pool, "root": root}
-    process.terminate()
-    process.wait(timeout=20)
+    with serving(pool.path) as (url, _):
+        yield {"url": url, "token": token, "pool": pool, "root": root}
 
 
 @pytest.fixture(autouse=True)

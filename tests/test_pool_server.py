@@ -9,8 +9,6 @@ import pickle
 import shutil
 import socket
 import stat as stat_module
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,6 +26,7 @@ from adapterpool.pool import (
     open_pool,
 )
 from adapterpool.pool.tokens import create_token
+from tests.conftest import serving
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,30 +43,11 @@ def server(tiny_pool, tmp_path_factory):
     shutil.copytree(tiny_pool.path, root / "pool")
     pool = AdapterPool(root / "pool")
     token = create_token(pool, "alice")
-    port = _free_port()
     temp = root / "server-tmp"  # the server's TMPDIR: every temp file it makes lands here
     temp.mkdir()
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), TMPDIR=str(temp))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "adapterpool.cli", "serve", str(pool.path), "--port", str(port),
-         "--max-upload-mb", "2"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/api/info", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    else:
-        process.kill()
-        pytest.fail("server did not start: " + process.stderr.read()[-2000:])
-    yield {"url": url, "token": token, "pool": pool, "cache": root / "cache", "temp": temp,
-           "pid": process.pid}
-    process.terminate()
-    process.wait(timeout=20)
+    with serving(pool.path, "--max-upload-mb", "2", env={"TMPDIR": str(temp)}) as (url, process):
+        yield {"url": url, "token": token, "pool": pool, "cache": root / "cache", "temp": temp,
+               "pid": process.pid}
 
 
 def _remote(server, token=None):
