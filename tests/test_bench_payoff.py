@@ -104,6 +104,9 @@ def test_converged_bench_runs_resumes_and_reports(tiny_base_model, bench_folders
     )
     first = BenchRun(config, show_progress=False, measure_energy=False)
     state = first.run()
+    # the progress lines counted every unit they announced: 3 sources; per target scores,
+    # 2 baselines, 2 warm starts, 2 peers
+    assert first.units_done == first.units_total == 3 + 2 * 7
     # 3 sources; per target: 2 baseline seeds, 1 chosen candidate x 2 seeds, 1 peer x 2 seeds
     assert first.state.computed == {"source": 3, "scores": 2, "reference": 2, "gt_baseline": 4,
                                     "gt_finetune": 4, "peers": 4}

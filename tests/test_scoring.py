@@ -179,6 +179,31 @@ def test_features_stay_with_their_examples_under_length_sorted_batches(
     shared.detach()
 
 
+def test_shared_base_builds_each_head_size_once_and_never_hands_out_one_module_twice(
+    tiny_pool: AdapterPool,
+) -> None:
+    """The head for another label count comes from a template cached per count; each attach
+    gets its own materialised copy, with the adapter's trained head weights."""
+    base_labels = tiny_pool.list()[0].label_names
+    other = next(r for r in tiny_pool.list() if len(r.label_names) != len(base_labels))
+    shared = SharedBase(tiny_pool.base_model, base_labels, torch.device("cpu"))
+    adapter_dir = tiny_pool.adapter_dir(other.id)
+    heads, weights = [], []
+    for _ in range(2):
+        model = shared.attach(len(other.label_names), adapter_dir)
+        heads.append(model.classifier)
+        weights.append(model.classifier.weight.detach().clone())
+        assert model.classifier.weight.shape[0] == len(other.label_names)
+        assert model.classifier.weight.device.type == "cpu"
+        shared.detach()
+    assert list(shared._templates) == [len(other.label_names)]  # built once
+    assert heads[0] is not heads[1]  # a fresh module each time, never the one in use before
+    torch.testing.assert_close(weights[0], weights[1])  # the adapter's own head both times
+    template_head = shared._templates[len(other.label_names)].classifier
+    assert template_head.weight.is_meta  # the template itself stays on meta
+    assert shared.model.classifier.weight.shape[0] == len(base_labels)  # put back
+
+
 # -- broken adapter folders: each failure kind gets NaN, an error and a warning -------------------
 def _broken_copy(pool: AdapterPool, tmp_path: Path, adapter_id: str) -> Path:
     folder = tmp_path / f"broken-{adapter_id}"

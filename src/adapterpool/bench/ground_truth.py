@@ -70,7 +70,7 @@ def chosen_candidates(run: BenchRun, pool: AdapterPool, spec: str) -> list[Adapt
         return candidates
     recorded = run.state.get("targets", key, "gt_candidates")
     if recorded is None:
-        task = run._target_task(spec)
+        task = run.target_task(spec)
         top = prefilter(task, pool, plan["prefilter_top"], records=candidates,
                         seed=run.config.seed).chosen
         top_ids = [r.id for r in top]
@@ -87,7 +87,7 @@ def peer_model(run: BenchRun, pool: AdapterPool, task, name: str, seed: int):
     """A fresh LoRA model (the run's config) initialised the peer's way."""
     if name == "eva":
         return _eva_model(run, pool, task, seed)
-    peft = run._peft()
+    peft = run.peft()
     for field_name, value in PEERS[name].items():
         setattr(peft, field_name, value)
     set_seed(seed)
@@ -100,7 +100,7 @@ def _eva_model(run: BenchRun, pool: AdapterPool, task, seed: int):
 
     from ..training.encoding import EncodedRecords, train_loader
 
-    config = run._peft()
+    config = run.peft()
     config.init_lora_weights = "eva"
     config.eva_config = EvaConfig()
     set_seed(seed)
@@ -117,30 +117,48 @@ def _eva_model(run: BenchRun, pool: AdapterPool, task, seed: int):
     return model
 
 
+def units_left(run: BenchRun, key: str, n_candidates: int) -> int:
+    """How many ground-truth units of target ``key`` are still to compute (progress lines)."""
+    c, get = run.config, run.state.get
+    seeds = [str(s) for s in c.ground_truth_seeds]
+    recorded = get("targets", key, "gt_candidates")
+    plan = c.ground_truth_candidates
+    if recorded is not None:
+        chosen = [*recorded["prefilter_top"], *recorded["random"]]
+    else:
+        chosen = [None] * (min(n_candidates, plan["prefilter_top"] + plan["random"]) if plan
+                           else n_candidates)
+    todo = sum(get("targets", key, "gt_baseline", s) is None for s in seeds)
+    todo += sum(get("targets", key, "gt_finetune", str(a), s) is None
+                for a in chosen for s in seeds)
+    todo += sum(get("targets", key, "peers", name, s) is None for name in c.peers for s in seeds)
+    return todo
+
+
 def run_ground_truth(run: BenchRun, pool: AdapterPool, spec: str) -> None:
     """Every ground-truth unit of one target not recorded yet: baselines, warm starts, peers."""
-    from .harness import _result_record, task_key
+    from .harness import result_record, task_key
 
     c = run.config
     key = task_key(spec)
     task = None
 
-    def target_task():
+    def loaded_task():
         nonlocal task
-        task = task or run._target_task(spec)
+        task = task or run.target_task(spec)
         return task
 
     def record(result, *keys):
         run.state.trained += 1
         run.state.computed[keys[0]] += 1
-        run.state.put(_result_record(result), "targets", key, *keys)
+        run.state.put(result_record(result), "targets", key, *keys)
 
     for seed in c.ground_truth_seeds:
         if run.state.get("targets", key, "gt_baseline", str(seed)) is None:
-            run._announce(f"[bold]{key}[/bold]: standard LoRA, seed {seed}, until early stopping")
-            result = train_standard(target_task(), pool.base_model,
+            run.announce(f"[bold]{key}[/bold]: standard LoRA, seed {seed}, until early stopping")
+            result = train_standard(loaded_task(), pool.base_model,
                                     ground_truth_config(run, seed, c.baseline_max_epochs),
-                                    peft=run._peft(), description=f"{key} standard LoRA",
+                                    peft=run.peft(), description=f"{key} standard LoRA",
                                     show_progress=run.show_progress,
                                     measure_energy=run.measure_energy)
             record(result, "gt_baseline", str(seed))
@@ -149,10 +167,10 @@ def run_ground_truth(run: BenchRun, pool: AdapterPool, spec: str) -> None:
         for seed in c.ground_truth_seeds:
             if run.state.get("targets", key, "gt_finetune", candidate.id, str(seed)) is not None:
                 continue
-            run._announce(f"[bold]{key}[/bold] <- {candidate.task_name}: seed {seed}, until "
+            run.announce(f"[bold]{key}[/bold] <- {candidate.task_name}: seed {seed}, until "
                           "early stopping")
             set_seed(seed)
-            model = warm_start_model(pool.base_model, target_task().label_names,
+            model = warm_start_model(pool.base_model, loaded_task().label_names,
                                      pool.adapter_dir(candidate.id), kind=task.kind)
             result = train(model, task, tokenizer,
                            ground_truth_config(run, seed, c.ground_truth_max_epochs),
@@ -163,9 +181,9 @@ def run_ground_truth(run: BenchRun, pool: AdapterPool, spec: str) -> None:
         for seed in c.ground_truth_seeds:
             if run.state.get("targets", key, "peers", name, str(seed)) is not None:
                 continue
-            run._announce(f"[bold]{key}[/bold]: peer {name}, seed {seed}, until early stopping")
+            run.announce(f"[bold]{key}[/bold]: peer {name}, seed {seed}, until early stopping")
             config = ground_truth_config(run, seed, c.baseline_max_epochs)
-            model = peer_model(run, pool, target_task(), name, seed)
+            model = peer_model(run, pool, loaded_task(), name, seed)
             result = train(model, task, tokenizer, config, description=f"{key} peer {name}",
                            show_progress=run.show_progress, measure_energy=run.measure_energy)
             record(result, "peers", name, str(seed))

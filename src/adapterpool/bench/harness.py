@@ -40,7 +40,7 @@ from .state import BenchState
 console = Console(stderr=True)
 
 
-def _result_record(result: TrainResult) -> dict:
+def result_record(result: TrainResult) -> dict:
     return {
         "validation": result.validation,
         "test": result.test,
@@ -132,8 +132,8 @@ class BenchRun:
         self.show_progress = show_progress
         self.measure_energy = measure_energy
         self.state.put(config.as_dict(), "config")
-        self._units_done = 0
-        self._units_total = 0
+        self.units_done = 0
+        self.units_total = 0
 
     def _task(self, spec: str, *, max_train: int | None = None,
               max_test: int | None = None) -> Task:
@@ -161,16 +161,16 @@ class BenchRun:
                                       patience=self.config.source_patience)
         return self._train_config(self.config.source_epochs)
 
-    def _peft(self):
+    def peft(self):
         """A fresh config of the run's PEFT method (peft's builders change what they are given)."""
         return peft_config(self.config.peft)
 
     def _baseline_config(self) -> TrainConfig:
         return self._train_config(self.config.baseline_max_epochs, evals_per_epoch=1)
 
-    def _announce(self, what: str) -> None:
-        self._units_done += 1
-        count = f"{self._units_done}/{self._units_total}" if self._units_total else "+"
+    def announce(self, what: str) -> None:
+        self.units_done += 1
+        count = f"{self.units_done}/{self.units_total}" if self.units_total else "+"
         console.print(f"[dim]\\[{count}][/dim] {what}")
 
     def _count_units(self, sources: list[str], targets: list[str]) -> None:
@@ -181,6 +181,11 @@ class BenchRun:
             key = task_key(spec)
             others = n_sources - (1 if key in {task_key(s) for s in sources} else 0)
             todo += self.state.get("targets", key, "scores") is None
+            if self.config.ground_truth_max_epochs:
+                from .ground_truth import units_left
+
+                todo += units_left(self, key, others)
+                continue
             todo += max(0, others - len(self.state.get("targets", key, "finetune") or {}))
             todo += self.state.get("targets", key, "baseline") is None
         for spec in self.config.strategy_target_specs():
@@ -188,7 +193,7 @@ class BenchRun:
             todo += sum(str(seed) not in done.get(strategy, {})
                         for strategy in self.config.strategies
                         for seed in self.config.strategy_seeds)
-        self._units_total = todo
+        self.units_total = todo
 
     def open_pool(self) -> AdapterPool:
         path = self.run_dir / "pool"
@@ -209,17 +214,17 @@ class BenchRun:
                 continue
             task = self._task(spec, max_train=self.config.source_max_train)
             config = self._source_config()
-            self._announce(f"[bold]source[/bold] {key}: standard LoRA on {len(task.train)} "
+            self.announce(f"[bold]source[/bold] {key}: standard LoRA on {len(task.train)} "
                            f"examples, {config.epochs:g} epochs at most")
             result = train_standard(
-                task, pool.base_model, config, peft=self._peft(),
+                task, pool.base_model, config, peft=self.peft(),
                 description=f"source {key}", show_progress=self.show_progress,
                 measure_energy=self.measure_energy,
             )
             record = contribute(pool, task, result, seed=self.config.seed, task_name=key)
             self.state.trained += 1
             self.state.computed["source"] += 1
-            self.state.put({"adapter_id": record.id, **_result_record(result)}, "sources", key)
+            self.state.put({"adapter_id": record.id, **result_record(result)}, "sources", key)
         return pool
 
     def candidates_for(self, pool: AdapterPool, key: str) -> list[AdapterRecord]:
@@ -242,7 +247,7 @@ class BenchRun:
         self.finetune_target(pool, spec)
         self.baseline_target(pool, spec)
 
-    def _target_task(self, spec: str) -> Task:
+    def target_task(self, spec: str) -> Task:
         """The target's task, its description recorded (the report's setup reads it)."""
         task = self._task(spec, max_test=self.config.max_test)
         self.state.put(task.describe(), "targets", task_key(spec), "task")
@@ -252,9 +257,9 @@ class BenchRun:
         key = task_key(spec)
         if self.state.get("targets", key, "scores") is not None:
             return
-        task = self._target_task(spec)
+        task = self.target_task(spec)
         candidates = self.candidates_for(pool, key)
-        self._announce(f"[bold]target[/bold] {key}: scoring {len(candidates)} candidates with "
+        self.announce(f"[bold]target[/bold] {key}: scoring {len(candidates)} candidates with "
                        f"{len(self.config.metrics)} metrics")
         with EnergyMeter(enabled=self.measure_energy) as meter:
             scores = score_candidates(
@@ -285,7 +290,7 @@ class BenchRun:
         key = task_key(spec)
         if self.state.get("targets", key, "reference") is not None:
             return
-        task = self._target_task(spec)
+        task = self.target_task(spec)
         start = time.perf_counter()
         scores = reference_scores(pool.base_model, task, load_tokenizer(pool.base_model),
                                   self.config.metrics, max_samples=self.config.scoring_samples,
@@ -301,10 +306,10 @@ class BenchRun:
                 if not self.state.get("targets", key, "finetune", r.id)]
         if not todo:
             return
-        task = self._target_task(spec)
+        task = self.target_task(spec)
         tokenizer = load_tokenizer(pool.base_model)
         for record in todo:
-            self._announce(f"[bold]{key}[/bold] <- {record.task_name}: fine-tune "
+            self.announce(f"[bold]{key}[/bold] <- {record.task_name}: fine-tune "
                            f"{self.config.transfer_epochs} epochs from the adapter")
             set_seed(self.config.seed)
             model = warm_start_model(pool.base_model, task.label_names, pool.adapter_dir(record.id))
@@ -313,22 +318,22 @@ class BenchRun:
                            show_progress=self.show_progress, measure_energy=self.measure_energy)
             self.state.trained += 1
             self.state.computed["finetune"] += 1
-            self.state.put(_result_record(result), "targets", key, "finetune", record.id)
+            self.state.put(result_record(result), "targets", key, "finetune", record.id)
 
     def baseline_target(self, pool: AdapterPool, spec: str) -> None:
         key = task_key(spec)
         if self.state.get("targets", key, "baseline") is not None:
             return
-        task = self._target_task(spec)
-        self._announce(f"[bold]{key}[/bold]: standard LoRA baseline, early stopping, at most "
+        task = self.target_task(spec)
+        self.announce(f"[bold]{key}[/bold]: standard LoRA baseline, early stopping, at most "
                        f"{self.config.baseline_max_epochs} epochs")
-        result = train_standard(task, pool.base_model, self._baseline_config(), peft=self._peft(),
+        result = train_standard(task, pool.base_model, self._baseline_config(), peft=self.peft(),
                                 description=f"{key} standard LoRA",
                                 show_progress=self.show_progress,
                                 measure_energy=self.measure_energy)
         self.state.trained += 1
         self.state.computed["baseline"] += 1
-        self.state.put(_result_record(result), "targets", key, "baseline")
+        self.state.put(result_record(result), "targets", key, "baseline")
 
     def strategy_config(self, spec: str, seed: int, threshold: float) -> AdaptConfig:
         """The loop as a user would run it with ``--strategy spec``, sized like the bench."""
@@ -355,9 +360,9 @@ class BenchRun:
                 if self.state.get("targets", key, "strategies", strategy, str(seed)):
                     continue
                 task = task or self._task(spec, max_test=self.config.max_test)
-                self._announce(f"[bold]{key}[/bold]: loop with strategy {strategy}, seed {seed}")
+                self.announce(f"[bold]{key}[/bold]: loop with strategy {strategy}, seed {seed}")
                 result = adapt(task, view, self.strategy_config(strategy, seed, threshold),
-                               peft=self._peft(), show_progress=self.show_progress,
+                               peft=self.peft(), show_progress=self.show_progress,
                                measure_energy=self.measure_energy)
                 self.state.trained += 1
                 self.state.computed["strategy"] += 1
@@ -370,7 +375,7 @@ class BenchRun:
             raise UsageError("bench: no targets (set `discover` or `targets`)")
         self._count_units(sources, targets)
         console.print(f"bench: {len(sources)} pool members, {len(targets)} targets, "
-                      f"{self._units_total} units to compute; state in {self.state.path}")
+                      f"{self.units_total} units to compute; state in {self.state.path}")
         pool = self.build_pool()
         for spec in targets:
             self.run_target(pool, spec)

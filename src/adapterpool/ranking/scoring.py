@@ -100,6 +100,17 @@ def scoring_sample(task: Task, max_samples: int | None, seed: int) -> Records:
     return subsample_records(task.train, max_samples, seed)
 
 
+def _scoring_data(task: Task, tokenizer: PreTrainedTokenizerBase, max_samples: int | None,
+                  max_length: int, seed: int) -> tuple[EncodedRecords, np.ndarray]:
+    """The encoded scoring sample and its labels: the same for every candidate and for the bare
+    base model's reference, so their scores compare."""
+    sample = scoring_sample(task, max_samples, seed)
+    labels = np.asarray(sample.label)
+    if get_kind(task.kind).labelled:
+        encode_labels(labels)  # a sample no metric can use (one class) fails here
+    return EncodedRecords(sample, tokenizer, max_length), labels
+
+
 @torch.inference_mode()
 def candidate_outputs(
     model: torch.nn.Module,
@@ -290,11 +301,7 @@ def score_candidates(
     for name in metrics:
         check_metric_kind(name, task.kind)  # and names that do not apply to the task's kind
     needs = {get_metric(name).needs for name in computed}
-    sample = scoring_sample(task, max_samples, seed)
-    data = EncodedRecords(sample, tokenizer, max_length)
-    labels = np.asarray(sample.label)
-    if get_kind(task.kind).labelled:
-        encode_labels(labels)  # a sample no metric can use (one class) fails here
+    data, labels = _scoring_data(task, tokenizer, max_samples, max_length, seed)
     if data.inputs == "text2text":
         outputs_of = partial(seq2seq_outputs, target_features="target_features" in needs)
     else:
@@ -370,8 +377,7 @@ def reference_scores(
     "is this candidate any good" asks how far it moves the score above the bare base model.
     Metrics that read a source head (LEEP, NCE, ...) have no reference and get NaN."""
     computed = [n for n in per_candidate_metrics(metrics) if get_metric(n).needs in FEATURE_NEEDS]
-    sample = scoring_sample(task, max_samples, seed)
-    data = EncodedRecords(sample, tokenizer, max_length)
+    data, labels = _scoring_data(task, tokenizer, max_samples, max_length, seed)
     if data.inputs == "text2text":
         return {name: math.nan for name in metrics}
     device = pick_device()
@@ -379,7 +385,7 @@ def reference_scores(
     needs_layers = any(get_metric(n).needs == "layer_features" for n in computed)
     outputs = candidate_outputs(model, data, tokenizer, batch_size=batch_size or
                                 auto_batch_size(device), layer_mean=needs_layers)
-    scores, _, problems = _score_outputs(outputs, np.asarray(sample.label), computed, seed)
+    scores, _, problems = _score_outputs(outputs, labels, computed, seed)
     if problems:
         logger.warning("base model reference: NaN for %s", "; ".join(problems))
     return {name: scores.get(name, math.nan) for name in metrics}

@@ -47,6 +47,7 @@ class SharedBase:
         self._params = dict(self.model.named_parameters())
         self._pristine: dict[int, tuple[torch.nn.Parameter, torch.Tensor]] = {}
         self._touched: list[int] = []  # ids of the parameters the attached adapter merged into
+        self._templates: dict[int, torch.nn.Module] = {}  # label count -> the class on meta
 
     def attach(self, n_labels: int, adapter_dir: str | Path) -> torch.nn.Module:
         """The base with the adapter at ``adapter_dir`` merged in: a plain fast classifier; an
@@ -100,18 +101,22 @@ class SharedBase:
         """
         if not self.labelled or n_labels == self.model.config.num_labels:
             return
-        config = copy.deepcopy(self.model.config)
-        config.num_labels = n_labels
-        with torch.device("meta"):
-            template = type(self.model)(config)
+        if n_labels not in self._templates:  # building even on meta costs a whole model's init
+            config = copy.deepcopy(self.model.config)
+            config.num_labels = n_labels
+            with torch.device("meta"):
+                self._templates[n_labels] = type(self.model)(config)
+        template = self._templates[n_labels]
         changed = sorted({
             name.rpartition(".")[0] for name, param in template.named_parameters()
             if name not in self._params or param.shape != self._params[name].shape
         })
-        std = getattr(config, "initializer_range", 0.02)
+        std = getattr(self.model.config, "initializer_range", 0.02)
         dtype = next(iter(self._params.values())).dtype
         for path in changed:
-            module = template.get_submodule(path).to_empty(device=self.device).to(dtype)
+            # a copy: to_empty materialises in place, and the template serves the next candidate
+            module = copy.deepcopy(template.get_submodule(path))
+            module = module.to_empty(device=self.device).to(dtype)
             with torch.no_grad():
                 for param in module.parameters():
                     if param.ndim > 1:
