@@ -29,7 +29,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(VENV)/bin/adapterpool bench --config benchmarks/bench_config.json
+	$(VENV)/bin/adapterpool bench --config benchmarks/family/config.json
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -102,8 +102,8 @@ SERVE = "adapterpool serve /srv/team-pool --host 0.0.0.0 --port 8750 [--max-uplo
 SKIPPED: dict[str, str] = {
     "make demo": "installs everything, then trains MiniLM for minutes (the demo, not an example)",
     "make test": "runs the whole suite, this file included",
-    "adapterpool bench --config benchmarks/bench_config.json":
-        "the benchmark: hours of training on the realistic pool",
+    "adapterpool bench --config benchmarks/family/config.json":
+        "the benchmark: hours of training on the family pool",
 }
 
 TASK = "builtin:movie-sentiment"
