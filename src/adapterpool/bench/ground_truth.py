@@ -25,11 +25,11 @@ import numpy as np
 from accelerate.utils import set_seed
 
 from ..errors import UsageError
-from ..models.build import load_tokenizer, new_model
+from ..models.build import load_tokenizer
 from ..models.warm_start import warm_start_model
 from ..pool import AdapterPool, AdapterRecord
 from ..ranking.prefilter import prefilter
-from ..training.standard import train_standard
+from ..training.standard import standard_lora_model, train_standard
 from ..training.trainer import TrainConfig, train
 
 if TYPE_CHECKING:
@@ -84,37 +84,17 @@ def chosen_candidates(run: BenchRun, pool: AdapterPool, spec: str) -> list[Adapt
 
 
 def peer_model(run: BenchRun, pool: AdapterPool, task, name: str, seed: int):
-    """A fresh LoRA model (the run's config) initialised the peer's way."""
-    if name == "eva":
-        return _eva_model(run, pool, task, seed)
+    """A fresh LoRA model (the run's config) initialised the peer's way; EVA also runs its pass
+    over the target's training data, as ``--peft eva`` does in the loop."""
+    from peft import EvaConfig
+
     peft = run.peft()
     for field_name, value in PEERS[name].items():
         setattr(peft, field_name, value)
-    set_seed(seed)
-    return new_model(pool.base_model, task.label_names, peft, kind=task.kind)
-
-
-def _eva_model(run: BenchRun, pool: AdapterPool, task, seed: int):
-    """LoRA with EVA's data-driven init: peft's SVD of the target's own layer inputs."""
-    from peft import EvaConfig, initialize_lora_eva_weights
-
-    from ..training.encoding import EncodedRecords, train_loader
-
-    config = run.peft()
-    config.init_lora_weights = "eva"
-    config.eva_config = EvaConfig()
-    set_seed(seed)
-    model = new_model(pool.base_model, task.label_names, config, kind=task.kind)
-    tokenizer = load_tokenizer(pool.base_model)
-    data = EncodedRecords(task.train, tokenizer, run.config.max_length)
-    loader = train_loader(data, tokenizer, 32, seed)
-
-    def inputs(batch):  # EVA reads the attention mask; labels are not tokens here
-        return {k: v for k, v in batch.items() if k != "labels"}
-
-    initialize_lora_eva_weights(model, dataloader=[inputs(b) for b in loader],
-                                show_progress_bar=False)
-    return model
+    if name == "eva":
+        peft.eva_config = EvaConfig()
+    return standard_lora_model(pool.base_model, task.label_names, peft, seed=seed,
+                               kind=task.kind, task=task, max_length=run.config.max_length)
 
 
 def units_left(run: BenchRun, key: str, n_candidates: int) -> int:

@@ -246,10 +246,10 @@ class LoopRun:
             attempt = self.attempt("warm_fallback", self.continued(source, head_kept=False),
                                    config, eval_at_start=True)
         else:
-            base, labels, peft = self.pool.base_model, self.task.label_names, self.peft
-            seed, kind = self.config.seed, self.task.kind
-            start = Start(None, lambda: standard_lora_model(base, labels, peft, seed=seed,
-                                                            kind=kind))
+            base, task, peft, seed = self.pool.base_model, self.task, self.peft, self.config.seed
+            start = Start(None, lambda: standard_lora_model(
+                base, task.label_names, peft, seed=seed, kind=task.kind, task=task,
+                max_length=config.max_length))
             attempt = self.attempt("standard_lora", start, config)
         return attempt if attempt.passed else None
 

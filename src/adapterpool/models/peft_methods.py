@@ -74,6 +74,12 @@ PEFT_METHODS: dict[str, PeftMethod] = {
         "LoRA: low-rank updates (r 16, alpha 32, dropout 0.1) of the layers peft's table picks",
         _LORA_SHORTHANDS,
     ),
+    "eva": PeftMethod(
+        "LORA", _LORA | {"init_lora_weights": "eva", "eva_config": {}}, 1e-3,
+        "EVA: LoRA's defaults, A initialised from an SVD of the target's own layer inputs (one "
+        "pass over its training data before training; peft's EVA)",
+        _LORA_SHORTHANDS,
+    ),
     "dora": PeftMethod(
         "LORA", _LORA | {"use_dora": True}, 1e-3,
         "DoRA: LoRA's defaults plus a learned magnitude per output (weight-decomposed)",
@@ -221,12 +227,14 @@ def learning_rate_for(config: PeftConfig) -> float:
 
 
 def method_name(config: PeftConfig) -> str:
-    """The table name that describes ``config`` best (``dora`` for LoRA with ``use_dora``), else
-    its peft type in lower case (a config from --peft-config of a type outside the table)."""
+    """The table name that describes ``config`` best (``dora`` for LoRA with ``use_dora``, ``eva``
+    for LoRA initialised by EVA), else its peft type in lower case (a config from --peft-config
+    of a type outside the table)."""
     kind = _type_name(config.peft_type)
     matches = [name for name, m in PEFT_METHODS.items() if m.peft_type == kind]
     for name in matches:
-        flags = {k: v for k, v in PEFT_METHODS[name].defaults.items() if isinstance(v, bool)}
+        flags = {k: v for k, v in PEFT_METHODS[name].defaults.items()
+                 if isinstance(v, bool) or k == "init_lora_weights"}
         if flags and all(getattr(config, k, None) == v for k, v in flags.items()):
             return name
     return matches[0] if matches else kind.lower()

@@ -6,19 +6,29 @@ from accelerate.utils import set_seed
 from peft import PeftConfig, PeftModel
 
 from ..config import TrainConfig
+from ..errors import UsageError
 from ..models.build import load_preprocessor, new_model
 from ..tasks import Task
+from .data_init import initialize_from_data, needs_data
 from .trainer import TrainResult, train
 
 
 def standard_lora_model(base_model: str | None, label_names,
                         peft: PeftConfig | str | None = None, *, seed: int,
-                        kind: str = "single") -> PeftModel:
+                        kind: str = "single", task: Task | None = None,
+                        max_length: int = 128) -> PeftModel:
     """A fresh adapter of method ``peft`` (default LoRA; a name of
     :data:`~adapterpool.models.peft_methods.PEFT_METHODS` or any PeftConfig) for a ``kind`` task,
-    seeded: where standard LoRA and the fallback start."""
+    seeded: where standard LoRA and the fallback start. A method initialised from the target's
+    data (EVA) reads ``task``'s training split (:mod:`adapterpool.training.data_init`)."""
     set_seed(seed)
-    return new_model(base_model, label_names, peft, kind=kind)
+    model = new_model(base_model, label_names, peft, kind=kind)
+    if needs_data(model.peft_config[model.active_adapter]):
+        if task is None:
+            raise UsageError("EVA initialisation needs the target's training data (task=...)")
+        initialize_from_data(model, task, load_preprocessor(base_model, kind),
+                             max_length=max_length, seed=seed)
+    return model
 
 
 def train_standard(
@@ -33,7 +43,7 @@ def train_standard(
 ) -> TrainResult:
     """Standard LoRA (or method ``peft``) from scratch on ``task``: the baseline and fallback."""
     model = standard_lora_model(base_model, task.label_names, peft, seed=config.seed,
-                                kind=task.kind)
+                                kind=task.kind, task=task, max_length=config.max_length)
     return train(
         model, task, load_preprocessor(base_model, task.kind), config,
         description=description, show_progress=show_progress, measure_energy=measure_energy,
