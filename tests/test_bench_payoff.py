@@ -138,6 +138,8 @@ def test_converged_bench_runs_resumes_and_reports(tiny_base_model, bench_folders
     assert set(summary["peers"]["eva"]) == set(summary["targets"])
     # each target has a same-family pool member: agreement counts every target
     assert summary["family_agreement"]["targets"] == 2
+    # 2 targets are too few to calibrate the "nothing related" rule (3 at least): empty, not wrong
+    assert summary["nothing_related_rule"] == {} and summary["nothing_related_standout"] == {}
     files = write_reports(summary, config.out_dir)
     written = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert "noise_ceiling_tau" in written["targets"]["debate-role"]
@@ -185,3 +187,15 @@ def test_min_gain_fit_misjudges_fewest_and_is_checked_leave_one_out():
     # held out, "c" is judged by the cut fitted on a, b, d: (0.01 + 0.2) / 2 = 0.105 > 0.05
     assert out["per_target"]["c"]["min_gain"] == pytest.approx(0.105)
     assert out["per_target"]["c"]["skipped"] and not out["per_target"]["c"]["right"]
+    # the report shows both normalisations, best-judging metric first
+    from adapterpool.bench.payoff_render import nothing_related_table
+
+    worse = calibrate_min_gain({"a": (0.2, False), "b": (0.01, False), "c": (0.05, True),
+                                "d": (0.0, True)})
+    lines = nothing_related_table({"nothing_related_rule": {"knn": worse, "logme": out},
+                                   "nothing_related_standout": {"knn": out}})
+    rows = [line.split(" | ") for line in lines[2:]]
+    assert [(r[0], r[1]) for r in rows] == [("| base model's score", "logme"),
+                                           ("| base model's score", "knn"),
+                                           ("| median candidate", "knn")]
+    assert rows[0][3] == "3 of 4" and rows[1][3] == f"{worse['right']} of 4"

@@ -217,18 +217,27 @@ def summarize_payoff(state: dict, config: dict, specs: dict[str, str]) -> dict:
 
     with_family = [k for k, t in complete.items() if t["family"] is not None]
     agree = sum(same_family_member(k) == complete[k]["has_related_source"] for k in with_family)
-    gains = {}
+    # Two normalisations of the top score, each calibrated: over the bare base model's own score
+    # (what skip-unrelated uses), and over the median candidate (does the top stand out from
+    # the crowd?). Every source adapter also trained BERT's pooler, which the base model's
+    # features lack, so the first gain is above 0 even where nothing is related.
+    gains, standout = {}, {}
     for metric in metrics:
-        rows = {}
+        rows, rows_standout = {}, {}
         for key in complete:
             target = state["targets"][key]
             reference = ((target.get("reference") or {}).get("scores") or {}).get(metric)
             tops = [e["scores"].get(metric) for e in (target.get("scores") or {}).values()]
             tops = [v for v in tops if v is not None and math.isfinite(v)]
+            related = complete[key]["has_related_source"]
             if reference is not None and math.isfinite(reference) and tops:
-                rows[key] = (max(tops) - reference, complete[key]["has_related_source"])
+                rows[key] = (max(tops) - reference, related)
+            if len(tops) >= 2:
+                rows_standout[key] = (max(tops) - float(np.median(tops)), related)
         if len(rows) >= 3:
             gains[metric] = calibrate_min_gain(rows)
+        if len(rows_standout) >= 3:
+            standout[metric] = calibrate_min_gain(rows_standout)
     peers: dict = {}
     for key, t in complete.items():
         for name, p in t["peers"].items():
@@ -242,6 +251,7 @@ def summarize_payoff(state: dict, config: dict, specs: dict[str, str]) -> dict:
         "strategies_by_group": strategies,
         "peers": peers,
         "nothing_related_rule": gains,
+        "nothing_related_standout": standout,
         "family_agreement": {"targets": len(with_family), "agree": agree,
                              "rule": "a same-family pool member exists <=> has_related_source"},
         "definitions": {"reach_fraction": REACH_FRACTION,

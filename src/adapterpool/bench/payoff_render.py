@@ -81,6 +81,21 @@ def strategy_table(summary: dict) -> list[str]:
     return lines
 
 
+def nothing_related_table(summary: dict) -> list[str]:
+    """Each normalisation of the top score x metric: the fitted ``min_gain`` and how many held-out
+    targets it judged right (leave one target out)."""
+    lines = ["| top score minus | metric | min_gain (all targets) | right (held out) | missed "
+             "relatives | useless tries |", "|---|---|---|---|---|---|"]
+    for label, key in (("base model's score", "nothing_related_rule"),
+                       ("median candidate", "nothing_related_standout")):
+        for metric, row in sorted((summary.get(key) or {}).items(),
+                                  key=lambda kv: (-kv[1]["right"], kv[0])):
+            lines.append(f"| {label} | {metric} | {fmt(row['min_gain'])} | {row['right']} of "
+                         f"{row['targets']} | {row['missed_relatives']} | "
+                         f"{row['useless_tries']} |")
+    return lines
+
+
 def payoff_markdown(summary: dict) -> str:
     c, d = summary["config"], summary["definitions"]
     groups, agreement = summary["groups"], summary["family_agreement"]
@@ -124,6 +139,13 @@ def payoff_markdown(summary: dict) -> str:
         "## Peers: peft's LoRA initialisations (test accuracy / epochs run, seed means)",
         "",
         *peer_table(summary),
+        "",
+        "## Noticing \"nothing related\" from the scores (skip-unrelated's rule)",
+        "",
+        "A target is judged to have no related source when its top candidate's score gains "
+        "less than min_gain; fitted leave-one-target-out against the ground truth.",
+        "",
+        *nothing_related_table(summary),
         "",
     ]
     if summary["strategies_by_group"]:
