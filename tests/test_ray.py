@@ -132,3 +132,72 @@ def test_bench_on_ray_refuses_bad_settings_before_any_work(tmp_path):
     with pytest.raises(UsageError, match="--timed-cpus"):
         run_on_ray(config, timed_cpus=0)
     assert not (tmp_path / "run").exists()
+
+
+def _broken_task(root: Path) -> Path:
+    """A task folder whose records lack the text field: load_task fails inside its Ray task."""
+    folder = root / "broken"
+    folder.mkdir()
+    (folder / "meta.json").write_text(json.dumps({"name": "broken", "task_type": "single",
+                                                  "label_names": ["a", "b"]}))
+    for split in ("train", "validation", "test"):
+        (folder / f"{split}.jsonl").write_text("".join(
+            json.dumps({"sentence": f"s{i}", "label": i % 2}) + "\n" for i in range(8)))
+    return folder
+
+
+def test_adapt_many_reports_the_failing_target_and_finishes_the_others(
+        ray_cluster, pool_copy, tmp_path, capsys):
+    from adapterpool.cli.main import main
+    from adapterpool.pool import AdapterPool
+    from adapterpool.pool.maintenance import verify
+
+    before = {r.id for r in pool_copy.list()}
+    targets = ["builtin:movie-sentiment", str(_broken_task(tmp_path)), "builtin:subjectivity",
+               "builtin:word-sense"]
+    out = tmp_path / "runs"
+    code = main(["adapt-many", *targets, "--pool", str(pool_copy.path), "--ray-address",
+                 ray_cluster, "--metric", "leep", "--subset", "2", "--max-tries", "1",
+                 "--threshold", "0", "--epochs", "1", "--max-train", "48", "--max-eval", "24",
+                 "--max-samples", "48", "--max-length", "32", "--batch-size", "8",
+                 "--no-energy", "--contribute", "--out", str(out), "--json"])
+    assert code == 1  # one target failed
+    summary = json.loads(capsys.readouterr().out)
+    assert summary == json.loads((out / "summary.json").read_text())
+    assert [r["task"] for r in summary["tasks"]] == targets  # in the order given
+    assert [r["ok"] for r in summary["tasks"]] == [True, False, True, True]
+    failed = summary["tasks"][1]
+    assert "TaskDataError" in failed["error"] and "text" in failed["error"]
+    assert summary["done"] == 3 and summary["failed"] == 1 and summary["nodes"] == 2
+    # each finished target's report is where adapt --out puts it, and its adapter joined the pool
+    contributed = set()
+    for row in summary["tasks"][::2] + summary["tasks"][3:]:
+        report = json.loads((Path(row["out"]) / "report.json").read_text())
+        assert report["outcome"] == row["outcome"] == "transfer"
+        assert report["contributed_adapter_id"] == row["contributed_adapter_id"]
+        contributed.add(row["contributed_adapter_id"])
+    assert not (out / "broken" / "report.json").exists()
+    pool = AdapterPool(pool_copy.path)
+    assert {r.id for r in pool.list()} - before == contributed and len(contributed) == 3
+    assert verify(pool)["consistent"]
+
+
+def test_train_many_builds_sources_and_refuses_bad_settings_first(ray_cluster, tiny_base_model,
+                                                                  tmp_path, capsys):
+    from adapterpool.cli.main import main
+    from adapterpool.pool import AdapterPool
+
+    pool = AdapterPool.init(tmp_path / "pool", base_model=tiny_base_model)
+    common = ["--pool", str(pool.path), "--ray-address", ray_cluster, "--epochs", "1",
+              "--max-train", "48", "--max-eval", "24", "--max-length", "32", "--no-energy",
+              "--contribute", "--out", str(tmp_path / "runs")]
+    # a bad setting and a task given twice stop before Ray starts; nothing is written
+    assert main(["train-many", "builtin:subjectivity", *common, "--cpus-per-task", "0"]) == 2
+    assert main(["train-many", "builtin:subjectivity", "builtin:subjectivity", *common]) == 2
+    assert "given twice" in capsys.readouterr().err and not (tmp_path / "runs").exists()
+
+    code = main(["train-many", "builtin:subjectivity", "builtin:debate-role", *common])
+    assert code == 0
+    rows = json.loads((tmp_path / "runs" / "summary.json").read_text())["tasks"]
+    assert [r["outcome"] for r in rows] == ["standard_lora", "standard_lora"]
+    assert {r.task_name for r in AdapterPool(pool.path).list()} == {"subjectivity", "debate-role"}
