@@ -118,6 +118,22 @@ def _upload(client: httpx.Client, url: str, auth: dict, variants: Variants,
         "metadata": (FILES["metadata"], variants.meta)})
 
 
+def race(urls: list[str], auth: dict, variants: Variants, weights: bytes) -> list[httpx.Response]:
+    """The same new adapter to every replica of ``urls`` at once; their answers."""
+    answers: list[httpx.Response] = []
+
+    def send(target: str) -> None:
+        with httpx.Client(timeout=120) as own:
+            answers.append(_upload(own, target, auth, variants, weights))
+
+    threads = [threading.Thread(target=send, args=(url,)) for url in urls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answers
+
+
 def uploader(worker: int, urls: list[str], auth: dict, variants: Variants, deadline: float,
              ledger: Ledger) -> None:
     """Distinct uploads to the replicas in turn; races and duplicates on the side."""
@@ -139,17 +155,7 @@ def uploader(worker: int, urls: list[str], auth: dict, variants: Variants, deadl
                 weights = variants.weights(worker, attempt)
                 sha = hashlib.sha256(weights).hexdigest()
                 if attempt % 5 == 0:  # one new adapter to two replicas at once
-                    answers: list[httpx.Response] = []
-
-                    def send(target: str, weights: bytes = weights) -> None:
-                        with httpx.Client(timeout=120) as own:
-                            answers.append(_upload(own, target, auth, variants, weights))
-
-                    pair = [threading.Thread(target=send, args=(u,)) for u in (url, other)]
-                    for thread in pair:
-                        thread.start()
-                    for thread in pair:
-                        thread.join()
+                    answers = race([url, other], auth, variants, weights)
                     codes = sorted(r.status_code for r in answers)
                     ledger.count("races")
                     if codes != [201, 409]:

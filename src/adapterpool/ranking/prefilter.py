@@ -211,7 +211,8 @@ def _indexed(task: Task, pool, keep: int, records: list, *, similarity: str, see
         chosen += [records[rest[j]] for j in order[:keep - len(chosen)]]
     return Prefilter(
         similarity=similarity, keep=keep, chosen=chosen, similarities=dict(hits),
-        sources={a: summary_index.rows[a]["source"] for a, _ in hits}, target=target, target_seconds=target_seconds,
+        sources={a: summary_index.rows[a]["source"] for a, _ in hits}, target=target,
+        target_seconds=target_seconds,
         seconds=time.perf_counter() - start, warnings=warnings, pool_size=len(ids),
         index="faiss",
     )
