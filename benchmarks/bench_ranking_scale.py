@@ -240,7 +240,7 @@ def cost_curve(source: AdapterPool, summaries: dict[str, TaskSummary], args) -> 
         real_pool = AdapterPool.init(work / "pool", base_model=source.base_model)
         copy_of: dict[str, str] = {}
         pool = CopiesPool(real_pool, copy_of)
-        rows, per_candidate = [], None
+        rows, per_candidate = [], getattr(args, "per_candidate", None)
         for size in args.sizes:
             add_seconds = grow(real_pool, source, summaries, size, work, args.seed,
                                add_up_to=args.add_up_to, copy_of=copy_of)
@@ -258,6 +258,7 @@ def cost_curve(source: AdapterPool, summaries: dict[str, TaskSummary], args) -> 
                                           max_length=args.max_length)
             row = {"size": size, "keep": args.keep, "add_seconds": add_seconds,
                    "catalog_only_copies": len(copy_of), "stage1_index": stage1.index,
+                   "date": time.strftime("%Y-%m-%d"), "source_pool": args.source_pool,
                    "index_sync_seconds": sync_seconds,
                    "stage1_seconds": stage1.seconds,
                    "stage1_target_pass_seconds": stage1.target_seconds,
@@ -296,18 +297,35 @@ def markdown(result: dict) -> str:
         f"(all-MiniLM-L6-v2) on this {os.cpu_count()}-CPU machine (its load average, the "
         "benchmark's own included, in the table). Written by "
         "`benchmarks/bench_ranking_scale.py`.", "",
-        "| adapters | stage 1 only (s) | of which target pass (s) | two stages (s) | "
-        "scoring all (s) | top-1, two stages / all | load avg |",
-        "|---|---|---|---|---|---|---|",
+        "| adapters | stage 1 only (s) | of which target pass (s) | stage 1 via | two stages (s) "
+        "| scoring all (s) | top-1, two stages / all | load avg |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in result["scaling"]:
         full = row.get("full_seconds")
         full_text = "-" if full is None else (f"{full:.1f}" if row.get("full_measured")
                                               else f"~{full:.0f} (extrapolated)")
         lines.append(f"| {row['size']} | {row['stage1_seconds']:.1f} | "
-                     f"{row['stage1_target_pass_seconds']:.1f} | {row['two_stage_seconds']:.1f} | "
+                     f"{row['stage1_target_pass_seconds']:.1f} | "
+                     f"{'FAISS index' if row.get('stage1_index') else 'every summary read'} | "
+                     f"{row['two_stage_seconds']:.1f} | "
                      f"{full_text} | {row['two_stage_top1']} / {row.get('full_top1', '-')} | "
                      f"{row['load_average']:.1f} |")
+    copies = [r for r in result["scaling"] if r.get("catalog_only_copies")]
+    if copies:
+        lines += ["", "Rows of " + ", ".join(f"{r['size']:,}" for r in copies) + " adapters: "
+                  "measured on " + ", ".join(sorted({r.get('date', '?') for r in copies}))
+                  + " from the source pool " + ", ".join(sorted({str(r.get('source_pool'))
+                                                               for r in copies}))
+                  + "; past the real adapters, copies are catalog rows with their summaries "
+                  "only (the weight files of 100,000 MiniLM adapters would be 150 GB): stage 1 "
+                  "reads and indexes every copy's summary as it would a real adapter's, and "
+                  "stage 2 scores a kept copy with the weights of the adapter it copies. The "
+                  "FAISS index was brought in step with the new rows before the timed ranking "
+                  "(" + ", ".join(f"{r['index_sync_seconds']:.1f} s at {r['size']:,}"
+                                  for r in copies if r.get("index_sync_seconds") is not None)
+                  + "); the timed two stages include listing the whole catalog, applying any "
+                  "catalog change to the index, the target pass, the search and stage 2."]
     lines += ["", "The pool: the real adapters, then copies of them with 1% seeded noise on every "
               "weight and on the summary, so a top-1 that differs between the two columns may "
               "be a near-duplicate of the other."]
@@ -377,6 +395,8 @@ def main() -> None:
     parser.add_argument("--add-up-to", type=int, default=1000,
                         help="copies up to this size go through pool.add with their own "
                         "weights; beyond, catalog rows and summaries only (see catalog_copies)")
+    parser.add_argument("--append", action="store_true",
+                        help="keep --out's scaling.json rows of the sizes not measured now")
     parser.add_argument("--stored-summaries", action="store_true",
                         help="the source pool's recorded summaries instead of recomputing them "
                         "from each adapter's source texts")
@@ -424,7 +444,13 @@ def main() -> None:
                                         {"texts": texts, "probe": probes}, keep=args.keep,
                                         seed=args.seed, similarity=args.similarity)
         print(json.dumps(result["agreement"]["mean"]), flush=True)
-    result["scaling"] = cost_curve(source, texts, args)
+    kept = []
+    if args.append and previous.is_file():
+        kept = [r for r in json.loads(previous.read_text())["scaling"]
+                if r["size"] not in args.sizes]
+    args.per_candidate = next((r["full_seconds"] / r["size"] for r in reversed(kept)
+                               if r.get("full_measured")), None)
+    result["scaling"] = sorted(kept + cost_curve(source, texts, args), key=lambda r: r["size"])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result["load_average_after"] = load_average()

@@ -30,10 +30,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from sqlalchemy import select
 
 from ..errors import TaskSummaryError, UsageError
 from ..ranking.task_summary import TaskSummary
-from .task_summaries import read_summary, summary_dims, summary_rows
+from .catalog import task_summaries_table
+from .task_summaries import read_summary, summary_dims
 
 if TYPE_CHECKING:
     from .store import AdapterPool
@@ -138,7 +140,12 @@ class SummaryIndex:
     # -- keeping in step -----------------------------------------------------------------------
     def sync(self) -> SyncReport:
         """Apply the catalog's adds and removals since the index was saved (see the module)."""
-        rows = self.rows = summary_rows(self.pool)
+        with self.pool.engine.connect() as conn:  # the three columns it needs, for 100,000
+            rows = self.rows = {r[0]: {"adapter_id": r[0], "sha256": r[1], "source": r[2]}
+                                for r in conn.execute(select(
+                                    task_summaries_table.c.adapter_id,
+                                    task_summaries_table.c.sha256,
+                                    task_summaries_table.c.source))}
         gone = [a for a, (_, sha) in self.ids.items()
                 if a not in rows or rows[a]["sha256"] != sha]
         new = sorted(a for a, row in rows.items()
