@@ -38,7 +38,8 @@ import numpy as np
 from adapterpool.models.build import load_tokenizer
 from adapterpool.peft_files import ADAPTER_WEIGHTS, ADAPTERPOOL_META, TASK_EMBEDDING
 from adapterpool.pool import AdapterPool
-from adapterpool.ranking.prefilter import prefilter
+from adapterpool.pool.summary_index import SummaryIndex, faiss_available
+from adapterpool.ranking.prefilter import INDEX_MIN_ADAPTERS, prefilter
 from adapterpool.ranking.rank import rank
 from adapterpool.ranking.reindex import probe_summaries
 from adapterpool.ranking.summarize import load_encoder, records_summary
@@ -148,13 +149,68 @@ def perturbed_copy(source: Path, folder: Path, summary: TaskSummary, copy: int, 
     return folder
 
 
+class CopiesPool:
+    """The pool as ``rank`` sees it, where a catalog-only copy (see :func:`catalog_copies`)
+    warm-starts from the weights of the adapter it copies: everything else is the pool's own."""
+
+    def __init__(self, pool: AdapterPool, copy_of: dict[str, str]) -> None:
+        self._pool, self.copy_of = pool, copy_of
+
+    def __getattr__(self, name: str):
+        return getattr(self._pool, name)
+
+    def adapter_dir(self, adapter_id: str) -> Path:
+        return self._pool.adapter_dir(self.copy_of.get(adapter_id, adapter_id))
+
+
+def catalog_copies(pool: AdapterPool, summaries: dict[str, TaskSummary], start: int, size: int,
+                   seed: int, copy_of: dict[str, str], batch: int = 5000) -> None:
+    """Copies ``start`` .. ``size - 1`` as catalog rows and summaries only: a copy's row is its
+    original's under a new id (and a unique stand-in sha256), its summary the original's + 1%
+    seeded noise, written as a summary file and row as ``attach_summary`` writes them. No weight
+    files: 1.5 MB each would be 150 GB at 100,000; stage 2 scores a kept copy with its
+    original's weights (:class:`CopiesPool`). Inserted ``batch`` rows a transaction."""
+    from adapterpool.pool.catalog import adapters_table, task_summaries_table
+    from adapterpool.pool.task_summaries import sha256_bytes, summary_row
+
+    real = sorted(summaries)
+    originals = {r.id: r for r in pool.list() if r.id in summaries}
+    for first in range(start, size, batch):
+        rows, summary_rows = [], []
+        for have in range(first, min(size, first + batch)):
+            original = originals[real[have % len(real)]]
+            rng = np.random.default_rng([seed, have])
+            summary = summaries[original.id]
+            noisy = TaskSummary((summary.mean + 0.01 * rng.standard_normal(summary.dims)).astype(
+                np.float32), summary.var, summary.n_texts, summary.source, summary.seed,
+                summary.max_length)
+            adapter_id = f"{original.task_name}-copy{have:06d}"
+            folder = pool.path / "adapters" / adapter_id
+            folder.mkdir()
+            data = noisy.to_bytes()
+            (folder / TASK_EMBEDDING).write_bytes(data)
+            rows.append(original.to_row() | {
+                "id": adapter_id, "task_name": f"{original.task_name}-copy{have:06d}",
+                "sha256": sha256_bytes(f"{original.sha256} copy {have}".encode())})
+            summary_rows.append(summary_row(adapter_id, sha256_bytes(data), noisy))
+            copy_of[adapter_id] = original.id
+        with pool.engine.begin() as conn:
+            conn.execute(adapters_table.insert(), rows)
+            conn.execute(task_summaries_table.insert(), summary_rows)
+
+
 def grow(pool: AdapterPool, source: AdapterPool, summaries: dict[str, TaskSummary], size: int,
-         scratch: Path, seed: int) -> float:
-    """Add real adapters, then perturbed copies, until ``pool`` holds ``size``; returns seconds."""
+         scratch: Path, seed: int, *, add_up_to: int = 1000,
+         copy_of: dict[str, str] | None = None) -> float:
+    """Add real adapters, then perturbed copies (``pool.add``) up to ``add_up_to``, then
+    catalog-only copies, until ``pool`` holds ``size``; returns seconds."""
     start = time.perf_counter()
     real = sorted(summaries)
     have = len(pool.list())
-    while have < size:
+    if have >= add_up_to and size > have:
+        catalog_copies(pool, summaries, have, size, seed, {} if copy_of is None else copy_of)
+        return time.perf_counter() - start
+    while have < min(size, max(add_up_to, len(real))):
         adapter_id = real[have % len(real)]
         folder = scratch / f"add-{have}"
         if have < len(real):
@@ -166,6 +222,8 @@ def grow(pool: AdapterPool, source: AdapterPool, summaries: dict[str, TaskSummar
         pool.add(folder)
         shutil.rmtree(folder)
         have += 1
+    if have < size:
+        catalog_copies(pool, summaries, have, size, seed, {} if copy_of is None else copy_of)
     return time.perf_counter() - start
 
 
@@ -179,17 +237,29 @@ def cost_curve(source: AdapterPool, summaries: dict[str, TaskSummary], args) -> 
     task = load_task(target_spec(args.target), seed=args.seed, max_train=1000)
     work = Path(tempfile.mkdtemp(prefix="adapterpool-scale-"))
     try:
-        pool = AdapterPool.init(work / "pool", base_model=source.base_model)
-        rows, per_candidate = [], None
+        real_pool = AdapterPool.init(work / "pool", base_model=source.base_model)
+        copy_of: dict[str, str] = {}
+        pool = CopiesPool(real_pool, copy_of)
+        rows, per_candidate = [], getattr(args, "per_candidate", None)
         for size in args.sizes:
-            add_seconds = grow(pool, source, summaries, size, work, args.seed)
+            add_seconds = grow(real_pool, source, summaries, size, work, args.seed,
+                               add_up_to=args.add_up_to, copy_of=copy_of)
             load = load_average()
+            indexed = size >= INDEX_MIN_ADAPTERS and faiss_available()
+            sync_seconds = None
+            if indexed:  # the index brought in step with what was just added (timed apart)
+                started = time.perf_counter()
+                SummaryIndex(real_pool).sync()
+                sync_seconds = time.perf_counter() - started
             stage1 = prefilter(task, pool, args.keep, seed=args.seed)
             two_seconds, two = timed_rank(task, pool, subset=args.keep, seed=args.seed,
                                           subset_strategy="prefilter",
                                           max_samples=args.max_samples,
                                           max_length=args.max_length)
             row = {"size": size, "keep": args.keep, "add_seconds": add_seconds,
+                   "catalog_only_copies": len(copy_of), "stage1_index": stage1.index,
+                   "date": time.strftime("%Y-%m-%d"), "source_pool": args.source_pool,
+                   "index_sync_seconds": sync_seconds,
                    "stage1_seconds": stage1.seconds,
                    "stage1_target_pass_seconds": stage1.target_seconds,
                    "stage1_summaries_seconds": stage1.seconds - stage1.target_seconds,
@@ -227,18 +297,35 @@ def markdown(result: dict) -> str:
         f"(all-MiniLM-L6-v2) on this {os.cpu_count()}-CPU machine (its load average, the "
         "benchmark's own included, in the table). Written by "
         "`benchmarks/bench_ranking_scale.py`.", "",
-        "| adapters | stage 1 only (s) | of which target pass (s) | two stages (s) | "
-        "scoring all (s) | top-1, two stages / all | load avg |",
-        "|---|---|---|---|---|---|---|",
+        "| adapters | stage 1 only (s) | of which target pass (s) | stage 1 via | two stages (s) "
+        "| scoring all (s) | top-1, two stages / all | load avg |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in result["scaling"]:
         full = row.get("full_seconds")
         full_text = "-" if full is None else (f"{full:.1f}" if row.get("full_measured")
                                               else f"~{full:.0f} (extrapolated)")
         lines.append(f"| {row['size']} | {row['stage1_seconds']:.1f} | "
-                     f"{row['stage1_target_pass_seconds']:.1f} | {row['two_stage_seconds']:.1f} | "
+                     f"{row['stage1_target_pass_seconds']:.1f} | "
+                     f"{'FAISS index' if row.get('stage1_index') else 'every summary read'} | "
+                     f"{row['two_stage_seconds']:.1f} | "
                      f"{full_text} | {row['two_stage_top1']} / {row.get('full_top1', '-')} | "
                      f"{row['load_average']:.1f} |")
+    copies = [r for r in result["scaling"] if r.get("catalog_only_copies")]
+    if copies:
+        lines += ["", "Rows of " + ", ".join(f"{r['size']:,}" for r in copies) + " adapters: "
+                  "measured on " + ", ".join(sorted({r.get('date', '?') for r in copies}))
+                  + " from the source pool " + ", ".join(sorted({str(r.get('source_pool'))
+                                                               for r in copies}))
+                  + "; past the real adapters, copies are catalog rows with their summaries "
+                  "only (the weight files of 100,000 MiniLM adapters would be 150 GB): stage 1 "
+                  "reads and indexes every copy's summary as it would a real adapter's, and "
+                  "stage 2 scores a kept copy with the weights of the adapter it copies. The "
+                  "FAISS index was brought in step with the new rows before the timed ranking "
+                  "(" + ", ".join(f"{r['index_sync_seconds']:.1f} s at {r['size']:,}"
+                                  for r in copies if r.get("index_sync_seconds") is not None)
+                  + "); the timed two stages include listing the whole catalog, applying any "
+                  "catalog change to the index, the target pass, the search and stage 2."]
     lines += ["", "The pool: the real adapters, then copies of them with 1% seeded noise on every "
               "weight and on the summary, so a top-1 that differs between the two columns may "
               "be a near-duplicate of the other."]
@@ -304,7 +391,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--source-pool", default=str(BENCH_RUN / "pool"))
     parser.add_argument("--ground-truth", default=str(BENCH_RUN / "parts"))
-    parser.add_argument("--sizes", default="10,100,1000")
+    parser.add_argument("--sizes", default="10,100,1000,10000,100000")
+    parser.add_argument("--add-up-to", type=int, default=1000,
+                        help="copies up to this size go through pool.add with their own "
+                        "weights; beyond, catalog rows and summaries only (see catalog_copies)")
+    parser.add_argument("--append", action="store_true",
+                        help="keep --out's scaling.json rows of the sizes not measured now")
+    parser.add_argument("--stored-summaries", action="store_true",
+                        help="the source pool's recorded summaries instead of recomputing them "
+                        "from each adapter's source texts")
     parser.add_argument("--keep", type=int, default=5)
     parser.add_argument("--target", default="sst2")
     parser.add_argument("--max-samples", type=int, default=200)
@@ -328,12 +423,20 @@ def main() -> None:
     args.sizes = [int(s) for s in args.sizes.split(",")]
     source = AdapterPool(args.source_pool)
     start = time.perf_counter()
-    texts = text_summaries(source, max_train=2000, seed=args.seed)
+    if args.stored_summaries:
+        from adapterpool.pool.task_summaries import read_summaries
+
+        texts = read_summaries(source, [r.id for r in source.list()]).summaries
+    else:
+        texts = text_summaries(source, max_train=2000, seed=args.seed)
     print(f"text summaries of {len(texts)} adapters: {time.perf_counter() - start:.1f}s",
           flush=True)
     result = {"target": args.target, "keep": args.keep, "max_samples": args.max_samples,
               "max_length": args.max_length, "cpus": os.cpu_count(),
               "source_pool": args.source_pool, "agreement": None}
+    previous = Path(args.out) / "scaling.json"
+    if args.no_agreement and previous.is_file():  # keep what an earlier run measured
+        result["agreement"] = json.loads(previous.read_text()).get("agreement")
     if not args.no_agreement and Path(args.ground_truth).is_dir():
         probes = {r.id: s for r, s, _ in probe_summaries(source, source.list(),
                                                          show_progress=False) if s is not None}
@@ -341,7 +444,13 @@ def main() -> None:
                                         {"texts": texts, "probe": probes}, keep=args.keep,
                                         seed=args.seed, similarity=args.similarity)
         print(json.dumps(result["agreement"]["mean"]), flush=True)
-    result["scaling"] = cost_curve(source, texts, args)
+    kept = []
+    if args.append and previous.is_file():
+        kept = [r for r in json.loads(previous.read_text())["scaling"]
+                if r["size"] not in args.sizes]
+    args.per_candidate = next((r["full_seconds"] / r["size"] for r in reversed(kept)
+                               if r.get("full_measured")), None)
+    result["scaling"] = sorted(kept + cost_curve(source, texts, args), key=lambda r: r["size"])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result["load_average_after"] = load_average()

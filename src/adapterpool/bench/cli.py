@@ -49,6 +49,20 @@ def _add_arguments(bench: argparse.ArgumentParser) -> None:
     bench.add_argument("--no-energy", action="store_true", help="time only, no codecarbon")
     bench.add_argument("--quiet", action="store_true", help="no progress bars")
     bench.add_argument("--json", action="store_true", help="print the summary as JSON")
+    ray = bench.add_argument_group(
+        "Ray", "the units as Ray tasks (pip install adapterpool[ray]): sources and ground truth "
+        "side by side, then each target's timed units whole on one node, one per node at a time")
+    ray.add_argument("--ray", action="store_true", help="run on Ray (a local Ray unless "
+                     "--ray-address is given)")
+    ray.add_argument("--ray-address", metavar="auto|HOST:PORT",
+                     help="a running Ray cluster (implies --ray); its nodes must see the run "
+                     "folder under the same path")
+    ray.add_argument("--stages", help="with --ray: stages to run, comma-separated "
+                     "(sources, ground-truth, timed; default all)")
+    ray.add_argument("--timed-cpus", type=int, help="with --ray: CPUs a timed target holds "
+                     "(default: the smallest node's, i.e. one timed target per node)")
+    ray.add_argument("--deadline", type=float, help="with --ray: seconds after which no unit "
+                     "starts (rerun to resume)")
 
 
 def build_config(args: argparse.Namespace):
@@ -116,6 +130,25 @@ def run_bench_command(args: argparse.Namespace) -> dict:
             from ..errors import UsageError
 
             raise UsageError(f"bench: nothing recorded in {config.run_dir} yet")
+    elif getattr(args, "ray", False) or getattr(args, "ray_address", None):
+        from .executor import run_on_ray
+
+        stages = ([s.strip() for s in args.stages.split(",") if s.strip()] if args.stages
+                  else None)
+        state, reports = run_on_ray(config, address=args.ray_address, stages=stages,
+                                    timed_cpus=args.timed_cpus, deadline=args.deadline,
+                                    measure_energy=not args.no_energy,
+                                    log=lambda line: console.print(line, markup=False))
+        failed = {spec: why for r in reports for spec, why in r.failed.items()}
+        for r in reports:
+            console.print(f"ray stage {r.stage}: {len(r.done)} done, {len(r.skipped)} skipped, "
+                          f"{len(r.failed)} failed of {r.units} in {r.seconds:.0f} s on "
+                          f"{len(r.nodes)} node(s)")
+        if failed:
+            from ..errors import AdapterPoolError
+
+            raise AdapterPoolError("bench: units failed on Ray (rerun to retry them): "
+                                   + "; ".join(f"{k}: {v}" for k, v in failed.items()))
     else:
         state = BenchRun(config, show_progress=not args.quiet,
                          measure_energy=not args.no_energy).run()

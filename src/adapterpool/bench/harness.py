@@ -237,6 +237,13 @@ class BenchRun:
 
     def run_target(self, pool: AdapterPool, spec: str) -> None:
         """Every unit of one target: scores, the ground-truth fine-tunes, the baseline."""
+        self.untimed_target(pool, spec)
+        if not self.config.ground_truth_max_epochs:
+            self.baseline_target(pool, spec)
+
+    def untimed_target(self, pool: AdapterPool, spec: str) -> None:
+        """A target's units whose seconds feed no time ratio: scores, the reference scores, the
+        ground truth (what :mod:`adapterpool.bench.executor` spreads over a cluster)."""
         self.score_target(pool, spec)
         self.reference_target(pool, spec)
         if self.config.ground_truth_max_epochs:
@@ -245,7 +252,6 @@ class BenchRun:
             run_ground_truth(self, pool, spec)
             return
         self.finetune_target(pool, spec)
-        self.baseline_target(pool, spec)
 
     def target_task(self, spec: str) -> Task:
         """The target's task, its description recorded (the report's setup reads it)."""

@@ -22,7 +22,7 @@ def merge_units(into: dict, part: dict) -> None:
 class BenchState:
     """Completed units, persisted atomically after each one.
 
-    Parallel runs (``benchmarks/bench_parallel.py``) write each worker's units to its own file in
+    Runs on Ray (:mod:`adapterpool.bench.executor`) write each unit's work to its own file in
     ``parts/`` beside ``state.json``; :meth:`fold_parts` merges them in, and :func:`read_state`
     shows the merged view without writing anything (safe while such a run is going on).
     """
@@ -56,6 +56,12 @@ class BenchState:
             data = json.loads(part.read_text())
             data.pop("config", None)
             merge_units(self.data, data)
+
+    def merge(self, part: dict) -> None:
+        """Merge one finished unit's state (a worker's, its ``config`` left out) and write."""
+        part = {k: v for k, v in part.items() if k != "config"}
+        merge_units(self.data, part)
+        self._write()
 
     def get(self, *keys: str):
         node = self.data

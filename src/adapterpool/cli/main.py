@@ -43,8 +43,12 @@ def _option(group, flag: str, cls: type, name: str, *, dest: str | None = None, 
                        help=f"{field_help(cls, name)} (default: {shown})", **kwargs)
 
 
-def _add_task_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("task", help="a folder, hf:NAME[:CONFIG] or builtin:NAME")
+def _add_task_args(parser: argparse.ArgumentParser, *, many: bool = False) -> None:
+    if many:
+        parser.add_argument("task", nargs="+", metavar="TASK",
+                            help="tasks, each a folder, hf:NAME[:CONFIG] or builtin:NAME")
+    else:
+        parser.add_argument("task", help="a folder, hf:NAME[:CONFIG] or builtin:NAME")
     parser.add_argument("--max-train", type=int, help="stratified subsample of train")
     parser.add_argument("--max-eval", type=int, help="stratified subsample of validation/test")
     parser.add_argument("--text-field", default="text")
@@ -137,6 +141,28 @@ def _add_strategy_args(parser: argparse.ArgumentParser) -> None:
             _option(group, f.metadata["flag"], AdaptConfig, f.name, **kwargs)
 
 
+def fill_train_parser(train: argparse.ArgumentParser, *, many: bool = False) -> None:
+    """The options of ``train`` (``train-many``: several tasks)."""
+    _add_task_args(train, many=many)
+    _add_pool_arg(train)
+    _add_threshold_args(train)
+    _add_train_args(train, epochs_flag="--epochs")
+
+
+def fill_adapt_parser(adapt: argparse.ArgumentParser, *, many: bool = False) -> None:
+    """The options of ``adapt`` (``adapt-many``: several tasks)."""
+    _add_task_args(adapt, many=many)
+    _add_pool_arg(adapt)
+    _option(adapt, "--metric", AdaptConfig, "metric")
+    _add_subset_args(adapt)
+    _option(adapt, "--max-tries", AdaptConfig, "max_tries", type=int)
+    _add_threshold_args(adapt)
+    _option(adapt, "--max-samples", AdaptConfig, "max_samples", type=int)
+    _option(adapt, "--epochs", AdaptConfig, "transfer_epochs")
+    _add_strategy_args(adapt)
+    _add_train_args(adapt, epochs_flag="--standard-epochs")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="adapterpool",
@@ -156,10 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_server_parsers(sub)
 
     train = sub.add_parser("train", help="standard LoRA on a task (optionally contribute it)")
-    _add_task_args(train)
-    _add_pool_arg(train)
-    _add_threshold_args(train)
-    _add_train_args(train, epochs_flag="--epochs")
+    fill_train_parser(train)
 
     rank = sub.add_parser("rank", help="score N adapters of the pool on a task (a random draw, "
                           "or the N closest by task summary: --subset-strategy prefilter)")
@@ -174,16 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--json", action="store_true")
 
     adapt = sub.add_parser("adapt", help="the whole loop: rank, warm-start, check, fall back")
-    _add_task_args(adapt)
-    _add_pool_arg(adapt)
-    _option(adapt, "--metric", AdaptConfig, "metric")
-    _add_subset_args(adapt)
-    _option(adapt, "--max-tries", AdaptConfig, "max_tries", type=int)
-    _add_threshold_args(adapt)
-    _option(adapt, "--max-samples", AdaptConfig, "max_samples", type=int)
-    _option(adapt, "--epochs", AdaptConfig, "transfer_epochs")
-    _add_strategy_args(adapt)
-    _add_train_args(adapt, epochs_flag="--standard-epochs")
+    fill_adapt_parser(adapt)
 
     pair = sub.add_parser(
         "encoder-decoder", help="a text2text base model from two encoder checkpoints (default: "
@@ -191,6 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
     pair.add_argument("out", help="new folder for the model and its tokenizer")
     pair.add_argument("--encoder", help="encoder checkpoint (default: the embedded MiniLM)")
     pair.add_argument("--decoder", help="decoder checkpoint (default: the encoder's)")
+
+    from .many import add_many_parsers
+
+    add_many_parsers(sub)
 
     demo = sub.add_parser("demo", help="the loop vs standard LoRA on the embedded default")
     demo.add_argument("--cache-dir", help="where the demo pool is kept")
@@ -244,7 +262,7 @@ def adapt_config_from_args(args: argparse.Namespace) -> AdaptConfig:
         selection_metric=args.threshold_metric,
     )
     values = {f.name: getattr(args, f.name) for f in fields(AdaptConfig) if hasattr(args, f.name)}
-    if args.command == "train":
+    if args.command in ("train", "train-many"):
         values["max_tries"] = 0
     return AdaptConfig(**values, fallback=train)
 
@@ -263,14 +281,13 @@ def peft_config_from_args(args: argparse.Namespace):
     return peft_config(args.peft, **overrides)
 
 
-def _run_adapt(args: argparse.Namespace) -> dict:
+def adapt_from_args(args: argparse.Namespace, *, show_progress: bool) -> dict:
+    """What ``adapt`` / ``train`` do with a parsed command line (one task): the report."""
     config = adapt_config_from_args(args)  # a bad setting stops here, before any work
     peft = peft_config_from_args(args)
 
     from ..loop.adapt import adapt
-    from ..loop.processes import is_main_process
     from ..loop.report import default_run_dir
-    from .display import print_adapt_report
 
     task = _load_task(args)
     pool = _open_pool(args)
@@ -278,16 +295,24 @@ def _run_adapt(args: argparse.Namespace) -> dict:
         task, pool, config,
         peft=peft,
         out_dir=args.out or default_run_dir(task.name),
-        show_progress=not args.json,
+        show_progress=show_progress,
         measure_energy=not args.no_energy,
     )
-    if not is_main_process():  # under `accelerate launch` every process has it; one prints
-        return result.report
-    if args.json:
-        print(json.dumps(result.report, indent=2))
-    else:
-        print_adapt_report(result.report)
     return result.report
+
+
+def _run_adapt(args: argparse.Namespace) -> dict:
+    from ..loop.processes import is_main_process
+    from .display import print_adapt_report
+
+    report = adapt_from_args(args, show_progress=not args.json)
+    if not is_main_process():  # under `accelerate launch` every process has it; one prints
+        return report
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_adapt_report(report)
+    return report
 
 
 def _cmd_tasks(args: argparse.Namespace) -> None:
@@ -342,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     if args.command in ("train", "rank", "adapt", "bench", "demo", "serve",
-                        "encoder-decoder") or (
+                        "encoder-decoder", "train-many", "adapt-many") or (
         getattr(args, "pool_command", None) in ("import", "reindex")
     ):  # commands that load models (the others stay fast)
         from ..verbosity import quiet_third_party
@@ -361,6 +386,10 @@ def main(argv: list[str] | None = None) -> int:
             _cmd_rank(args)
         elif args.command == "adapt":
             _run_adapt(args)
+        elif args.command in ("train-many", "adapt-many"):
+            from .many import run_many_command
+
+            return run_many_command(args)
         elif args.command == "bench":
             from ..bench.cli import run_bench_command
 

@@ -100,7 +100,12 @@ class AdapterRecord:
 
     @classmethod
     def from_row(cls, row: Any) -> AdapterRecord:
-        data = dict(row._mapping)
+        return cls.from_mapping(dict(row._mapping))
+
+    @classmethod
+    def from_mapping(cls, data: dict) -> AdapterRecord:
+        """From a row's column -> value dict (a list of 100,000 builds the dicts itself: a
+        row's ``_mapping`` looks its keys up anew each time)."""
         for key in ("label_names", "peft_config", "metrics"):
             if isinstance(data.get(key), str):
                 data[key] = json.loads(data[key])

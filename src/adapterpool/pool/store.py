@@ -138,7 +138,8 @@ class AdapterPool:
     def list(self) -> list[AdapterRecord]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(adapters_table).order_by(adapters_table.c.created_at))
-            return [AdapterRecord.from_row(r) for r in rows]
+            keys = list(rows.keys())
+            return [AdapterRecord.from_mapping(dict(zip(keys, r, strict=True))) for r in rows]
 
     def get(self, adapter_id: str) -> AdapterRecord:
         check_id(adapter_id)

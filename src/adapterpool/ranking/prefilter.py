@@ -45,6 +45,9 @@ class Prefilter:
     target_seconds: float  # the base-model pass over the target sample
     seconds: float  # all of stage 1
     warnings: list[str] = field(default_factory=list)
+    pool_size: int | None = None  # with the index: ``similarities`` holds the nearest only
+    index: str | None = None  # "faiss" when the summary index answered
+
 
     def as_json(self) -> dict:
         ranked = sorted(self.similarities.items(),
@@ -52,7 +55,8 @@ class Prefilter:
         return {
             "similarity": self.similarity,
             "keep": self.keep,
-            "pool_size": len(self.similarities),
+            "pool_size": self.pool_size or len(self.similarities),
+            "index": self.index,
             "chosen": [r.id for r in self.chosen],
             "target_texts": self.target.n_texts,
             "target_seconds": self.target_seconds,
@@ -89,13 +93,36 @@ def target_summary(
                            n_texts=n_texts, seed=seed, max_length=max_length)
 
 
+def use_index(pool: Pool, n_adapters: int, index: bool | None) -> bool:
+    """Whether stage 1 goes through the FAISS summary index: asked for (``index=True``), or by
+    default for a local pool of at least :data:`INDEX_MIN_ADAPTERS` when FAISS is installed."""
+    from ..pool.summary_index import faiss_available
+
+    local = hasattr(pool, "engine") and hasattr(pool, "path")
+    if index is not None:
+        if index and not local:
+            from ..errors import UsageError
+
+            raise UsageError(f"the summary index needs a local pool (a folder; its catalog may "
+                             f"be PostgreSQL), not {type(pool).__name__}")
+        return index
+    return local and n_adapters >= INDEX_MIN_ADAPTERS and faiss_available()
+
+
+# From this many adapters on, reading every summary file costs more than keeping an index.
+INDEX_MIN_ADAPTERS = 1000
+
+
 def prefilter(
     task: Task, pool: Pool, keep: int, *, similarity: str = "cosine", seed: int = 0,
     n_texts: int = DEFAULT_SUMMARY_TEXTS, max_length: int = DEFAULT_SUMMARY_LENGTH,
-    target: TaskSummary | None = None, records: list | None = None,
+    target: TaskSummary | None = None, records: list | None = None, index: bool | None = None,
 ) -> Prefilter:
     """The ``keep`` adapters of the whole pool (or of ``records``, the pool's adapters that can
-    warm-start the loop's method) most similar to ``task`` (see the module)."""
+    warm-start the loop's method) most similar to ``task`` (see the module). ``index``: through
+    the FAISS summary index (:mod:`adapterpool.pool.summary_index`; default: for local pools of
+    :data:`INDEX_MIN_ADAPTERS` or more when FAISS is installed), the same choice without reading
+    every summary."""
     from ..errors import UsageError
 
     if keep < 1:
@@ -103,6 +130,9 @@ def prefilter(
     check_similarity(similarity)  # an unknown similarity fails before any work
     start = time.perf_counter()
     records = sorted(pool.list() if records is None else records, key=lambda r: r.id)
+    if use_index(pool, len(records), index):
+        return _indexed(task, pool, keep, records, similarity=similarity, seed=seed,
+                        n_texts=n_texts, max_length=max_length, target=target, start=start)
     ids = [r.id for r in records]
     warnings: list[str] = []
     reader = getattr(pool, "task_summaries", None)
@@ -140,4 +170,49 @@ def prefilter(
         target_seconds=target_seconds,
         seconds=time.perf_counter() - start,
         warnings=warnings,
+    )
+
+
+def _missing_warning(missing: list[str], total: int) -> str:
+    return (f"{len(missing)} of {total} adapters have no task summary and come last (in a seeded "
+            "random order); compute them with `adapterpool pool reindex POOL`: "
+            + ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else ""))
+
+
+def _indexed(task: Task, pool, keep: int, records: list, *, similarity: str, seed: int,
+             n_texts: int, max_length: int, target: TaskSummary | None,
+             start: float) -> Prefilter:
+    """Stage 1 through the summary index: the catalog's changes applied, one search; adapters
+    without a summary fill up to ``keep`` in the exact path's seeded order."""
+    from ..pool.summary_index import SummaryIndex
+
+    ids = [r.id for r in records]
+    summary_index = SummaryIndex(pool, similarity)
+    synced = summary_index.sync()
+    warnings = [f"adapter {a}: task summary not used: {why}"
+                for a, why in sorted(synced.unreadable.items()) if a in set(ids)]
+    missing = [i for i in ids if i not in summary_index.ids and i not in synced.unreadable]
+    if missing:
+        warnings.append(_missing_warning(missing, len(ids)))
+    target_start = time.perf_counter()
+    if target is None:
+        target = target_summary(task, pool.base_model, n_texts=n_texts, seed=seed,
+                                max_length=max_length)
+    target_seconds = time.perf_counter() - target_start
+    for line in warnings:
+        logger.warning("prefilter: %s", line)
+    hits = summary_index.search(target, keep, allowed=set(ids))
+    by_id = {r.id: r for r in records}
+    chosen = [by_id[a] for a, _ in hits]
+    if len(chosen) < keep:  # the rest as the exact path orders NaN similarities
+        found = {a for a, _ in hits}
+        rest = [i for i in range(len(ids)) if ids[i] not in found]
+        order = order_by_similarity([ids[i] for i in rest], np.full(len(rest), np.nan), seed)
+        chosen += [records[rest[j]] for j in order[:keep - len(chosen)]]
+    return Prefilter(
+        similarity=similarity, keep=keep, chosen=chosen, similarities=dict(hits),
+        sources={a: summary_index.rows[a]["source"] for a, _ in hits}, target=target,
+        target_seconds=target_seconds,
+        seconds=time.perf_counter() - start, warnings=warnings, pool_size=len(ids),
+        index="faiss",
     )
