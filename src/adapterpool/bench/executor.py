@@ -5,11 +5,12 @@ Ray) computes the same units as the serial run, into the same ``state.json``, in
 
 1. ``sources``: one task per pool member (standard LoRA, contributed to the run's pool);
 2. ``ground-truth``: one task per target: metric scores, reference scores and the ground-truth
-   fine-tunes. Their seconds feed no time ratio, so they run side by side (``SPREAD``);
-3. ``timed``: one task per target: its standard-LoRA baseline, then its strategy runs. Each asks
-   for ``timed_cpus`` CPUs (default: the smallest node's count), so a node runs one timed target
-   at a time and a target's baseline and loops all run on the same node: no time ratio compares
-   a busy node with an idle one, or one node with another.
+   warm-start fine-tunes. Their seconds feed no time ratio, so they run side by side (``SPREAD``);
+3. ``timed``: one task per target: what every time ratio divides by (its standard-LoRA baseline;
+   with a converged ground truth, standard LoRA per seed and the peers), then its strategy
+   runs. Each asks for ``timed_cpus`` CPUs (default: the smallest node's count), so a node runs
+   one timed target at a time and a target's baseline and loops all run on the same node: no
+   time ratio compares a busy node with an idle one, or one node with another.
 
 Every task asks for a whole GPU where the cluster has any. A task writes its units to its own
 part file (``parts/`` beside ``state.json``, seeded with what it needs of the state) and returns
@@ -57,8 +58,7 @@ def _unit(config: dict, part: str, stage: str, spec: str, energy: bool, cpus: fl
         if stage == "ground-truth":
             run.untimed_target(pool, spec)
         else:
-            if not run.config.ground_truth_max_epochs:
-                run.baseline_target(pool, spec)
+            run.timed_references(pool, spec)
             if spec in run.config.strategy_target_specs():
                 for seed in run.config.strategy_seeds:
                     if time.time() > deadline_at:

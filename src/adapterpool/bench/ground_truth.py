@@ -115,8 +115,16 @@ def units_left(run: BenchRun, key: str, n_candidates: int) -> int:
     return todo
 
 
-def run_ground_truth(run: BenchRun, pool: AdapterPool, spec: str) -> None:
-    """Every ground-truth unit of one target not recorded yet: baselines, warm starts, peers."""
+# The ground truth's unit kinds, and those whose seconds feed time ratios (the reference in every
+# ratio and the peers): a parallel run computes those alone on a node (bench/executor.py).
+UNITS = ("gt_baseline", "gt_finetune", "peers")
+TIMED_UNITS = ("gt_baseline", "peers")
+
+
+def run_ground_truth(run: BenchRun, pool: AdapterPool, spec: str,
+                     units: tuple[str, ...] = UNITS) -> None:
+    """Every ground-truth unit of one target (of the kinds in ``units``) not recorded yet:
+    baselines, warm starts, peers."""
     from .harness import result_record, task_key
 
     c = run.config
@@ -133,7 +141,7 @@ def run_ground_truth(run: BenchRun, pool: AdapterPool, spec: str) -> None:
         run.state.computed[keys[0]] += 1
         run.state.put(result_record(result), "targets", key, *keys)
 
-    for seed in c.ground_truth_seeds:
+    for seed in c.ground_truth_seeds if "gt_baseline" in units else ():
         if run.state.get("targets", key, "gt_baseline", str(seed)) is None:
             run.announce(f"[bold]{key}[/bold]: standard LoRA, seed {seed}, until early stopping")
             result = train_standard(loaded_task(), pool.base_model,
@@ -143,7 +151,7 @@ def run_ground_truth(run: BenchRun, pool: AdapterPool, spec: str) -> None:
                                     measure_energy=run.measure_energy)
             record(result, "gt_baseline", str(seed))
     tokenizer = load_tokenizer(pool.base_model)
-    for candidate in chosen_candidates(run, pool, spec):
+    for candidate in chosen_candidates(run, pool, spec) if "gt_finetune" in units else ():
         for seed in c.ground_truth_seeds:
             if run.state.get("targets", key, "gt_finetune", candidate.id, str(seed)) is not None:
                 continue
@@ -157,7 +165,7 @@ def run_ground_truth(run: BenchRun, pool: AdapterPool, spec: str) -> None:
                            description=f"{key} <- {candidate.task_name}",
                            show_progress=run.show_progress, measure_energy=run.measure_energy)
             record(result, "gt_finetune", candidate.id, str(seed))
-    for name in c.peers:
+    for name in c.peers if "peers" in units else ():
         for seed in c.ground_truth_seeds:
             if run.state.get("targets", key, "peers", name, str(seed)) is not None:
                 continue

@@ -236,22 +236,31 @@ class BenchRun:
         return sorted((r for r in pool.list() if r.id in wanted), key=lambda r: r.id)
 
     def run_target(self, pool: AdapterPool, spec: str) -> None:
-        """Every unit of one target: scores, the ground-truth fine-tunes, the baseline."""
+        """Every unit of one target: scores, the ground-truth fine-tunes, the baseline(s)."""
         self.untimed_target(pool, spec)
-        if not self.config.ground_truth_max_epochs:
-            self.baseline_target(pool, spec)
+        self.timed_references(pool, spec)
 
     def untimed_target(self, pool: AdapterPool, spec: str) -> None:
         """A target's units whose seconds feed no time ratio: scores, the reference scores, the
-        ground truth (what :mod:`adapterpool.bench.executor` spreads over a cluster)."""
+        warm-start fine-tunes (what :mod:`adapterpool.bench.executor` spreads over a cluster)."""
         self.score_target(pool, spec)
         self.reference_target(pool, spec)
         if self.config.ground_truth_max_epochs:
             from .ground_truth import run_ground_truth
 
-            run_ground_truth(self, pool, spec)
+            run_ground_truth(self, pool, spec, units=("gt_finetune",))
             return
         self.finetune_target(pool, spec)
+
+    def timed_references(self, pool: AdapterPool, spec: str) -> None:
+        """The units every time ratio divides by: standard LoRA (each ground-truth seed) and the
+        peers; a parallel run computes them alone on a node, beside the target's strategy runs."""
+        if self.config.ground_truth_max_epochs:
+            from .ground_truth import TIMED_UNITS, run_ground_truth
+
+            run_ground_truth(self, pool, spec, units=TIMED_UNITS)
+            return
+        self.baseline_target(pool, spec)
 
     def target_task(self, spec: str) -> Task:
         """The target's task, its description recorded (the report's setup reads it)."""
