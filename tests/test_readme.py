@@ -340,6 +340,9 @@ def test_readme_task_kind_examples_run(tiny_base_model, tiny_vit_model, tmp_path
         report = json.loads((tmp_path / run / "report.json").read_text())
         assert report["task"]["kind"] == kind and report["threshold"]["metric"] == metric
         assert report["attempts"][0]["kind"] == "transfer"  # the trained source was drawn
+        if kind == "text2text":  # what the final model writes, beside its inputs
+            assert [set(e) for e in report["examples"]] == [{"input", "output",
+                                                             "references"}] * 3
         kinds = {r.task_kind for r in AdapterPool(tmp_path / pool).list()}
         assert kinds == {kind}
 

@@ -150,3 +150,16 @@ def trivial_baselines(records, tokenizer: PreTrainedTokenizerBase, max_length: i
     frequent = tokenizer.decode(ids, skip_special_tokens=True)
     return {"copy_input": text_scores(references, copies),
             "most_frequent_target": text_scores(references, [frequent] * len(data))}
+
+
+def sample_outputs(model: torch.nn.Module, records, tokenizer: PreTrainedTokenizerBase, *,
+                   n: int = 3, max_length: int = 128,
+                   decoding: DecodingConfig = DECODING) -> list[dict]:
+    """The model's outputs for the first ``n`` examples of ``records`` beside their inputs and
+    references: what a person reads to see whether it learned (the scores say how much)."""
+    head = records.take(range(min(n, len(records))))
+    data = EncodedRecords(head, tokenizer, max_length)
+    outputs = generate_texts(model, data, tokenizer, decoding=decoding)
+    references = head.references or [[t] for t in head.target]
+    return [{"input": text, "output": output, "references": list(refs)}
+            for text, output, refs in zip(head.text, outputs, references, strict=True)]
