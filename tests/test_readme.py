@@ -318,6 +318,19 @@ KIND_APPEND = {"train": [*KIND_BUDGET, "--epochs", "1"],
                          "--max-samples", "24", "--subset", "2"]}
 
 
+def _table_to_text_folder(folder: Path) -> None:
+    """A text2text folder in the layout of the example's E2E / ViGGO data: train pairs, and
+    validation / test inputs with every reference."""
+    folder.mkdir()
+    (folder / "meta.json").write_text(json.dumps({"name": folder.name, "task_type": "text2text"}))
+    rows = [{"text": f"name[place {i}], food[dish {i % 4}]",
+             "target": f"place {i} serves dish {i % 4}"} for i in range(40)]
+    held = [r | {"references": [r["target"], f"dish {i % 4} at place {i}"]}
+            for i, r in enumerate(rows[:8])]
+    for split, lines in (("train", rows), ("validation", held), ("test", held)):
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+
+
 def test_readme_task_kind_examples_run(tiny_base_model, tiny_vit_model, tmp_path, monkeypatch,
                                        capsys, one_torch_thread):
     """The text2text example (an EncoderDecoderModel of the tiny BERT standing in for MiniLM's)
@@ -326,6 +339,8 @@ def test_readme_task_kind_examples_run(tiny_base_model, tiny_vit_model, tmp_path
     from adapterpool.pool import AdapterPool
 
     monkeypatch.chdir(tmp_path)
+    for name in ("e2e_nlg", "viggo"):  # the example's table-to-text folders, a few rows each
+        _table_to_text_folder(tmp_path / name)
     text2text, image = _bash_blocks()[2:4]
     stand_ins = {"google/vit-base-patch16-224-in21k": tiny_vit_model}
     for command in text2text + image:
@@ -335,11 +350,14 @@ def test_readme_task_kind_examples_run(tiny_base_model, tiny_vit_model, tmp_path
             argv += ["--encoder", tiny_base_model]
         assert main(argv) == 0, command
     capsys.readouterr()
-    for pool, run, kind, metric in (("t2t-pool", "t2t-run", "text2text", "exact_match"),
+    for pool, run, kind, metric in (("t2t-pool", "t2t-run", "text2text", "rouge_l"),
                                     ("vit-pool", "parity-run", "image", "accuracy")):
         report = json.loads((tmp_path / run / "report.json").read_text())
         assert report["task"]["kind"] == kind and report["threshold"]["metric"] == metric
         assert report["attempts"][0]["kind"] == "transfer"  # the trained source was drawn
+        if kind == "text2text":  # what the final model writes, beside its inputs
+            assert [set(e) for e in report["examples"]] == [{"input", "output",
+                                                             "references"}] * 3
         kinds = {r.task_kind for r in AdapterPool(tmp_path / pool).list()}
         assert kinds == {kind}
 

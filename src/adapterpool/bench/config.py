@@ -76,6 +76,12 @@ class BenchConfig:
     peers: list[str] = field(default_factory=list)
     max_test: int | None = None
     seed: int = 0
+    # "text2text": sources and targets are text2text tasks, measured in threshold_metric (None:
+    # the kind's default, rouge_l), evaluations generating at most max_new_tokens tokens
+    # (None: the product's default); see bench/text2text.py
+    kind: str = "classification"
+    threshold_metric: str | None = None
+    max_new_tokens: int | None = None
     base_model: str | None = None
     run_dir: str = ".bench-cache/run"
     out_dir: str = "benchmarks/results"
@@ -94,6 +100,9 @@ class BenchConfig:
         return config
 
     def validate(self) -> None:
+        from .text2text import check_config
+
+        check_config(self)
         missing = [m for m in self.ensemble_members if m not in self.metrics]
         if missing:
             raise UsageError(f"bench: ensemble members {missing} are not among the metrics")

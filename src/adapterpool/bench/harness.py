@@ -28,7 +28,6 @@ from ..models.warm_start import warm_start_model
 from ..pool import AdapterPool, AdapterRecord
 from ..pool.store import seeded_sample
 from ..ranking.scoring import reference_scores, score_candidates
-from ..task_kinds import LABELLED_KINDS, get_kind
 from ..tasks import Task, load_task
 from ..tasks.task import subsample_records
 from ..training.energy import EnergyMeter
@@ -36,6 +35,7 @@ from ..training.standard import train_standard
 from ..training.trainer import TrainConfig, TrainResult, train
 from .config import BenchConfig
 from .state import BenchState
+from .text2text import check_task, is_text2text, train_settings, trivial_target
 
 console = Console(stderr=True)
 
@@ -143,16 +143,12 @@ class BenchRun:
         task = load_task(spec, seed=c.seed, max_train=max_train or c.max_train, max_eval=test_size)
         if len(task.validation) > c.max_eval:
             task.validation = subsample_records(task.validation, c.max_eval, c.seed)
-        if not get_kind(task.kind).labelled:
-            # thresholds, ratios and ranking quality are all read from accuracy
-            raise UsageError(f"bench: {spec} is a {task.kind} task; the benchmark measures "
-                             "accuracy, so its sources and targets are classification tasks "
-                             f"({', '.join(LABELLED_KINDS)})")
+        check_task(self.config, task, spec)  # one family a run: accuracy, or text2text's metric
         return task
 
     def _train_config(self, epochs: int, *, evals_per_epoch: int = 2, **more) -> TrainConfig:
         return TrainConfig(epochs=epochs, max_length=self.config.max_length, seed=self.config.seed,
-                           evals_per_epoch=evals_per_epoch, **more)
+                           evals_per_epoch=evals_per_epoch, **train_settings(self.config), **more)
 
     def _source_config(self) -> TrainConfig:
         """As a user would contribute: until early stopping when ``source_max_epochs`` is set."""
@@ -245,6 +241,8 @@ class BenchRun:
         warm-start fine-tunes (what :mod:`adapterpool.bench.executor` spreads over a cluster)."""
         self.score_target(pool, spec)
         self.reference_target(pool, spec)
+        if is_text2text(self.config):
+            trivial_target(self, pool, spec)
         if self.config.ground_truth_max_epochs:
             from .ground_truth import run_ground_truth
 
@@ -327,7 +325,8 @@ class BenchRun:
             self.announce(f"[bold]{key}[/bold] <- {record.task_name}: fine-tune "
                            f"{self.config.transfer_epochs} epochs from the adapter")
             set_seed(self.config.seed)
-            model = warm_start_model(pool.base_model, task.label_names, pool.adapter_dir(record.id))
+            model = warm_start_model(pool.base_model, task.label_names, pool.adapter_dir(record.id),
+                                     kind=task.kind)
             result = train(model, task, tokenizer, self._train_config(self.config.transfer_epochs),
                            description=f"{key} <- {record.task_name}",
                            show_progress=self.show_progress, measure_energy=self.measure_energy)

@@ -6,6 +6,7 @@ import sys
 from collections.abc import Iterable
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 # Logs and CI are not terminals: give tables room instead of rich's 80-column default.
@@ -85,6 +86,10 @@ def print_adapt_report(report: dict) -> None:
         )
         print_warnings(report.get("warnings"))
     console.print(attempts_table(report))
+    for example in report.get("examples") or []:  # text2text: what the final model writes
+        console.print(f"[dim]input[/dim]  {escape(example['input'])}\n"
+                      f"[bold]output[/bold] {escape(example['output'])}\n"
+                      f"[dim]reference[/dim] {escape(example['references'][0])}")
     timing = report["timing"]
     console.print(
         f"outcome: [bold]{report['outcome']}[/bold]; "

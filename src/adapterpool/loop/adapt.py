@@ -14,7 +14,7 @@ from typing import Any
 
 from peft import PeftConfig, PeftModel
 
-from ..config import AdaptConfig
+from ..config import AdaptConfig, TrainConfig
 from ..contributing import adapter_metadata, contribute
 from ..models.build import check_method
 from ..models.peft_methods import peft_config
@@ -80,6 +80,19 @@ class AdaptResult:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(self.report, indent=2))
         return path
+
+
+def text2text_examples(model, task: Task, base_model: str | None, train: TrainConfig,
+                       n: int = 3) -> list[dict]:
+    """The final model's outputs for the first ``n`` test (else validation) inputs, for
+    report.json and the printed report: a text2text score alone does not show what it writes."""
+    from ..models.build import load_preprocessor
+    from ..training.generation import decoding_for, sample_outputs
+
+    records = task.test if task.test is not None else task.validation
+    return sample_outputs(model, records, load_preprocessor(base_model, task.kind), n=n,
+                          max_length=train.max_length,
+                          decoding=decoding_for(train.max_new_tokens))
 
 
 def adapt(
@@ -156,6 +169,9 @@ def adapt(
     # attempts keep trained states, not models: the final adapter's model is built once, here
     # (or is the model just trained, when the final attempt is the latest)
     model = run.model_of(final) if final is not None else None
+    if model is not None and task.kind == "text2text":
+        report["examples"] = text2text_examples(model, task, pool.base_model,
+                                                config.resolved_fallback())
     result = AdaptResult(outcome, run.attempts, ranking.scores, model, report, adapter_meta=meta)
     out = Path(out_dir) if out_dir is not None else None
 

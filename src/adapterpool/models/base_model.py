@@ -120,7 +120,7 @@ def is_same_base_model(declared: str, base_model: str, fingerprint: dict | None)
 
 
 def build_encoder_decoder(out_dir: str | Path, encoder: str | None = None,
-                          decoder: str | None = None) -> Path:
+                          decoder: str | None = None, *, seed: int = 0) -> Path:
     """A text2text base model from two encoder checkpoints (default: the packaged MiniLM on both
     sides), saved with its tokenizer to ``out_dir``: transformers' ``EncoderDecoderModel``
     (Rothe et al. 2020, "Leveraging Pre-trained Checkpoints for Sequence Generation Tasks").
@@ -129,9 +129,13 @@ def build_encoder_decoder(out_dir: str | Path, encoder: str | None = None,
     from the PAD token (as T5's does) and ends at SEP: a BERT-style tokenizer frames a target as
     ``[CLS] ... [SEP]``, so a CLS start (the usual bert2bert recipe) would feed the decoder CLS
     twice and, until well trained, it repeats CLS (measured: only CLS after 16 LoRA steps).
-    Nothing is downloaded for the default: this is the real offline text2text model (pool
-    adapters on it are LoRA on its query/value projections, the cross-attention included).
+    Nothing is downloaded for the default: this is the real offline text2text model. Pool
+    adapters on it are LoRA on its query/value projections plus, trained in full and saved with
+    the adapter, what the recipe leaves fresh (the cross-attention, the LM-head transform:
+    :data:`adapterpool.models.peft_methods.FRESH_MODULES`). Those fresh weights are drawn with
+    ``seed`` (recorded in the config as ``adapterpool_seed``), so two builds are the same model.
     """
+    import torch
     from transformers import AutoTokenizer, EncoderDecoderModel
 
     out_dir = Path(out_dir)
@@ -143,7 +147,10 @@ def build_encoder_decoder(out_dir: str | Path, encoder: str | None = None,
     if tokenizer.pad_token_id is None or tokenizer.sep_token_id is None:
         raise BaseModelError(f"{canonical_name(encoder)}'s tokenizer has no PAD/SEP tokens to "
                              "start and end targets with; pass a BERT-style encoder")
-    model = EncoderDecoderModel.from_encoder_decoder_pretrained(encoder_path, decoder_path)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = EncoderDecoderModel.from_encoder_decoder_pretrained(encoder_path, decoder_path)
+    model.config.adapterpool_seed = seed
     model.config.decoder_start_token_id = tokenizer.pad_token_id
     model.config.eos_token_id = tokenizer.sep_token_id
     model.config.pad_token_id = tokenizer.pad_token_id

@@ -35,6 +35,14 @@ DEFAULT_METHOD = "lora"
 # is what its classifier reads (kept on warm starts); names a model lacks are dropped when the
 # model is built, and peft adds the head (classifier or score) itself.
 MODULES_TO_SAVE = ("classifier", "pooler")
+# Modules a model type's built checkpoint leaves untrained, trained in full and saved beside the
+# adapter on text2text tasks (as ``modules_to_save``, PEFT's own format, so warm starts carry
+# them): an EncoderDecoderModel warm-started from two encoders (BERT2BERT, Rothe et al. 2020)
+# gets fresh cross-attention in every decoder layer and, from a checkpoint without an MLM head
+# (all-MiniLM-L6-v2), a fresh LM-head transform. Frozen, they stay random, and LoRA on query/value
+# alone learned next to nothing (validation ROUGE-L 0.028 after 2 epochs on 500 builtin
+# definitions; benchmarks/results/text2text/notes.md).
+FRESH_MODULES = {"encoder-decoder": ("crossattention", "transform")}
 
 
 def _help(text: str) -> dict[str, str]:
@@ -194,9 +202,10 @@ def with_shorthands(method: str, **values: Any) -> dict[str, Any]:
 
 def for_task_kind(config: PeftConfig, kind: str, model: Any = None) -> PeftConfig:
     """``config`` (a fresh one, as :func:`peft_config` returns) set up for task kind ``kind``:
-    the kind's peft task type (:mod:`adapterpool.task_kinds`); no ``modules_to_save`` where
-    there is no head (text2text: the LM head is the base model's, never trained); and, for a
-    method with ``target_modules`` left to peft on a model type peft's table lacks (ViT, an
+    the kind's peft task type (:mod:`adapterpool.task_kinds`); no head in ``modules_to_save``
+    where there is none (text2text: the LM head is the base model's), but what the model's
+    checkpoint left fresh (:data:`FRESH_MODULES`, for ``model``'s type); and, for a method with
+    ``target_modules`` left to peft on a model type peft's table lacks (ViT, an
     EncoderDecoderModel), the kind's fallback targets that ``model`` (the base ``nn.Module``)
     has: its attention query and value projections."""
     from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
@@ -215,7 +224,22 @@ def for_task_kind(config: PeftConfig, kind: str, model: Any = None) -> PeftConfi
         found = next((t for t in spec.fallback_target_modules if names.issuperset(t)), None)
         if found is not None:
             config.target_modules = list(found)
+    if not spec.labelled and model is not None:
+        _train_fresh_modules(config, model)
     return config
+
+
+def _train_fresh_modules(config: PeftConfig, model: Any) -> None:
+    """Put the modules :data:`FRESH_MODULES` names for ``model``'s type (those it has) in
+    ``config.modules_to_save``, and keep the adapter's own layers out of them: a module trained
+    in full needs no low-rank update, and peft would otherwise wrap adapter layers in its copy."""
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    fresh = [m for m in FRESH_MODULES.get(model.config.model_type, ()) if m in names]
+    if not fresh or not hasattr(config, "modules_to_save"):
+        return
+    config.modules_to_save = list(fresh)
+    if hasattr(config, "exclude_modules"):
+        config.exclude_modules = rf".*\.({'|'.join(fresh)})(\..*)?"
 
 
 def learning_rate_for(config: PeftConfig) -> float:

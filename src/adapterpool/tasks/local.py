@@ -92,8 +92,9 @@ def frame_to_records(
                 f"name the right one with {flags[field_name]}"
             )
     if kind == "text2text":
-        return Records(text=_texts(frame[text_field]), label=[],
-                       target=_texts(frame[target_field])), None
+        targets = _texts(frame[target_field])
+        return Records(text=_texts(frame[text_field]), label=[], target=targets,
+                       references=_references(frame, where, targets)), None
     labels, label_names = _labels(frame, where, label_field, label_names)
     if kind == "image":
         images = [str(root / v) if isinstance(v, str) and root is not None else v
@@ -106,6 +107,30 @@ def frame_to_records(
 
 def _texts(column: pd.Series) -> list:
     return ["" if v is None else v for v in column.tolist()]
+
+
+REFERENCES_FIELD = "references"
+
+
+def _references(frame: pd.DataFrame, where: str, targets: list) -> list[list[str]] | None:
+    """A text2text split's ``references`` column (every acceptable output of each input, as
+    evaluation sets of table-to-text data give them), with each row's ``target`` put first when
+    it is not among them; None without the column. A row without references has its target."""
+    if REFERENCES_FIELD not in frame.columns:
+        return None
+    rows = []
+    for i, (value, target) in enumerate(zip(frame[REFERENCES_FIELD].tolist(), targets,
+                                            strict=True)):
+        if value is None or (isinstance(value, float) and value != value):  # missing (NaN)
+            value = []
+        elif isinstance(value, str):
+            value = [value]
+        elif not hasattr(value, "__iter__"):
+            raise TaskDataError(f"{where}: row {i}: 'references' must be a list of texts, "
+                                f"got {type(value).__name__}")
+        refs = list(value)
+        rows.append(refs if target in refs else [target, *refs])
+    return rows
 
 
 def _labels(frame: pd.DataFrame, where: str, label_field: str,

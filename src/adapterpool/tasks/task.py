@@ -24,13 +24,16 @@ SPLITS = ("train", "validation", "test")
 class Records:
     """Column-oriented examples of one split: texts, optional second texts, integer labels;
     target texts (``text2text``, whose ``label`` is empty); images (``image``, whose ``text`` is
-    empty): file paths, or PIL images from a ``datasets`` image column."""
+    empty): file paths, or PIL images from a ``datasets`` image column. ``references``
+    (text2text, optional): every acceptable output of each input, ``target`` among them, which
+    evaluation scores against (a table-to-text input has several human references)."""
 
     text: list[str]
     label: list[int]
     text_pair: list[str] | None = None
     target: list[str] | None = None
     image: list | None = None
+    references: list[list[str]] | None = None
 
     def __len__(self) -> int:
         return len(self.image if self.image is not None else self.text)
@@ -42,7 +45,8 @@ class Records:
             return column if not column else [column[i] for i in idx]
 
         return Records(text=pick(self.text), label=pick(self.label), text_pair=pick(self.text_pair),
-                       target=pick(self.target), image=pick(self.image))
+                       target=pick(self.target), image=pick(self.image),
+                       references=pick(self.references))
 
 
 @dataclass
@@ -181,6 +185,14 @@ def _validate_records(records: Records, where: str, kind: TaskKind, num_labels: 
                 f"{where}: {n} values of '{main}' but {len(column)} of {field_name!r}")
     for field_name in ("text", "text_pair", "target"):
         _check_texts(columns[field_name], field_name, where)
+    if kind == "text2text" and records.references is not None:
+        if len(records.references) != n:
+            raise TaskDataError(f"{where}: {n} values of 'text' but {len(records.references)} "
+                                "of 'references'")
+        for i, refs in enumerate(records.references):
+            if not refs or any(not isinstance(r, str) or not r.strip() for r in refs):
+                raise TaskDataError(f"{where}: row {i} has an empty 'references' list or an "
+                                    f"empty or non-text reference ({refs!r})")
     if kind == "image":
         from .images import check_images
 

@@ -48,8 +48,11 @@ class EncodedRecords(Dataset):
             padding=False,
             **types,
         )
+        self.references = None
+        self.max_length = max_length
         if records.target is not None:
             self.inputs = "text2text"
+            self.references = records.references
             targets = processor(text_target=records.target, truncation=True,
                                 max_length=max_length, padding=False)["input_ids"]
         else:
