@@ -112,7 +112,7 @@ def trivial_target(run: BenchRun, pool: AdapterPool, spec: str) -> None:
     key = task_key(spec)
     if run.state.get("targets", key, "trivial") is not None:
         return
-    task = run._target_task(spec)
+    task = run.target_task(spec)
     split = evaluation_split(task)
     scores = trivial_baselines(task.split(split), load_tokenizer(pool.base_model),
                                run.config.max_length, task.train.target)
