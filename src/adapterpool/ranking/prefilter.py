@@ -146,16 +146,9 @@ def prefilter(
         for adapter_id, problem in sorted(reading.problems.items()):
             warnings.append(f"adapter {adapter_id}: task summary not used: {problem}")
         if reading.missing:
-            warnings.append(
-                f"{len(reading.missing)} of {len(ids)} adapters have no task summary and come "
-                "last (in a seeded random order); compute them with `adapterpool pool reindex "
-                f"POOL`: {', '.join(reading.missing[:10])}"
-                + (" ..." if len(reading.missing) > 10 else ""))
-    target_start = time.perf_counter()
-    if target is None:
-        target = target_summary(task, pool.base_model, n_texts=n_texts, seed=seed,
-                                max_length=max_length)
-    target_seconds = time.perf_counter() - target_start
+            warnings.append(_missing_warning(reading.missing, len(ids)))
+    target, target_seconds = _target_and_seconds(task, pool, target, n_texts=n_texts, seed=seed,
+                                                 max_length=max_length)
     for line in warnings:
         logger.warning("prefilter: %s", line)
     values = similarities(target, [summaries.get(i) for i in ids], similarity)
@@ -171,6 +164,16 @@ def prefilter(
         seconds=time.perf_counter() - start,
         warnings=warnings,
     )
+
+
+def _target_and_seconds(task: Task, pool, target: TaskSummary | None, *, n_texts: int,
+                        seed: int, max_length: int) -> tuple[TaskSummary, float]:
+    """The target's summary (computed unless given) and the seconds that took."""
+    start = time.perf_counter()
+    if target is None:
+        target = target_summary(task, pool.base_model, n_texts=n_texts, seed=seed,
+                                max_length=max_length)
+    return target, time.perf_counter() - start
 
 
 def _missing_warning(missing: list[str], total: int) -> str:
@@ -194,11 +197,8 @@ def _indexed(task: Task, pool, keep: int, records: list, *, similarity: str, see
     missing = [i for i in ids if i not in summary_index.ids and i not in synced.unreadable]
     if missing:
         warnings.append(_missing_warning(missing, len(ids)))
-    target_start = time.perf_counter()
-    if target is None:
-        target = target_summary(task, pool.base_model, n_texts=n_texts, seed=seed,
-                                max_length=max_length)
-    target_seconds = time.perf_counter() - target_start
+    target, target_seconds = _target_and_seconds(task, pool, target, n_texts=n_texts, seed=seed,
+                                                 max_length=max_length)
     for line in warnings:
         logger.warning("prefilter: %s", line)
     hits = summary_index.search(target, keep, allowed=set(ids))
