@@ -7,6 +7,7 @@ hand-written inputs (never the data's own texts: they stay out of the repository
         [--base-model .bench-cache/minilm2minilm] [--max-train 1000] [--max-eval 200]
         [--validation 100] [--epochs 4] [--batch-size 16] [--max-length 64]
         [--max-new-tokens 40] [--prompt TEXT ...] [--out benchmarks/results/text2text/learns]
+        [--save-adapter DIR]
 
 The base model is MiniLM-to-MiniLM (``adapterpool encoder-decoder``), built into
 ``--base-model`` when that folder does not exist. Training is the product's standard run
@@ -59,6 +60,8 @@ def main() -> None:
     parser.add_argument("--prompt", action="append", help="an input to show the output of")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/text2text/learns"))
+    parser.add_argument("--save-adapter", help="keep the trained adapter in this folder (PEFT "
+                        "format, fresh modules included), e.g. to warm-start from it")
     args = parser.parse_args()
     quiet_third_party()
     base = Path(args.base_model)
@@ -76,11 +79,13 @@ def main() -> None:
     result = train_standard(task, str(base), config, measure_energy=False)
     seconds = time.perf_counter() - start
     out = Path(args.out)
-    adapter = save_adapter(result.model, out.parent / ".adapter-tmp", {})
+    kept = Path(args.save_adapter) if args.save_adapter else None
+    adapter = save_adapter(result.model, kept or out.parent / ".adapter-tmp", {})
     size = sum(p.stat().st_size for p in adapter.iterdir())
-    for path in adapter.iterdir():
-        path.unlink()
-    adapter.rmdir()
+    if kept is None:
+        for path in adapter.iterdir():
+            path.unlink()
+        adapter.rmdir()
     prompts = args.prompt or PROMPTS
     shown = sample_outputs(result.model, Records(text=prompts, label=[], target=prompts),
                            tokenizer, n=len(prompts), max_length=args.max_length,

@@ -43,6 +43,7 @@ UNSUPPORTED = {
     ("gpt2", "prefix"): "past key values",
     ("gpt2", "loha"): "Conv1D",  # LyCORIS adapts nn.Linear/Conv only; GPT-2 uses Conv1D
     ("gpt2", "lokr"): "Conv1D",
+    ("gpt2", "olora"): "Conv1D",  # OLoRA ignores fan_in_fan_out: the forward pass would fail
 }
 RUNS = [(f, m) for f in FAMILIES for m in PEFT_METHODS if (f, m) not in UNSUPPORTED]
 TINY = TrainConfig(epochs=2, max_length=32, batch_size=16, evals_per_epoch=1, patience=10)

@@ -38,6 +38,7 @@ from ..task_kinds import get_kind
 from .base_model import canonical_name, resolve_base_model
 from .heads import reads_last_token
 from .peft_methods import for_task_kind, method_name, peft_config
+from .rewritten_base import remember_initial
 
 if TYPE_CHECKING:
     pass
@@ -137,12 +138,15 @@ def new_model(
     since ``get_peft_model`` changes the config it is given, and set to ``kind``'s peft task type.
 
     ``modules_to_save`` entries the architecture lacks (a pooler, say) are dropped. A method that
-    cannot run on this model is a :class:`PeftConfigError` naming both and peft's reason.
+    cannot run on this model is a :class:`PeftConfigError` naming both and peft's reason. An
+    initialisation that rewrites the base weights (PiSSA, OLoRA) has its initial factors kept,
+    so that :func:`~adapterpool.models.saving.save_adapter` can save it as a plain LoRA.
     """
     base = base_classifier(base_model, label_names, kind)
     model = _build(base, for_task_kind(peft_config(peft), kind, base), base_model)
     config = model.peft_config["default"]
     config.base_model_name_or_path = canonical_name(base_model)
+    remember_initial(model)  # PiSSA/OLoRA: saved later as a LoRA on the plain base
     return model
 
 
@@ -183,6 +187,11 @@ def _build(base: torch.nn.Module, config: PeftConfig, base_model: str | None) ->
         names = {name.rsplit(".", 1)[-1] for name, _ in base.named_modules()}
         config.modules_to_save = [m for m in config.modules_to_save if m in names]
     where = f"{method_name(config)} on {canonical_name(base_model)} ({base.config.model_type})"
+    if getattr(config, "init_lora_weights", None) == "olora" and _has_conv1d(base):
+        # peft 0.21's OLoRA ignores fan_in_fan_out: the model builds, then its first forward
+        # pass fails on a shape mismatch (GPT-2's Conv1D stores weights transposed).
+        raise PeftConfigError(f"{where} cannot be built: peft's OLoRA initialisation does not "
+                              "handle Conv1D layers; use --peft pissa or lora")
     try:
         model = get_peft_model(base, config)
     except (TypeError, ValueError, KeyError, NotImplementedError) as exc:
@@ -195,6 +204,10 @@ def _build(base: torch.nn.Module, config: PeftConfig, base_model: str | None) ->
     if saved.peft_type == PeftType.PREFIX_TUNING:
         _check_prefix_runs(model, where)
     return model
+
+
+def _has_conv1d(base: torch.nn.Module) -> bool:
+    return any(type(m).__name__ == "Conv1D" for m in base.modules())
 
 
 def _check_prefix_runs(model: PeftModel, where: str) -> None:

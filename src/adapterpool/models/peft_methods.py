@@ -88,6 +88,18 @@ PEFT_METHODS: dict[str, PeftMethod] = {
         "pass over its training data before training; peft's EVA)",
         _LORA_SHORTHANDS,
     ),
+    "pissa": PeftMethod(
+        "LORA", _LORA | {"init_lora_weights": "pissa"}, 1e-3,
+        "PiSSA: LoRA's defaults, A and B initialised from the principal singular vectors of each "
+        "weight (removed from the base while training; saved as a rank-2r LoRA on the plain base)",
+        _LORA_SHORTHANDS,
+    ),
+    "olora": PeftMethod(
+        "LORA", _LORA | {"init_lora_weights": "olora"}, 1e-3,
+        "OLoRA: LoRA's defaults, A and B initialised from a QR decomposition of each weight "
+        "(removed from the base while training; saved as a rank-2r LoRA on the plain base)",
+        _LORA_SHORTHANDS,
+    ),
     "dora": PeftMethod(
         "LORA", _LORA | {"use_dora": True}, 1e-3,
         "DoRA: LoRA's defaults plus a learned magnitude per output (weight-decomposed)",

@@ -11,6 +11,7 @@ from peft.utils import ModulesToSaveWrapper
 
 from ..peft_files import ADAPTERPOOL_META
 from .build import base_classifier
+from .rewritten_base import rewrites_base, save_converted
 
 
 def load_for_inference(
@@ -45,6 +46,9 @@ def save_adapter(model: PeftModel, out_dir: str | Path, metadata: dict) -> Path:
     """PEFT's own files plus ``adapterpool.json`` (task labels etc.), ready for the pool."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out_dir), safe_serialization=True, save_embedding_layers=False)
+    if rewrites_base(model.active_peft_config):
+        save_converted(model, out_dir)  # PiSSA/OLoRA: as a LoRA that loads on the plain base
+    else:
+        model.save_pretrained(str(out_dir), safe_serialization=True, save_embedding_layers=False)
     (out_dir / ADAPTERPOOL_META).write_text(json.dumps(metadata, indent=2, sort_keys=True))
     return out_dir
