@@ -10,7 +10,8 @@ from adapterpool.tasks import TaskDataError, load_task
 from adapterpool.tasks.builtin import BUILTIN_TASKS, builtin_records, list_builtin
 
 # Sizes after deduplication, near those documented in ../shared/OFFLINE-DATA.md.
-EXPECTED_MIN_SIZE = {"movie-sentiment": 12000, "subjectivity": 10000, "speech-party": 2500,
+EXPECTED_MIN_SIZE = {"movie-sentiment": 12000, "movie-sentiment-a-l": 5500,
+                     "movie-sentiment-m-z": 7000, "subjectivity": 10000, "speech-party": 2500,
                      "debate-role": 1000, "noun-category": 55000, "word-sense": 20000,
                      "pos-of-definition": 110000, "verb-category": 12000,
                      "reverse-dictionary": 110000, "definition": 70000, "digits": 1797,
@@ -69,3 +70,15 @@ def test_list_builtin_reports_sizes():
     rows = list_builtin()
     assert {r["name"] for r in rows} == set(BUILTIN_TASKS)
     assert all(r["installed"] and r["n"] > 0 for r in rows)
+
+
+def test_the_two_movie_sentiment_halves_share_no_text_and_cover_the_whole():
+    """A related source and target: the same labels on other films, nothing shared."""
+    whole = builtin_records("movie-sentiment")
+    a, b = builtin_records("movie-sentiment-a-l"), builtin_records("movie-sentiment-m-z")
+    assert not set(a.text) & set(b.text)
+    assert set(a.text) | set(b.text) <= set(whole.text)
+    assert len(a) + len(b) > 0.99 * len(whole)
+    for half in (a, b):
+        labels = dict(zip(whole.text, whole.label, strict=True))
+        assert [labels[t] for t in half.text] == list(half.label)

