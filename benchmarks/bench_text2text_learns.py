@@ -6,8 +6,8 @@ hand-written inputs (never the data's own texts: they stay out of the repository
     python benchmarks/bench_text2text_learns.py [--task ../shared/bench-data-text2text/e2e_nlg]
         [--base-model .bench-cache/minilm2minilm] [--max-train 1000] [--max-eval 200]
         [--validation 100] [--epochs 4] [--batch-size 16] [--max-length 64]
-        [--max-new-tokens 40] [--prompt TEXT ...] [--out benchmarks/results/text2text/learns]
-        [--save-adapter DIR]
+        [--max-new-tokens 40] [--num-beams 1] [--prompt TEXT ...]
+        [--out benchmarks/results/text2text/learns] [--save-adapter DIR]
 
 The base model is MiniLM-to-MiniLM (``adapterpool encoder-decoder``), built into
 ``--base-model`` when that folder does not exist. Training is the product's standard run
@@ -57,6 +57,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=40)
+    parser.add_argument("--num-beams", type=int, default=1,
+                        help="beam search in every evaluation and the outputs (1: greedy)")
     parser.add_argument("--prompt", action="append", help="an input to show the output of")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/text2text/learns"))
@@ -74,7 +76,7 @@ def main() -> None:
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
                          max_length=args.max_length, evals_per_epoch=1, patience=5,
                          selection_metric="rouge_l", max_new_tokens=args.max_new_tokens,
-                         seed=args.seed)
+                         num_beams=args.num_beams, seed=args.seed)
     start = time.perf_counter()
     result = train_standard(task, str(base), config, measure_energy=False)
     seconds = time.perf_counter() - start
@@ -89,7 +91,7 @@ def main() -> None:
     prompts = args.prompt or PROMPTS
     shown = sample_outputs(result.model, Records(text=prompts, label=[], target=prompts),
                            tokenizer, n=len(prompts), max_length=args.max_length,
-                           decoding=decoding_for(args.max_new_tokens))
+                           decoding=decoding_for(args.max_new_tokens, args.num_beams))
     report = {
         "task": task.describe() | {"source": Path(args.task).name},
         "base_model": "MiniLM-to-MiniLM (adapterpool encoder-decoder, seed 0)",

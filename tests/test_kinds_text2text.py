@@ -164,6 +164,33 @@ def test_evaluation_generates_with_the_model_inside_a_process_wrapper(tiny_t5_mo
     assert scores == evaluate(model, data, tokenizer, max_new_tokens=4)
 
 
+def test_num_beams_reaches_generate_and_stays_out_of_records_at_its_default(tiny_t5_model,
+                                                                          task, monkeypatch):
+    """``TrainConfig.num_beams`` is beam search in every evaluation (generate's num_beams, still
+    no sampling); at 1 it is greedy search and absent from as_dict, so older records compare."""
+    from adapterpool.training.trainer import evaluate
+
+    model = base_classifier(tiny_t5_model, [], "text2text").eval()
+    tokenizer = load_preprocessor(tiny_t5_model, "text2text")
+    data = EncodedRecords(task.validation.take(range(4)), tokenizer, max_length=16)
+    seen = []
+    real = model.generate
+
+    def spy(**kwargs):
+        seen.append({k: kwargs[k] for k in ("num_beams", "do_sample", "max_new_tokens")})
+        return real(**kwargs)
+
+    monkeypatch.setattr(model, "generate", spy)
+    evaluate(model, data, tokenizer, max_new_tokens=4, num_beams=3)
+    evaluate(model, data, tokenizer, max_new_tokens=4)
+    assert seen == [{"num_beams": 3, "do_sample": False, "max_new_tokens": 4},
+                    {"num_beams": 1, "do_sample": False, "max_new_tokens": 4}]
+    assert "num_beams" not in TrainConfig().as_dict()
+    assert TrainConfig(num_beams=4).as_dict()["num_beams"] == 4
+    with pytest.raises(UsageError, match="num_beams"):
+        TrainConfig(num_beams=0)
+
+
 def test_lora_saved_reloaded_and_warm_started(tiny_t5_model, task, tmp_path):
     result = train_standard(task, tiny_t5_model, TINY, show_progress=False, measure_energy=False)
     model = result.model.eval()

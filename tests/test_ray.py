@@ -1,19 +1,16 @@
-"""Batch work on Ray, tested as a cluster on one machine: a head and a second node started on
-loopback (``ray start --head``, ``ray start --address``), one CPU each.
+"""Batch work on Ray, tested as a cluster on one machine: a head and a second node, one CPU each
+(Ray's own ``ray.cluster_utils.Cluster``).
 
 The benchmark spread over both nodes must give the state the serial run gives (same seeds; only
 seconds and energy differ), and use both nodes; ``adapt-many`` must report a failing target and
-finish the others. The cluster is started once for the module and stopped (``ray stop``)
-afterwards, leaving no process behind.
+finish the others. The cluster is started once for the module and its own processes are stopped
+afterwards, leaving none behind and any other Ray on the machine running.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -28,15 +25,6 @@ from adapterpool.bench.executor import run_on_ray  # noqa: E402
 from adapterpool.bench.harness import BenchRun  # noqa: E402
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-RAY = Path(sys.executable).parent / "ray"
-NODE = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--object-store-memory=100000000",
-        "--disable-usage-stats"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def cluster_env(tmp_path: Path) -> dict[str, str]:
@@ -49,19 +37,25 @@ def cluster_env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory):
-    """Two Ray nodes on loopback, one CPU each; yields the head's address."""
-    env = cluster_env(tmp_path_factory.mktemp("ray"))
-    port = _free_port()
-    address = f"127.0.0.1:{port}"
-    try:
-        subprocess.run([str(RAY), "start", "--head", f"--port={port}",
-                        "--include-dashboard=false", *NODE], env=env, check=True,
-                       capture_output=True, timeout=120)
-        subprocess.run([str(RAY), "start", f"--address={address}", *NODE], env=env, check=True,
-                       capture_output=True, timeout=120)
-        yield address
-    finally:
-        subprocess.run([str(RAY), "stop", "--force"], env=env, capture_output=True, timeout=120)
+    """Two Ray nodes on loopback, one CPU each, in a folder of their own; yields the head's
+    address. Ray's own test cluster (``ray.cluster_utils.Cluster``) keeps the processes it
+    starts and stops exactly those: ``ray stop`` would stop every Ray on the machine, a user's
+    running benchmark included."""
+    from ray.cluster_utils import Cluster
+
+    folder = tmp_path_factory.mktemp("ray")
+    node = {"num_cpus": 1, "object_store_memory": 100_000_000, "temp_dir": str(folder)}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in cluster_env(folder).items():
+            patch.setenv(key, value)
+        cluster = Cluster(initialize_head=True, shutdown_at_exit=False,
+                          head_node_args=node | {"include_dashboard": False})
+        try:
+            cluster.add_node(**node)
+            cluster.wait_for_nodes()
+            yield cluster.address
+        finally:
+            cluster.shutdown()
 
 
 TIMINGS = {"kwh", "co2_kg", "energy", "timing", "load_average"}
@@ -134,7 +128,25 @@ def test_bench_on_ray_refuses_bad_settings_before_any_work(tmp_path):
         run_on_ray(config, stages=["sources", "everything"])
     with pytest.raises(UsageError, match="--timed-cpus"):
         run_on_ray(config, timed_cpus=0)
+    with pytest.raises(UsageError, match="--unit-gpus"):
+        run_on_ray(config, unit_gpus=1.5)
     assert not (tmp_path / "run").exists()
+
+
+def test_units_ask_for_their_share_of_a_gpu_only_where_the_cluster_has_gpus():
+    """Several untimed units share one GPU (a fraction each); on a CPU-only cluster none asks."""
+    from types import SimpleNamespace
+
+    from adapterpool.cluster import unit_resources
+    from adapterpool.errors import UsageError
+
+    gpu = SimpleNamespace(cluster_resources=lambda: {"CPU": 16, "GPU": 1})
+    cpu = SimpleNamespace(cluster_resources=lambda: {"CPU": 2})
+    assert unit_resources(gpu, 1) == {"num_cpus": 1, "num_gpus": 1}
+    assert unit_resources(gpu, 1, 0.1) == {"num_cpus": 1, "num_gpus": 0.1}
+    assert unit_resources(cpu, 2, 0.1) == {"num_cpus": 2, "num_gpus": 0}
+    with pytest.raises(UsageError, match="GPUs per unit"):
+        unit_resources(gpu, 1, 0)
 
 
 def _broken_task(root: Path) -> Path:

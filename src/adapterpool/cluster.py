@@ -55,11 +55,13 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> I
         ray.shutdown()
 
 
-def unit_resources(ray: Any, cpus: float = 1) -> dict:
-    """What one training unit asks Ray for: ``cpus`` CPUs, and a whole GPU where the cluster has
-    GPUs (one model per GPU; the unit then trains on it)."""
-    gpus = ray.cluster_resources().get("GPU", 0)
-    return {"num_cpus": cpus, "num_gpus": 1 if gpus else 0}
+def unit_resources(ray: Any, cpus: float = 1, gpus: float = 1) -> dict:
+    """What one training unit asks Ray for: ``cpus`` CPUs, and ``gpus`` of a GPU where the
+    cluster has GPUs (default a whole one; a fraction puts several small models on one GPU, for
+    units whose seconds feed no time ratio)."""
+    if not 0 < gpus <= 1:
+        raise UsageError(f"GPUs per unit must be in (0, 1], got {gpus}")
+    return {"num_cpus": cpus, "num_gpus": gpus if ray.cluster_resources().get("GPU", 0) else 0}
 
 
 def smallest_node_cpus(ray: Any) -> int:

@@ -75,8 +75,13 @@ class TrainConfig:
     seed: int = field(default=0, metadata=_help("seed of shuffling and initialisation"))
     max_new_tokens: int | None = field(
         default=None,
-        metadata=_help("text2text evaluation: most tokens generated per example, greedy (None: "
+        metadata=_help("text2text evaluation: most tokens generated per example (None: "
                        "adapterpool.training.generation.DECODING's 32)"),
+    )
+    num_beams: int = field(
+        default=1,
+        metadata=_help("text2text evaluation: beams of beam search (1: greedy search); "
+                       "deterministic either way, more beams cost more time per evaluation"),
     )
     schedule_epochs: float | None = field(
         default=None,
@@ -102,15 +107,20 @@ class TrainConfig:
             raise UsageError(f"evals_per_epoch must be >= 1, got {self.evals_per_epoch}")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise UsageError(f"max_new_tokens must be >= 1 (or None), got {self.max_new_tokens}")
+        if self.num_beams < 1:
+            raise UsageError(f"num_beams must be >= 1, got {self.num_beams}")
 
     def as_dict(self) -> dict:
-        """The settings; ``schedule_epochs`` and ``max_new_tokens`` only when set, so that records
-        (and the demo pool's cache key) from before they existed stay equal.
+        """The settings; ``schedule_epochs``, ``max_new_tokens`` and ``num_beams`` only when set
+        (not at their defaults), so that records (and the demo pool's cache key) from before they
+        existed stay equal.
         """
         data = asdict(self)
         for name in ("schedule_epochs", "max_new_tokens"):
             if data[name] is None:
                 del data[name]
+        if data["num_beams"] == 1:
+            del data["num_beams"]
         return data
 
 

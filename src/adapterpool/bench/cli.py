@@ -61,6 +61,10 @@ def _add_arguments(bench: argparse.ArgumentParser) -> None:
                      "(sources, ground-truth, timed; default all)")
     ray.add_argument("--timed-cpus", type=int, help="with --ray: CPUs a timed target holds "
                      "(default: the smallest node's, i.e. one timed target per node)")
+    ray.add_argument("--unit-gpus", type=float, default=1.0,
+                     help="with --ray on GPUs: the share of a GPU each source or ground-truth "
+                     "task asks for (0.1: ten side by side on one GPU; timed tasks always hold "
+                     "a whole one)")
     ray.add_argument("--deadline", type=float, help="with --ray: seconds after which no unit "
                      "starts (rerun to resume)")
 
@@ -136,7 +140,8 @@ def run_bench_command(args: argparse.Namespace) -> dict:
         stages = ([s.strip() for s in args.stages.split(",") if s.strip()] if args.stages
                   else None)
         state, reports = run_on_ray(config, address=args.ray_address, stages=stages,
-                                    timed_cpus=args.timed_cpus, deadline=args.deadline,
+                                    timed_cpus=args.timed_cpus, unit_gpus=args.unit_gpus,
+                                    deadline=args.deadline,
                                     measure_energy=not args.no_energy,
                                     log=lambda line: console.print(line, markup=False))
         failed = {spec: why for r in reports for spec, why in r.failed.items()}

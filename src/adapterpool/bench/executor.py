@@ -88,7 +88,7 @@ class StageReport:
 
 
 def _stage(ray, run: BenchRun, stage: str, specs: list[str], *, energy: bool, cpus: float,
-           spread: bool, deadline_at: float, log) -> StageReport:
+           gpus: float, spread: bool, deadline_at: float, log) -> StageReport:
     """Submit one task per spec, merge each task's units into the state as it finishes."""
     from ray.exceptions import RayError
 
@@ -96,7 +96,7 @@ def _stage(ray, run: BenchRun, stage: str, specs: list[str], *, energy: bool, cp
     started = time.perf_counter()
     parts = run.state.parts_dir
     parts.mkdir(parents=True, exist_ok=True)
-    options = unit_resources(ray, cpus) | {"max_retries": 0}
+    options = unit_resources(ray, cpus, gpus) | {"max_retries": 0}
     if spread:
         options["scheduling_strategy"] = "SPREAD"
     remote = ray.remote(_unit).options(**options)
@@ -142,17 +142,22 @@ def _last_line(exc: BaseException) -> str:
 
 
 def run_on_ray(config: BenchConfig, *, address: str | None = None, stages: list[str] | None = None,
-               timed_cpus: int | None = None, deadline: float | None = None,
-               measure_energy: bool = True, log=print) -> tuple[dict, list[StageReport]]:
+               timed_cpus: int | None = None, unit_gpus: float = 1.0,
+               deadline: float | None = None, measure_energy: bool = True,
+               log=print) -> tuple[dict, list[StageReport]]:
     """Every unit of ``config`` not recorded yet, on Ray; returns the state and each stage's
     report. ``stages`` (default all, in order), ``timed_cpus`` (default: the smallest node's
-    CPUs), ``deadline`` (seconds after which no unit starts; rerun to resume)."""
+    CPUs), ``unit_gpus`` (the share of a GPU each untimed task asks for: 0.1 runs ten targets'
+    ground truth on one GPU side by side; timed tasks always hold a whole GPU), ``deadline``
+    (seconds after which no unit starts; rerun to resume)."""
     stages = list(STAGES) if stages is None else stages
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:
         raise UsageError(f"bench: unknown stages {unknown}; choose from {', '.join(STAGES)}")
     if timed_cpus is not None and timed_cpus < 1:
         raise UsageError(f"bench: --timed-cpus must be at least 1, got {timed_cpus}")
+    if not 0 < unit_gpus <= 1:
+        raise UsageError(f"bench: --unit-gpus must be in (0, 1], got {unit_gpus}")
     targets = config.all_targets()
     if not targets and stages != ["sources"]:
         raise UsageError("bench: no targets (set `discover` or `targets`)")
@@ -163,12 +168,13 @@ def run_on_ray(config: BenchConfig, *, address: str | None = None, stages: list[
     reports = []
     with ray_session(address) as ray:
         timed = timed_cpus or smallest_node_cpus(ray)
-        plan = {"sources": (config.all_sources(), 1, True),
-                "ground-truth": (targets, 1, True),
-                "timed": (targets, timed, False)}
+        plan = {"sources": (config.all_sources(), 1, unit_gpus, True),
+                "ground-truth": (targets, 1, unit_gpus, True),
+                "timed": (targets, timed, 1.0, False)}
         for stage in STAGES:
             if stage in stages:
-                specs, cpus, spread = plan[stage]
+                specs, cpus, gpus, spread = plan[stage]
                 reports.append(_stage(ray, run, stage, specs, energy=measure_energy, cpus=cpus,
-                                      spread=spread, deadline_at=deadline_at, log=log))
+                                      gpus=gpus, spread=spread, deadline_at=deadline_at,
+                                      log=log))
     return run.state.data, reports

@@ -89,7 +89,8 @@ def _add_threshold_args(parser: argparse.ArgumentParser) -> None:
 # TrainConfig fields on the command line; dest "fallback_<field>" (the fallback's settings).
 TRAIN_OPTIONS = (("--learning-rate", "learning_rate"), ("--batch-size", "batch_size"),
                  ("--max-length", "max_length"), ("--patience", "patience"),
-                 ("--evals-per-epoch", "evals_per_epoch"), ("--max-new-tokens", "max_new_tokens"))
+                 ("--evals-per-epoch", "evals_per_epoch"), ("--max-new-tokens", "max_new_tokens"),
+                 ("--num-beams", "num_beams"))
 # Shorthands for the rank, alpha and dropout of the methods that have them (PeftMethod.shorthands).
 LORA_OPTIONS = (("--lora-r", "r", int), ("--lora-alpha", "alpha", int),
                 ("--lora-dropout", "dropout", float))
@@ -99,7 +100,8 @@ def _add_train_args(parser: argparse.ArgumentParser, *, epochs_flag: str) -> Non
     group = parser.add_argument_group("training")
     _option(group, epochs_flag, TrainConfig, "epochs", dest="fallback_epochs")
     for flag, name in TRAIN_OPTIONS:
-        kind = {"learning_rate": {"type": float}, "max_new_tokens": {"type": int}}.get(name, {})
+        kind = {"learning_rate": {"type": float}, "max_new_tokens": {"type": int},
+                "num_beams": {"type": int}}.get(name, {})
         _option(group, flag, TrainConfig, name, dest=f"fallback_{name}", **kind)
     peft = group.add_mutually_exclusive_group()
     peft.add_argument(

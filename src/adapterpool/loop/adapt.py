@@ -92,7 +92,7 @@ def text2text_examples(model, task: Task, base_model: str | None, train: TrainCo
     records = task.test if task.test is not None else task.validation
     return sample_outputs(model, records, load_preprocessor(base_model, task.kind), n=n,
                           max_length=train.max_length,
-                          decoding=decoding_for(train.max_new_tokens))
+                          decoding=decoding_for(train.max_new_tokens, train.num_beams))
 
 
 def adapt(

@@ -1,8 +1,9 @@
 """Evaluation of text2text models by generation, and the threshold metrics of generated text.
 
 Decoding is fixed and documented (:data:`DECODING`): greedy search (one beam, no sampling), up
-to 32 new tokens, special tokens dropped from the decoded text. Greedy decoding makes every
-evaluation deterministic, so the gate compares like with like across attempts and runs.
+to 32 new tokens, special tokens dropped from the decoded text; ``TrainConfig.max_new_tokens``
+and ``num_beams`` (beam search) change it. Never sampling makes every evaluation deterministic,
+so the gate compares like with like across attempts and runs.
 
 The scores are the maintained packages' own, not re-implemented: ROUGE-L F-measure from
 ``rouge-score`` (Google's reference implementation, with its stemmer), chrF from ``sacrebleu``
@@ -43,9 +44,12 @@ class DecodingConfig:
 DECODING = DecodingConfig()
 
 
-def decoding_for(max_new_tokens: int | None) -> DecodingConfig:
-    """:data:`DECODING` with ``max_new_tokens`` (``TrainConfig.max_new_tokens``) where set."""
-    return DECODING if max_new_tokens is None else replace(DECODING, max_new_tokens=max_new_tokens)
+def decoding_for(max_new_tokens: int | None, num_beams: int = 1) -> DecodingConfig:
+    """:data:`DECODING` with ``max_new_tokens`` where set and ``num_beams``
+    (``TrainConfig.max_new_tokens`` / ``num_beams``)."""
+    decoding = DECODING if max_new_tokens is None else replace(DECODING,
+                                                               max_new_tokens=max_new_tokens)
+    return decoding if num_beams == 1 else replace(decoding, num_beams=num_beams)
 
 
 # One reference per prediction, or every acceptable one (a table-to-text input has several).

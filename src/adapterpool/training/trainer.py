@@ -108,10 +108,12 @@ def evaluate(
     batch_size: int = 128,
     accelerator: Accelerator | None = None,
     max_new_tokens: int | None = None,
+    num_beams: int = 1,
 ) -> dict:
     """Accuracy, macro-F1 and weighted-F1 of ``model`` on encoded records; for text2text
-    records the text metrics of its greedy generations (on every process alike: generation is
-    not sharded; ``max_new_tokens``: see :func:`adapterpool.training.generation.decoding_for`)."""
+    records the text metrics of its generations (on every process alike: generation is not
+    sharded; ``max_new_tokens``, ``num_beams``: see
+    :func:`adapterpool.training.generation.decoding_for`)."""
     if data.inputs == "text2text":
         from .generation import decoding_for, generate_texts, reference_texts, text_scores
 
@@ -119,7 +121,7 @@ def evaluate(
         # wrapper has no generate()
         generating = model if accelerator is None else accelerator.unwrap_model(model)
         predictions = generate_texts(generating, data, tokenizer, batch_size=batch_size,
-                                     decoding=decoding_for(max_new_tokens))
+                                     decoding=decoding_for(max_new_tokens, num_beams))
         return text_scores(reference_texts(data, tokenizer), predictions)
     loader, _ = inference_loader(data, fit_tokenizer(tokenizer, model), batch_size)
     device = next(model.parameters()).device
@@ -223,7 +225,7 @@ def train(
         scores = evaluate(
             model, validation_data, tokenizer,
             batch_size=config.eval_batch_size, accelerator=accelerator,
-            max_new_tokens=config.max_new_tokens,
+            max_new_tokens=config.max_new_tokens, num_beams=config.num_beams,
         )
         history.append({
             "step": step, "epoch": step / steps_per_epoch,
@@ -280,6 +282,7 @@ def train(
         test = evaluate(
             model, EncodedRecords(task.test, tokenizer, config.max_length), tokenizer,
             batch_size=config.eval_batch_size, max_new_tokens=config.max_new_tokens,
+            num_beams=config.num_beams,
         )
     if accelerator.device.type != "cpu":  # on CPU only a costly gc.collect() with no gain
         accelerator.free_memory()
