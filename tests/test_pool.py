@@ -102,6 +102,20 @@ def test_adapter_for_another_base_model_is_refused(pool_copy, exported):
         pool_copy.add(exported)
 
 
+@pytest.mark.parametrize("init", ["pissa", "pissa_niter_4", "olora"])
+def test_an_unconverted_pissa_or_olora_adapter_is_refused(pool_copy, exported, init):
+    """Its factors apply to the base model PiSSA/OLoRA rewrote, not to the pool's: refused with
+    how to save it converted, and the pool is unchanged."""
+    before = [r.id for r in pool_copy.list()]
+    config_path = exported / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["init_lora_weights"] = init
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(AdapterRejected, match=f"init_lora_weights '{init}'.*converted"):
+        pool_copy.add(exported)
+    assert [r.id for r in pool_copy.list()] == before
+
+
 def test_wrong_tensor_shapes_are_refused(pool_copy, exported):
     from safetensors.torch import load_file, save_file
 

@@ -29,12 +29,10 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..errors import PeftConfigError
+from ..peft_files import REWRITING_INITS
 
 if TYPE_CHECKING:
     from peft import PeftConfig, PeftModel
-
-# peft's init_lora_weights values (or their prefixes: "pissa_niter_16") that rewrite the base.
-REWRITING_INITS = ("pissa", "olora", "corda", "lora_ga")
 
 # model -> its adapter's state dict at initialisation (LoRA factors and modules_to_save).
 _INITIAL: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

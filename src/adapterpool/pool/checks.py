@@ -14,7 +14,7 @@ from pathlib import Path
 from safetensors import safe_open
 
 from ..errors import AdapterRejected
-from ..peft_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from ..peft_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, REWRITING_INITS
 
 # (base model, adapter config as sorted JSON, number of labels, task kind) -> the tensor names and
 # shapes such an adapter has on that base model. It needs a deep-learning framework, so the pool
@@ -136,6 +136,14 @@ def read_config(adapter_dir: Path) -> dict:
             f"{ADAPTER_CONFIG}: peft_type "
             f"{config.get('peft_type') if isinstance(config, dict) else None!r} "
             f"is not a PEFT type peft {_peft_version()} knows ({', '.join(known)})"
+        )
+    init = config.get("init_lora_weights")
+    if isinstance(init, str) and init.lower().startswith(REWRITING_INITS):
+        raise AdapterRejected(
+            f"{ADAPTER_CONFIG}: init_lora_weights {init!r}: these factors apply to a base model "
+            "that initialisation rewrote, not to the pool's; save the adapter converted to "
+            "LoRA (peft's save_pretrained(..., path_initial_model_for_weight_conversion=...), "
+            "or adapterpool's save_adapter, which does it)"
         )
     if config.get("task_type") not in (None, *PEFT_TASK_TYPES):
         raise AdapterRejected(
