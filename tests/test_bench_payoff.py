@@ -13,6 +13,7 @@ from adapterpool.bench.payoff import (
     epochs_to_reach,
     noise_ceiling,
     seed_mean,
+    strategy_ratios,
     summarize_ground_truth,
 )
 from adapterpool.bench.render import write_reports
@@ -84,6 +85,27 @@ def test_fastest_peer_must_reach_standard_loras_accuracy():
     assert out["fastest_peer"] == {"name": "quick", "seconds": 5.0}
 
 
+def test_time_measure_cpu_divides_cpu_seconds_by_cpu_seconds():
+    """With time_measure "cpu" every ratio reads the units' and the loop runs' CPU seconds; wall
+    seconds (here 3x larger, as on a busy machine) no longer count."""
+    base = {"0": _unit([0.6, 0.8], 0.80) | {"cpu_seconds": 4.0}}
+    peers = {"quick": {"0": _unit([0.8], 0.80) | {"cpu_seconds": 1.0}}}
+    runs = {"0": {"outcome": "transfer", "test": {"accuracy": 0.80}, "seconds": 9.0,
+                  "cpu_seconds": 2.0}}
+    target = {"gt_baseline": base, "peers": peers, "strategies": {"plain": runs}}
+    wall = summarize_ground_truth(target, [])
+    assert wall["baseline"]["seconds"] == 10.0 and wall["fastest_peer"]["seconds"] == 5.0
+    assert strategy_ratios(target, wall)["plain"]["time_ratio"] == pytest.approx(0.9)
+    cpu = summarize_ground_truth(target, [], "cpu")
+    assert cpu["baseline"]["seconds"] == 4.0 and cpu["fastest_peer"] == {"name": "quick",
+                                                                         "seconds": 1.0}
+    ratios = strategy_ratios(target, cpu, "cpu")["plain"]
+    assert ratios["time_ratio"] == pytest.approx(0.5)
+    assert ratios["peer_time_ratio"] == pytest.approx(2.0)
+    with pytest.raises(UsageError, match="time_measure"):
+        BenchConfig(time_measure="gpu").validate()
+
+
 def test_ground_truth_settings_are_checked():
     with pytest.raises(UsageError, match="unknown peers"):
         BenchConfig(ground_truth_max_epochs=2, peers=["lora-xyz"]).validate()
@@ -122,6 +144,8 @@ def test_converged_bench_runs_resumes_and_reports(tiny_base_model, bench_folders
         curves = [[h["accuracy"] for h in run["history"]]
                   for run in target["gt_baseline"].values()]
         assert all(len(c) >= 2 for c in curves)  # two evaluations an epoch
+        for unit in [*target["gt_baseline"].values(), *target["peers"]["eva"].values()]:
+            assert 0 < unit["cpu_seconds"] < 4 * unit["train_seconds"]  # CPU time recorded
     again = BenchRun(config, show_progress=False, measure_energy=False)
     again.run()
     assert not again.state.computed  # resumed: nothing recomputed

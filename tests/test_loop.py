@@ -48,6 +48,7 @@ def test_threshold_zero_passes_at_first_try(target, tiny_pool, tmp_path):
     assert report["task"]["n_train"] == 64 and report["seed"] == 0
     assert report["contributed_adapter_id"] is None
     assert report["timing"]["total_seconds"] >= report["timing"]["training_seconds"] > 0
+    assert 0 < report["timing"]["total_cpu_seconds"] < 4 * report["timing"]["total_seconds"]
     assert report["strategy"] == ["plain"] and report["skipped"] is None
     assert ATTEMPT_KEYS <= set(report["attempts"][0])
     assert report["attempts"][0]["stop_reason"] == "budget"

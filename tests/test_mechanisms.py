@@ -196,3 +196,22 @@ def test_save_adapter_reload_gives_identical_logits(tiny_base_model, tmp_path):
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)
+
+
+def test_energy_meter_counts_cpu_time_apart_from_wall_time():
+    """CPU seconds are this process's work: a sleep adds wall time and almost no CPU time, a busy
+    loop adds both (what time_measure "cpu" divides)."""
+    import time
+
+    from adapterpool.training.energy import EnergyMeter
+
+    with EnergyMeter(enabled=False) as idle:
+        time.sleep(0.3)
+    assert idle.reading.seconds >= 0.3 and idle.reading.cpu_seconds < 0.1
+    with EnergyMeter(enabled=False) as busy:
+        end = time.process_time() + 0.3
+        while time.process_time() < end:
+            pass
+    assert busy.reading.cpu_seconds >= 0.3
+    assert (idle.reading + busy.reading).cpu_seconds == pytest.approx(
+        idle.reading.cpu_seconds + busy.reading.cpu_seconds)

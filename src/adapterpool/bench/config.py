@@ -63,6 +63,11 @@ class BenchConfig:
     # targets). A resumed run must keep it, or its units stop being comparable.
     peft: str | dict | None = None
     strategy_metric: str = "knn"
+    # What every time ratio divides: "wall" seconds (timed units need a quiet machine, and run
+    # alone on a node on Ray) or "cpu" seconds of the unit's process (single-threaded units
+    # measure the same beside other work, so timed units run side by side like the others;
+    # adapterpool.training.energy). A resumed run must keep it.
+    time_measure: str = "wall"
     # Ground truth that can rank (see bench/ground_truth.py): when ground_truth_max_epochs is
     # set, every baseline, warm start and peer trains until early stopping
     # (ground_truth_patience epochs without gain), once per seed of ground_truth_seeds, and the
@@ -126,6 +131,9 @@ class BenchConfig:
         elif self.peers:
             raise UsageError("bench: peers are trained with the ground truth: set "
                              "ground_truth_max_epochs")
+        if self.time_measure not in ("wall", "cpu"):
+            raise UsageError(f"bench: time_measure must be 'wall' or 'cpu', got "
+                             f"{self.time_measure!r}")
         if not self.loop_seeds:
             raise UsageError("bench: loop_seeds must not be empty")
         from ..loop.strategies import parse_strategies

@@ -10,7 +10,9 @@ Ray) computes the same units as the serial run, into the same ``state.json``, in
    with a converged ground truth, standard LoRA per seed and the peers), then its strategy
    runs. Each asks for ``timed_cpus`` CPUs (default: the smallest node's count), so a node runs
    one timed target at a time and a target's baseline and loops all run on the same node: no
-   time ratio compares a busy node with an idle one, or one node with another.
+   time ratio compares a busy node with an idle one, or one node with another. With
+   ``time_measure`` "cpu" on a CPU cluster the ratios divide CPU seconds of one-thread units,
+   which the node's load does not change, so timed tasks take one CPU and run side by side.
 
 Every task asks for a whole GPU where the cluster has any. A task writes its units to its own
 part file (``parts/`` beside ``state.json``, seeded with what it needs of the state) and returns
@@ -167,10 +169,15 @@ def run_on_ray(config: BenchConfig, *, address: str | None = None, stages: list[
     run.open_pool()  # created once here, before tasks add to it
     reports = []
     with ray_session(address) as ray:
-        timed = timed_cpus or smallest_node_cpus(ray)
+        if config.time_measure == "cpu" and not ray.cluster_resources().get("GPU"):
+            # CPU seconds of one-thread units do not change with the node's load: timed units
+            # run side by side like the others (on GPUs wall time counts: a whole GPU each)
+            timed_plan = (targets, 1, unit_gpus, True)
+        else:
+            timed_plan = (targets, timed_cpus or smallest_node_cpus(ray), 1.0, False)
         plan = {"sources": (config.all_sources(), 1, unit_gpus, True),
                 "ground-truth": (targets, 1, unit_gpus, True),
-                "timed": (targets, timed, 1.0, False)}
+                "timed": timed_plan}
         for stage in STAGES:
             if stage in stages:
                 specs, cpus, gpus, spread = plan[stage]

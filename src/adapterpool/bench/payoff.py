@@ -13,6 +13,9 @@ Definitions (fixed before the numbers are seen):
 - a target *has a related source* when some candidate's warm start reaches it in at most
   ``RELATED_EPOCH_SHARE`` x the epochs standard LoRA needed. The family label of bench-data is
   only compared with this afterwards (how often they agree); it decides nothing.
+- *seconds*: a unit's and a loop run's wall time, or with ``time_measure`` "cpu" their CPU
+  time (:mod:`adapterpool.training.energy`: unchanged by other work on the machine, so units
+  may run side by side); every time ratio divides like by like.
 - *noise ceiling*: the weighted tau of the candidates' own seed-mean validation accuracy against
   their seed-mean test accuracy (a ranking by the outcome itself, on another split), and the
   *seed-split* tau: one seed's test accuracy against the other seeds' mean (how well one
@@ -32,6 +35,8 @@ REACH_FRACTION = 0.99
 RELATED_EPOCH_SHARE = 0.5
 PEER_ACCURACY = 0.995  # a peer "reaches standard LoRA's accuracy" at this test-accuracy ratio
 NO_FAMILY = "other"  # bench-data's label for a task that belongs to no family
+# BenchConfig.time_measure -> (a training unit's seconds key, a loop run's seconds key)
+SECONDS_KEYS = {"wall": ("train_seconds", "seconds"), "cpu": ("cpu_seconds", "cpu_seconds")}
 
 
 def _test(record: dict) -> float:
@@ -46,9 +51,11 @@ def epochs_to_reach(record: dict, level: float) -> float:
     return math.inf
 
 
-def seed_mean(records: dict, level: float) -> dict:
-    """Means over seeds of one unit (baseline, candidate or peer), with the per-seed values."""
+def seed_mean(records: dict, level: float, measure: str = "wall") -> dict:
+    """Means over seeds of one unit (baseline, candidate or peer), with the per-seed values;
+    ``seconds`` by ``measure`` (:data:`SECONDS_KEYS`; NaN where a unit did not record it)."""
     seeds = sorted(records, key=int)
+    key = SECONDS_KEYS[measure][0]
     tests = [_test(records[s]) for s in seeds]
     reach = [epochs_to_reach(records[s], level) for s in seeds]
     return {
@@ -58,7 +65,7 @@ def seed_mean(records: dict, level: float) -> dict:
         "validation_accuracy": float(np.mean([records[s]["validation"]["accuracy"]
                                               for s in seeds])),
         "epochs": float(np.mean([records[s]["epochs"] for s in seeds])),
-        "seconds": float(np.mean([records[s]["train_seconds"] for s in seeds])),
+        "seconds": float(np.mean([records[s].get(key, math.nan) for s in seeds])),
         "epochs_to_reach": float(np.mean(reach)),
         "seeds": len(seeds),
     }
@@ -86,18 +93,19 @@ def noise_ceiling(candidates: dict) -> dict:
             "seed_split": float(np.nanmean(splits)) if splits else math.nan}
 
 
-def summarize_ground_truth(target: dict, metrics: list[str]) -> dict | None:
+def summarize_ground_truth(target: dict, metrics: list[str],
+                           measure: str = "wall") -> dict | None:
     """One target's converged ground truth, or None while its baseline has no seed yet."""
     baselines = target.get("gt_baseline") or {}
     if not baselines:
         return None
     best_validation = float(np.mean([b["validation"]["accuracy"] for b in baselines.values()]))
     level = REACH_FRACTION * best_validation
-    baseline = seed_mean(baselines, level)
+    baseline = seed_mean(baselines, level, measure)
     scores = target.get("scores") or {}
     candidates = {}
     for adapter_id, by_seed in sorted((target.get("gt_finetune") or {}).items()):
-        entry = seed_mean(by_seed, level)
+        entry = seed_mean(by_seed, level, measure)
         score_entry = scores.get(adapter_id) or {}
         entry["source_task"] = score_entry.get("source_task")
         entry["scores"] = {m: score_entry.get("scores", {}).get(m) for m in metrics}
@@ -113,7 +121,7 @@ def summarize_ground_truth(target: dict, metrics: list[str]) -> dict | None:
             values = [math.nan if v is None else float(v) for v in values]
             if any(math.isfinite(v) for v in values):
                 quality[metric] = ranking_quality(values, accuracies)
-    peers = {name: seed_mean(by_seed, level)
+    peers = {name: seed_mean(by_seed, level, measure)
              for name, by_seed in sorted((target.get("peers") or {}).items())}
     reaching = {"standard-lora": baseline["seconds"]} | {
         name: p["seconds"] for name, p in peers.items()
@@ -147,16 +155,19 @@ def family_of(spec: str) -> str | None:
     return json.loads(meta.read_text()).get("family")
 
 
-def strategy_ratios(target: dict, gt: dict) -> dict:
+def strategy_ratios(target: dict, gt: dict, measure: str = "wall") -> dict:
     """Per strategy on one target: mean over seeds of the real loop runs against standard LoRA's
-    seed means (accuracy and seconds), and against the fastest peer reaching its accuracy."""
+    seed means (accuracy and seconds by ``measure``), and against the fastest peer reaching its
+    accuracy."""
+    key = SECONDS_KEYS[measure][1]
     out = {}
     base = gt["baseline"]
     for strategy, runs in sorted((target.get("strategies") or {}).items()):
         runs = list(runs.values())
         accuracy = float(np.mean([_test(r) if (r.get("test") or r.get("validation"))
                                   else math.nan for r in runs]))
-        seconds = float(np.mean([r["seconds"] for r in runs]))
+        seconds = float(np.mean([r.get(key) if r.get(key) is not None else math.nan
+                                 for r in runs]))
         out[strategy] = {
             "accuracy_ratio": accuracy / base["accuracy"],
             "time_ratio": seconds / base["seconds"],
@@ -180,15 +191,16 @@ def summarize_payoff(state: dict, config: dict, specs: dict[str, str]) -> dict:
     label), the peers, the ranking quality on targets with and without a related source, and
     each strategy's ratios split the same way."""
     metrics = list(config["metrics"])
+    measure = config.get("time_measure", "wall")
     targets, incomplete = {}, []
     for key, target in sorted((state.get("targets") or {}).items()):
-        gt = summarize_ground_truth(target, metrics)
+        gt = summarize_ground_truth(target, metrics, measure)
         if gt is None or not gt["complete"]:
             incomplete.append(key)
             if gt is None:
                 continue
         gt["family"] = family_of(specs.get(key, ""))
-        gt["strategies"] = strategy_ratios(target, gt)
+        gt["strategies"] = strategy_ratios(target, gt, measure)
         targets[key] = gt
     complete = {k: t for k, t in targets.items() if t["complete"]}
     groups = {"related": [k for k, t in complete.items() if t["has_related_source"]],
@@ -256,5 +268,6 @@ def summarize_payoff(state: dict, config: dict, specs: dict[str, str]) -> dict:
                              "rule": "a same-family pool member exists <=> has_related_source"},
         "definitions": {"reach_fraction": REACH_FRACTION,
                         "related_epoch_share": RELATED_EPOCH_SHARE,
-                        "peer_accuracy": PEER_ACCURACY},
+                        "peer_accuracy": PEER_ACCURACY,
+                        "time_measure": measure},
     }

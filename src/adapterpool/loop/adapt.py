@@ -130,7 +130,7 @@ def adapt(
     peft = peft_config(peft)
     check_method(pool.base_model, peft, len(task.label_names),  # before any work
                  max_length=config.fallback.max_length, kind=task.kind)
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     # Under `accelerate launch` every process trains (data parallel) and must take the same
     # decisions; those follow from the ranking and from validation scores, which `train` gathers
     # from all processes. Ranking is a forward pass per candidate, not worth sharding: the main
@@ -164,7 +164,7 @@ def adapt(
     if final is not None:
         meta = adapter_metadata(task, final.result, parent_id=final.adapter_id, seed=config.seed)
     report = build_report(task, pool, config, ranking, run.attempts, final, outcome, skipped,
-                          start, processes=state.num_processes, peft=peft,
+                          start, start_cpu=start_cpu, processes=state.num_processes, peft=peft,
                           strategies=run.report())
     # attempts keep trained states, not models: the final adapter's model is built once, here
     # (or is the model just trained, when the final attempt is the latest)

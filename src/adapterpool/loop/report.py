@@ -19,7 +19,8 @@ from .attempts import Attempt, Outcome
 
 def build_report(task: Task, pool: Pool, config: AdaptConfig, ranking: RankResult,
                  attempts: list[Attempt], final: Attempt | None, outcome: Outcome,
-                 skipped: dict | None, start: float, *, processes: int = 1,
+                 skipped: dict | None, start: float, *, start_cpu: float | None = None,
+                 processes: int = 1,
                  peft: PeftConfig | None = None, strategies: dict | None = None) -> dict:
     """report.json's content; ``strategies``: each registered strategy's field (LoopRun.report:
     composition's members and weights, warm-fallback's choice, ...), None where not selected."""
@@ -60,6 +61,9 @@ def build_report(task: Task, pool: Pool, config: AdaptConfig, ranking: RankResul
             "scoring_seconds": ranking.seconds,
             "training_seconds": sum(a.result.train_seconds for a in attempts),
             "total_seconds": time.perf_counter() - start,
+            # this process's CPU time over the same span (scoring included)
+            "total_cpu_seconds": (None if start_cpu is None
+                                  else time.process_time() - start_cpu),
         },
         "energy": energy.as_report(),
         "settings": {

@@ -90,6 +90,11 @@ class TrainResult:
     def train_seconds(self) -> float:
         return self.energy.seconds
 
+    @property
+    def cpu_seconds(self) -> float:
+        """The training's CPU time (see :mod:`adapterpool.training.energy`)."""
+        return self.energy.cpu_seconds
+
 
 def classification_scores(labels: np.ndarray, predictions: np.ndarray) -> dict:
     return {
