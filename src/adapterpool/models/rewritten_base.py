@@ -21,6 +21,7 @@ Two things make that usable here:
 from __future__ import annotations
 
 import copy
+import json
 import tempfile
 import weakref
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..errors import PeftConfigError
-from ..peft_files import REWRITING_INITS
+from ..peft_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, REWRITING_INITS
 
 if TYPE_CHECKING:
     from peft import PeftConfig, PeftModel
@@ -50,8 +51,8 @@ def remember_initial(model: PeftModel) -> None:
     from peft import get_peft_model_state_dict
 
     if rewrites_base(model.active_peft_config):
-        _INITIAL[model] = {k: v.detach().clone()
-                           for k, v in get_peft_model_state_dict(model).items()}
+        _INITIAL[model] = {k: v.detach().clone() for k, v in get_peft_model_state_dict(
+            model, save_embedding_layers=False).items()}
 
 
 def save_converted(model: PeftModel, out_dir: Path) -> None:
@@ -70,20 +71,29 @@ def save_converted(model: PeftModel, out_dir: Path) -> None:
             "LoRA that loads on the plain base model")
     with tempfile.TemporaryDirectory(prefix="adapterpool-initial-") as tmp:
         folder = Path(tmp) / "initial"
-        start = copy.deepcopy(config)
-        start.init_lora_weights = True  # the factors as they are: nothing to subtract again
-        start.save_pretrained(str(folder))
+        initial_config = copy.deepcopy(config)
+        initial_config.init_lora_weights = True  # the factors as they are: nothing to subtract
+        initial_config.save_pretrained(str(folder))
         save_file({k: v.contiguous() for k, v in initial.items()},
-                  str(folder / "adapter_model.safetensors"))
+                  str(folder / ADAPTER_WEIGHTS))
+        # peft copies the adapter's config into that folder and reads the initial factors with
+        # save_embedding_layers="auto", which asks the Hub about the base model the config
+        # names (a Hub id for the embedded MiniLM): while converting, it names none
+        name, config.base_model_name_or_path = config.base_model_name_or_path, None
         try:
             model.save_pretrained(str(out_dir), safe_serialization=True,
                                   save_embedding_layers=False,
                                   path_initial_model_for_weight_conversion=str(folder))
         except ValueError as exc:  # e.g. rsLoRA with a rank or alpha pattern
             raise PeftConfigError(f"peft cannot convert this adapter to LoRA: {exc}") from exc
-    weights = out_dir / "adapter_model.safetensors"
+        finally:
+            config.base_model_name_or_path = name
+    saved_config = json.loads((out_dir / ADAPTER_CONFIG).read_text())
+    saved_config["base_model_name_or_path"] = name  # peft filled in the model's folder
+    (out_dir / ADAPTER_CONFIG).write_text(json.dumps(saved_config, indent=2, sort_keys=True))
+    weights = out_dir / ADAPTER_WEIGHTS
     saved = load_file(str(weights))
-    trained = get_peft_model_state_dict(model)
+    trained = get_peft_model_state_dict(model, save_embedding_layers=False)
     missing = {k: v.detach().to("cpu").contiguous() for k, v in trained.items() if k not in saved}
     if missing:
         save_file(saved | missing, str(weights), metadata={"format": "pt"})
