@@ -22,7 +22,6 @@ CALLS = ("get_peft_model_state_dict", "save_pretrained")
 NOT_PEFT = {
     ("models/base_model.py", "model"): "build_encoder_decoder saves a plain transformers model",
     ("models/base_model.py", "tokenizer"): "a tokenizer",
-    ("models/rewritten_base.py", "initial_config"): "a PeftConfig (adapter_config.json only)",
 }
 
 

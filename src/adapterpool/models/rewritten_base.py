@@ -20,7 +20,6 @@ Two things make that usable here:
 
 from __future__ import annotations
 
-import copy
 import json
 import tempfile
 import weakref
@@ -71,12 +70,11 @@ def save_converted(model: PeftModel, out_dir: Path) -> None:
             "LoRA that loads on the plain base model")
     with tempfile.TemporaryDirectory(prefix="adapterpool-initial-") as tmp:
         folder = Path(tmp) / "initial"
-        initial_config = copy.deepcopy(config)
-        initial_config.init_lora_weights = True  # the factors as they are: nothing to subtract
-        initial_config.save_pretrained(str(folder))
+        folder.mkdir()
         save_file({k: v.contiguous() for k, v in initial.items()},
                   str(folder / ADAPTER_WEIGHTS))
-        # peft copies the adapter's config into that folder and reads the initial factors with
+        # peft writes the adapter's config into that folder itself (init_lora_weights true: the
+        # factors as they are, nothing to subtract again) and reads the initial factors with
         # save_embedding_layers="auto", which asks the Hub about the base model the config
         # names (a Hub id for the embedded MiniLM): while converting, it names none
         name, config.base_model_name_or_path = config.base_model_name_or_path, None
