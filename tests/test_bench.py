@@ -257,10 +257,32 @@ def test_config_errors_and_overrides(tmp_path):
                            target=None, metric=None, base_model=None, run_dir=None, out=None,
                            max_train=None, max_eval=None, max_length=48, source_epochs=None,
                            transfer_epochs=None, baseline_max_epochs=None, scoring_samples=None,
-                           subset=None, max_tries=None, threshold_fraction=None, seed=None)
+                           subset=None, max_tries=None, threshold_fraction=None, seed=None,
+                           only_target=None)
     config = build_config(args)
     assert config.max_train == 10 and config.max_length == 48
     assert config.all_sources() == ["builtin:subjectivity"]
+
+
+def test_only_target_narrows_the_configs_targets_and_refuses_others(tmp_path):
+    """``--only-target`` keeps the pool and the other targets' settings as they are and computes
+    the named targets only (short key or spec); a name that is no target of the config is refused
+    with the targets it has."""
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"targets": ["builtin:subjectivity", "builtin:word-sense"],
+                                "extra_sources": ["builtin:movie-sentiment"]}))
+    args = SimpleNamespace(config=str(path), discover=None, source=None, target=None,
+                           metric=None, base_model=None, run_dir=None, out=None,
+                           only_target=["builtin-word-sense"])
+    config = build_config(args)
+    assert config.all_targets() == ["builtin:word-sense"]
+    assert config.all_sources() == BenchConfig.from_file(path).all_sources()  # pool unchanged
+    args.only_target = ["builtin:digits"]
+    from adapterpool.errors import UsageError
+
+    with pytest.raises(UsageError, match="builtin:digits is not a target of this config; its "
+                       "targets: builtin-subjectivity, builtin-word-sense"):
+        build_config(args)
 
 
 def test_bench_refuses_tasks_without_class_labels(tmp_path):

@@ -38,6 +38,9 @@ def _add_arguments(bench: argparse.ArgumentParser) -> None:
                        help="an extra pool member only (folder, hf:..., builtin:...; repeatable)")
     bench.add_argument("--target", action="append", default=None, metavar="TASK",
                        help="an extra target only (repeatable)")
+    bench.add_argument("--only-target", action="append", default=None, metavar="KEY",
+                       help="compute this target only for now (spec or short key, one of the "
+                       "config's targets; repeatable): finish some targets whole first")
     bench.add_argument("--metric", action="append", default=None, help="metrics to compare")
     for name, kind in BUDGET_FLAGS.items():
         bench.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None)
@@ -79,6 +82,8 @@ def build_config(args: argparse.Namespace):
         config.extra_sources = list(args.source)
     if args.target:
         config.targets = list(args.target)
+    if args.only_target:
+        config.only_targets = _narrowed_targets(config, args.only_target)
     if args.metric:
         config.metrics = list(args.metric)
         config.ensemble_members = [m for m in config.ensemble_members if m in config.metrics]
@@ -94,6 +99,20 @@ def build_config(args: argparse.Namespace):
         config.out_dir = args.out
     config.validate()
     return config
+
+
+def _narrowed_targets(config, wanted: list[str]) -> list[str]:
+    """``--only-target``: a subset of the config's targets, or a clear error naming the others."""
+    from ..errors import UsageError
+    from .harness import task_key
+
+    targets = config.all_targets()
+    known = set(targets) | {task_key(t) for t in targets}
+    unknown = [w for w in wanted if w not in known]
+    if unknown:
+        raise UsageError(f"bench: --only-target {', '.join(unknown)} is not a target of this "
+                         f"config; its targets: {', '.join(task_key(t) for t in targets)}")
+    return list(wanted)
 
 
 def summary_table(summary: dict):
