@@ -122,16 +122,18 @@ def test_converged_bench_runs_resumes_and_reports(tiny_base_model, bench_folders
         max_length=32, source_epochs=1, baseline_max_epochs=2, scoring_samples=32,
         ground_truth_max_epochs=2, ground_truth_seeds=[0, 1], ground_truth_patience=1,
         ground_truth_candidates={"prefilter_top": 1, "random": 0}, peers=["eva"],
+        strategies=["skip-unrelated,early-pass"], strategy_subset="prefilter", subset=1,
+        threshold_fraction=0.9, time_measure="cpu",
         base_model=tiny_base_model, run_dir=str(tmp_path / "run"), out_dir=str(tmp_path / "out"),
     )
     first = BenchRun(config, show_progress=False, measure_energy=False)
     state = first.run()
     # the progress lines counted every unit they announced: 3 sources; per target scores,
-    # 2 baselines, 2 warm starts, 2 peers
-    assert first.units_done == first.units_total == 3 + 2 * 7
+    # 2 baselines, 2 warm starts, 2 peers, 1 strategy run
+    assert first.units_done == first.units_total == 3 + 2 * 8
     # 3 sources; per target: 2 baseline seeds, 1 chosen candidate x 2 seeds, 1 peer x 2 seeds
     assert first.state.computed == {"source": 3, "scores": 2, "reference": 2, "gt_baseline": 4,
-                                    "gt_finetune": 4, "peers": 4}
+                                    "gt_finetune": 4, "peers": 4, "strategy": 2}
     for target in state["targets"].values():
         chosen = target["gt_candidates"]
         assert len(chosen["prefilter_top"]) == 1 and chosen["random"] == []
@@ -146,6 +148,18 @@ def test_converged_bench_runs_resumes_and_reports(tiny_base_model, bench_folders
         assert all(len(c) >= 2 for c in curves)  # two evaluations an epoch
         for unit in [*target["gt_baseline"].values(), *target["peers"]["eva"].values()]:
             assert 0 < unit["cpu_seconds"] < 4 * unit["train_seconds"]  # CPU time recorded
+        # the strategies ran against the ground truth's standard LoRA: the threshold is the
+        # fraction of its seed-mean validation accuracy, the subset the prefilter's, and a
+        # fallback trains like gt_baseline (two evaluations an epoch)
+        (loop,) = target["strategies"]["skip-unrelated,early-pass"].values()
+        mean_validation = sum(b["validation"]["accuracy"]
+                              for b in target["gt_baseline"].values()) / 2
+        assert loop["threshold"] == pytest.approx(0.9 * mean_validation)
+        assert loop["subset_strategy"] == "prefilter" and len(loop["ranking"]) == 1
+        assert set(loop["skip_unrelated"]) >= {"gain", "min_gain"}
+        assert loop["cpu_seconds"] > 0
+    fallback = first.strategy_config("plain", 0, 0.5).fallback
+    assert (fallback.evals_per_epoch, fallback.patience, fallback.epochs) == (2, 1, 2)
     again = BenchRun(config, show_progress=False, measure_energy=False)
     again.run()
     assert not again.state.computed  # resumed: nothing recomputed

@@ -28,7 +28,8 @@ class BenchConfig:
     change when attempts stop or which weights they start from, so each runs the real loop
     (:func:`adapterpool.adapt`) on every target in ``strategy_targets`` (default: every target),
     leave-one-out, once per seed in ``strategy_seeds``, with the same threshold, ranking metric
-    ``strategy_metric``, transfer budget and a fallback that trains like the baseline.
+    ``strategy_metric``, transfer budget and a fallback that trains like the baseline; the loop
+    draws its ``subset`` as ``strategy_subset`` says (``adapt --subset-strategy``).
     ``source_max_train`` / ``source_max_epochs`` (with early stopping, ``source_patience``
     evaluations, one a epoch) size the pool members as a user would contribute them."""
 
@@ -63,6 +64,7 @@ class BenchConfig:
     # targets). A resumed run must keep it, or its units stop being comparable.
     peft: str | dict | None = None
     strategy_metric: str = "knn"
+    strategy_subset: str = "random"
     # What every time ratio divides: "wall" seconds (timed units need a quiet machine, and run
     # alone on a node on Ray) or "cpu" seconds of the unit's process (single-threaded units
     # measure the same beside other work, so timed units run side by side like the others;
@@ -142,6 +144,11 @@ class BenchConfig:
             parse_strategies(spec)  # an unknown strategy fails before any work
         if self.strategies and not self.strategy_seeds:
             raise UsageError("bench: strategy_seeds must not be empty")
+        from ..config import SUBSET_STRATEGIES
+
+        if self.strategy_subset not in SUBSET_STRATEGIES:
+            raise UsageError(f"bench: strategy_subset must be one of {SUBSET_STRATEGIES}, got "
+                             f"{self.strategy_subset!r}")
 
     def discovered(self) -> list[str]:
         """Task folders found under ``discover`` (sorted; the set may grow over time)."""

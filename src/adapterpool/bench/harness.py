@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 from accelerate.utils import set_seed
 from rich.console import Console
 
@@ -69,12 +70,21 @@ def _record_from_pool(record: AdapterRecord) -> dict:
 
 
 def _strategy_record(report: dict) -> dict:
-    """What the summary needs of one loop run: outcome, cost, accuracy, and every attempt."""
+    """What the summary needs of one loop run: outcome, cost, accuracy, every attempt, and what
+    a replay needs (threshold, ranking, each selected strategy's report field)."""
+    from ..loop.strategies import STRATEGIES
+
     attempts = report["attempts"]
     final = final_attempt(report) if attempts else None
+    fields = {cls.report_key for cls in STRATEGIES.values() if cls.report_key}
     return {
         "outcome": report["outcome"],
         "strategy": report.get("strategy"),
+        "threshold": (report.get("threshold") or {}).get("value"),
+        "subset_strategy": report.get("subset_strategy"),
+        "ranking": [{k: s.get(k) for k in ("adapter_id", "source_task", "score")}
+                    for s in report.get("scores") or []],
+        **{k: report[k] for k in sorted(fields) if report.get(k) is not None},
         "seconds": report["timing"]["total_seconds"],
         "cpu_seconds": report["timing"].get("total_cpu_seconds"),
         "scoring_seconds": report["timing"]["scoring_seconds"],
@@ -352,25 +362,47 @@ class BenchRun:
         self.state.put(result_record(result), "targets", key, "baseline")
 
     def strategy_config(self, spec: str, seed: int, threshold: float) -> AdaptConfig:
-        """The loop as a user would run it with ``--strategy spec``, sized like the bench."""
+        """The loop as a user would run it with ``--strategy spec``, sized like the bench; its
+        fallback trains like the reference it is divided by (with a converged ground truth, like
+        ``gt_baseline``: same evaluations an epoch and patience)."""
+        if self.config.ground_truth_max_epochs:
+            from .ground_truth import ground_truth_config
+
+            fallback = ground_truth_config(self, seed, self.config.baseline_max_epochs)
+        else:
+            fallback = self._baseline_config()
         return AdaptConfig(
             metric=self.config.strategy_metric, subset=self.config.subset,
+            subset_strategy=self.config.strategy_subset,
             max_tries=self.config.max_tries, threshold=threshold,
             transfer_epochs=self.config.transfer_epochs, max_samples=self.config.scoring_samples,
-            fallback=self._baseline_config(), strategy=spec, seed=seed,
+            fallback=fallback, strategy=spec, seed=seed,
         )
+
+    def reference_validation(self, key: str) -> float | None:
+        """Standard LoRA's validation accuracy on target ``key``, of which the strategies'
+        threshold is ``threshold_fraction``: the baseline's, or with a converged ground truth the
+        mean over every seed of ``gt_baseline`` (None until they are all recorded)."""
+        if not self.config.ground_truth_max_epochs:
+            baseline = self.state.get("targets", key, "baseline")
+            return None if baseline is None else baseline["validation"]["accuracy"]
+        runs = [self.state.get("targets", key, "gt_baseline", str(s))
+                for s in self.config.ground_truth_seeds]
+        if any(r is None for r in runs):
+            return None
+        return float(np.mean([r["validation"]["accuracy"] for r in runs]))
 
     def run_strategies(self, pool: AdapterPool, spec: str,
                        seeds: list[int] | None = None) -> None:
         """Each strategy x seed (``strategy_seeds``, or ``seeds``): the real ``adapt`` on the
         leave-one-out pool, one unit each."""
         key = task_key(spec)
-        baseline = self.state.get("targets", key, "baseline")
-        if not self.config.strategies or baseline is None:
+        reference = self.reference_validation(key)
+        if not self.config.strategies or reference is None:
             return
         task = None
         view = PoolView(pool, {r.id for r in self.candidates_for(pool, key)})
-        threshold = self.config.threshold_fraction * baseline["validation"]["accuracy"]
+        threshold = self.config.threshold_fraction * reference
         for strategy in self.config.strategies:
             for seed in self.config.strategy_seeds if seeds is None else seeds:
                 if self.state.get("targets", key, "strategies", strategy, str(seed)):
