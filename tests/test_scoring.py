@@ -339,3 +339,43 @@ def test_layers_metrics_rank_candidates_from_the_same_pass(
         assert scores["logme-layers"] != scores["logme"]
     ranked = [s.scores["logme-layers"] for s in result]
     assert ranked == sorted(ranked, reverse=True)
+
+
+def test_batch_size_shrinks_once_on_out_of_memory_and_no_call_collects_garbage(
+    tiny_pool: AdapterPool, target: Task, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch size is found once per ranking: an out-of-memory error shrinks it (x0.9) for
+    that candidate and every later one, and only that error empties the cache with a
+    ``gc.collect()`` (accelerate's ``find_executable_batch_size`` collected before every
+    candidate: most of a ranking's time on a GPU). Scores do not depend on the batch size."""
+    import gc
+
+    records = tiny_pool.list()
+    expected = {s.adapter_id: s.scores for s in _score(tiny_pool, records, target)}
+    collections, sizes = [], []
+    real_collect, real_outputs = gc.collect, scoring.candidate_outputs
+    monkeypatch.setattr(gc, "collect", lambda *a: collections.append(1) or real_collect(*a))
+
+    def outputs(model, data, tokenizer, *, batch_size, **kwargs):
+        sizes.append(batch_size)
+        if batch_size > 12:  # what a device without room for 16 rows raises
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_outputs(model, data, tokenizer, batch_size=batch_size, **kwargs)
+
+    monkeypatch.setattr(scoring, "candidate_outputs", outputs)
+    result = _score(tiny_pool, records, target)
+    # 16 fails, 14 fails, 12 runs; the next candidates start at 12
+    assert sizes == [16, 14, 12] + [12] * (len(records) - 1)
+    assert len(collections) == 2  # one per out-of-memory error, none per candidate
+    for s in result:
+        assert s.error is None
+        for name, value in expected[s.adapter_id].items():
+            assert s.scores[name] == pytest.approx(value, rel=1e-5, abs=1e-7)
+    monkeypatch.setattr(scoring, "candidate_outputs", real_outputs)
+
+    def other_error(*args, **kwargs):
+        raise RuntimeError("shape mismatch")  # not out of memory: no retry, ranked last
+
+    monkeypatch.setattr(scoring, "candidate_outputs", other_error)
+    sizes.clear()
+    assert all("shape mismatch" in s.error for s in _score(tiny_pool, records, target))
