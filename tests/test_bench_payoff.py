@@ -65,6 +65,32 @@ def test_related_source_needs_half_the_epochs_standard_lora_needed():
     assert out["complete"]
 
 
+def test_oracle_stops_the_soonest_reaching_candidate_at_its_first_reaching_evaluation():
+    """The oracle's time: scoring (the strategy runs' mean) plus the candidate that reaches the
+    level soonest, stopped there (seconds scaled by the share of the curve's wall time, in the
+    measure asked for); standard LoRA where no candidate ever reaches it."""
+    baseline = {s: _unit([0.6, 0.7, 0.75, 0.80, 0.80], 0.80) | {"cpu_seconds": 50.0}
+                for s in ("0", "1")}  # wall 25 s
+    fast = {"0": _unit([0.5, 0.80, 0.80, 0.80], 0.80) | {"cpu_seconds": 40.0},  # at 2 of 4
+            "1": _unit([0.80, 0.80, 0.80, 0.80], 0.80) | {"cpu_seconds": 40.0}}  # at 1 of 4
+    slow = {s: _unit([0.6, 0.7, 0.795, 0.80], 0.80) | {"cpu_seconds": 40.0} for s in ("0", "1")}
+    runs = {"0": {"scoring_cpu_seconds": 4.0, "scoring_seconds": 9.0},
+            "1": {"scoring_cpu_seconds": 6.0, "scoring_seconds": 9.0}}
+    target = {"gt_baseline": baseline, "gt_finetune": {"fast": fast, "slow": slow},
+              "strategies": {"plain": runs}}
+    out = summarize_ground_truth(target, [], "cpu")["oracle"]
+    # fast: seed 0 reaches at 10 of 20 wall seconds (20 of 40 CPU s), seed 1 at 5 (10 CPU s)
+    assert out["candidate"] == "fast" and out["transfer_seconds"] == pytest.approx(15.0)
+    assert out["scoring_seconds"] == pytest.approx(5.0)
+    assert out["time_ratio"] == pytest.approx((5.0 + 15.0) / 50.0)
+    wall = summarize_ground_truth(target, [])["oracle"]
+    assert wall["time_ratio"] == pytest.approx((9.0 + 7.5) / 25.0)
+    never = {s: _unit([0.5, 0.6], 0.6) | {"cpu_seconds": 40.0} for s in ("0", "1")}
+    target["gt_finetune"] = {"never": never}
+    out = summarize_ground_truth(target, [], "cpu")["oracle"]
+    assert out["candidate"] is None and out["time_ratio"] == pytest.approx((5.0 + 50.0) / 50.0)
+
+
 def test_noise_ceiling_is_the_outcomes_own_agreement():
     agreeing = {i: {"validation_accuracy": v, "accuracy": v, "accuracy_seeds": [v, v, v]}
                 for i, v in (("a", 0.9), ("b", 0.8), ("c", 0.7))}
@@ -181,6 +207,7 @@ def test_converged_bench_runs_resumes_and_reports(tiny_base_model, bench_folders
     files = write_reports(summary, config.out_dir)
     written = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert "noise_ceiling_tau" in written["targets"]["debate-role"]
+    assert written["targets"]["debate-role"]["oracle"]["scoring_seconds"] > 0
     assert any(f.name == "README.md" for f in files)
 
 

@@ -49,6 +49,10 @@ def test_threshold_zero_passes_at_first_try(target, tiny_pool, tmp_path):
     assert report["contributed_adapter_id"] is None
     assert report["timing"]["total_seconds"] >= report["timing"]["training_seconds"] > 0
     assert 0 < report["timing"]["total_cpu_seconds"] < 4 * report["timing"]["total_seconds"]
+    # the CPU time before any training is a part of the whole, and the scoring is in it
+    timing = report["timing"]
+    assert 0 < timing["scoring_cpu_seconds"] < timing["total_cpu_seconds"]
+    assert timing["scoring_cpu_seconds"] < 4 * timing["scoring_seconds"] + 1.0
     assert report["strategy"] == ["plain"] and report["skipped"] is None
     assert ATTEMPT_KEYS <= set(report["attempts"][0])
     assert report["attempts"][0]["stop_reason"] == "budget"

@@ -88,6 +88,7 @@ def _strategy_record(report: dict) -> dict:
         "seconds": report["timing"]["total_seconds"],
         "cpu_seconds": report["timing"].get("total_cpu_seconds"),
         "scoring_seconds": report["timing"]["scoring_seconds"],
+        "scoring_cpu_seconds": report["timing"].get("scoring_cpu_seconds"),
         "kwh": (report.get("energy") or {}).get("kwh"),
         "co2_kg": (report.get("energy") or {}).get("co2_kg"),
         "test": final["test"] if final else None,

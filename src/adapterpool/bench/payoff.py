@@ -16,6 +16,11 @@ Definitions (fixed before the numbers are seen):
 - *seconds*: a unit's and a loop run's wall time, or with ``time_measure`` "cpu" their CPU
   time (:mod:`adapterpool.training.energy`: unchanged by other work on the machine, so units
   may run side by side); every time ratio divides like by like.
+- *oracle*: the least time a loop could take on the target knowing every outcome in advance:
+  its scoring (the mean of the recorded strategy runs' time before training), then only the
+  fine-tuned candidate that reaches the reach level soonest, stopped at that evaluation (mean
+  over seeds); standard LoRA where none reaches it. A bound on time only: what accuracy on test
+  such a stop keeps is what the real strategy runs measure.
 - *noise ceiling*: the weighted tau of the candidates' own seed-mean validation accuracy against
   their seed-mean test accuracy (a ranking by the outcome itself, on another split), and the
   *seed-split* tau: one seed's test accuracy against the other seeds' mean (how well one
@@ -49,6 +54,35 @@ def epochs_to_reach(record: dict, level: float) -> float:
         if entry.get("accuracy", -math.inf) >= level - 1e-12:
             return float(entry["epoch"])
     return math.inf
+
+
+def seconds_to_reach(record: dict, level: float, measure: str = "wall") -> float:
+    """A unit's seconds (by ``measure``) until its first evaluation at or above ``level``: its
+    total, scaled by the share of its wall time that evaluation came at (the curve records wall
+    seconds; infinite if it never gets there)."""
+    total = record.get(SECONDS_KEYS[measure][0], math.nan)
+    for entry in record.get("history") or []:
+        if entry.get("accuracy", -math.inf) >= level - 1e-12:
+            return total * entry["seconds"] / record["train_seconds"]
+    return math.inf
+
+
+def oracle(target: dict, candidates: dict, baseline: dict, level: float,
+           measure: str = "wall") -> dict:
+    """The oracle's time on one target (see the module), alone and over standard LoRA's."""
+    key = "scoring_cpu_seconds" if measure == "cpu" else "scoring_seconds"
+    runs = [r for by_seed in (target.get("strategies") or {}).values() for r in by_seed.values()]
+    scoring = [r[key] for r in runs if r.get(key) is not None]
+    scoring_seconds = float(np.mean(scoring)) if scoring else math.nan
+    reach = {i: float(np.mean([seconds_to_reach(r, level, measure) for r in by_seed.values()]))
+             for i, by_seed in (target.get("gt_finetune") or {}).items() if i in candidates}
+    best = min(reach, key=reach.get) if reach else None
+    transfer = reach[best] if best is not None else math.inf
+    seconds = scoring_seconds + (transfer if math.isfinite(transfer) else baseline["seconds"])
+    return {"candidate": best if math.isfinite(transfer) else None,
+            "transfer_seconds": transfer, "scoring_seconds": scoring_seconds,
+            "seconds": seconds, "time_ratio": seconds / baseline["seconds"],
+            "transfer_ratio": transfer / baseline["seconds"]}
 
 
 def seed_mean(records: dict, level: float, measure: str = "wall") -> dict:
@@ -133,6 +167,7 @@ def summarize_ground_truth(target: dict, metrics: list[str],
         "candidates": candidates,
         "has_related_source": bool(related),
         "related_sources": related,
+        "oracle": oracle(target, candidates, baseline, level, measure),
         "noise_ceiling": (ceiling := noise_ceiling(candidates)),
         "noise_ceiling_tau": ceiling["validation_vs_test"],
         "quality": quality,
@@ -211,6 +246,11 @@ def summarize_payoff(state: dict, config: dict, specs: dict[str, str]) -> dict:
                               ("weighted_tau", "top1_hit", "regret_at_1", "regret_at_3"))
                 for m in metrics}
         for group, keys in groups.items()}
+    oracles = {group: _mean_rows([complete[k]["oracle"] for k in keys],
+                                 ("time_ratio", "transfer_ratio"))
+               | {"max_time_ratio": max((complete[k]["oracle"]["time_ratio"] for k in keys),
+                                        default=math.nan)}
+               for group, keys in groups.items()}
     strategies: dict = {}
     for name in sorted({s for t in complete.values() for s in t["strategies"]}):
         strategies[name] = {}
@@ -261,6 +301,7 @@ def summarize_payoff(state: dict, config: dict, specs: dict[str, str]) -> dict:
         "groups": groups,
         "quality_by_group": quality,
         "strategies_by_group": strategies,
+        "oracle_by_group": oracles,
         "peers": peers,
         "nothing_related_rule": gains,
         "nothing_related_standout": standout,

@@ -25,8 +25,8 @@ def _epochs(value: float) -> str:
 def target_table(summary: dict) -> list[str]:
     lines = ["| target | family | related source (ground truth) | standard LoRA test | epochs "
              "to reach | best warm start | its test | its epochs to reach | fastest peer | "
-             "noise ceiling tau |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "oracle time ratio | noise ceiling tau |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, t in summary["targets"].items():
         best = (min(t["candidates"], key=lambda i: t["candidates"][i]["epochs_to_reach"])
                 if t["candidates"] else None)
@@ -39,7 +39,8 @@ def target_table(summary: dict) -> list[str]:
             f"{(cand or {}).get('source_task') or '–'} | "
             f"{_pm(cand['accuracy_seeds']) if cand else '–'} | "
             f"{_epochs(cand['epochs_to_reach']) if cand else '–'} | "
-            f"{t['fastest_peer']['name']} | {fmt(t['noise_ceiling_tau'])} |")
+            f"{t['fastest_peer']['name']} | {fmt(t['oracle']['time_ratio'])} | "
+            f"{fmt(t['noise_ceiling_tau'])} |")
     return lines
 
 
@@ -73,6 +74,10 @@ def strategy_table(summary: dict) -> list[str]:
     lines = ["| strategy | acc ratio (related) | time ratio (related) | peer time ratio (related) "
              "| acc ratio (unrelated) | worst time ratio (unrelated) |",
              "|---|---|---|---|---|---|"]
+    bound = summary.get("oracle_by_group") or {}
+    if bound:
+        lines.append(f"| oracle (a bound on time) | – | {fmt(bound['related']['time_ratio'])} | "
+                     f"– | – | {fmt(bound['unrelated']['max_time_ratio'])} |")
     for name, groups in summary["strategies_by_group"].items():
         rel, unrel = groups["related"], groups["unrelated"]
         lines.append(f"| {name} | {fmt(rel['accuracy_ratio'])} | {fmt(rel['time_ratio'])} | "

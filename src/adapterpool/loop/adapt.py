@@ -152,6 +152,7 @@ def adapt(
     # A candidate that could not be scored (NaN, with an error) is never warm-started from.
     usable = [s for s in ranking.scores if math.isfinite(s.scores[config.metric])]
     skipped = run.skip_reason(usable)
+    scoring_cpu = time.process_time() - start_cpu  # the ranking and the skip decision
     passed: Attempt | None = None
     if skipped is None and config.max_tries > 0 and usable:
         passed = run.transfer(usable)
@@ -164,7 +165,8 @@ def adapt(
     if final is not None:
         meta = adapter_metadata(task, final.result, parent_id=final.adapter_id, seed=config.seed)
     report = build_report(task, pool, config, ranking, run.attempts, final, outcome, skipped,
-                          start, start_cpu=start_cpu, processes=state.num_processes, peft=peft,
+                          start, start_cpu=start_cpu, scoring_cpu=scoring_cpu,
+                          processes=state.num_processes, peft=peft,
                           strategies=run.report())
     # attempts keep trained states, not models: the final adapter's model is built once, here
     # (or is the model just trained, when the final attempt is the latest)

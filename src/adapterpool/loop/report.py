@@ -20,7 +20,7 @@ from .attempts import Attempt, Outcome
 def build_report(task: Task, pool: Pool, config: AdaptConfig, ranking: RankResult,
                  attempts: list[Attempt], final: Attempt | None, outcome: Outcome,
                  skipped: dict | None, start: float, *, start_cpu: float | None = None,
-                 processes: int = 1,
+                 scoring_cpu: float | None = None, processes: int = 1,
                  peft: PeftConfig | None = None, strategies: dict | None = None) -> dict:
     """report.json's content; ``strategies``: each registered strategy's field (LoopRun.report:
     composition's members and weights, warm-fallback's choice, ...), None where not selected."""
@@ -59,6 +59,8 @@ def build_report(task: Task, pool: Pool, config: AdaptConfig, ranking: RankResul
         "contributed_adapter_id": None,
         "timing": {
             "scoring_seconds": ranking.seconds,
+            # CPU time before any training: the ranking and a strategy's skip decision
+            "scoring_cpu_seconds": scoring_cpu,
             "training_seconds": sum(a.result.train_seconds for a in attempts),
             "total_seconds": time.perf_counter() - start,
             # this process's CPU time over the same span (scoring included)
