@@ -109,6 +109,12 @@ def test_fastest_peer_must_reach_standard_loras_accuracy():
              "quick": {"0": _unit([0.8], 0.80, per_epoch=10)}}
     out = summarize_ground_truth({"gt_baseline": baseline, "peers": peers}, [])
     assert out["fastest_peer"] == {"name": "quick", "seconds": 5.0}
+    # a peer's building (its data pass) is part of its time: 5 s of training + 6 s of pass
+    # makes it slower than standard LoRA's 10 s
+    peers["quick"]["0"] |= {"init_seconds": 6.0, "init_cpu_seconds": 1.0}
+    out = summarize_ground_truth({"gt_baseline": baseline, "peers": peers}, [])
+    assert out["peers"]["quick"]["seconds"] == 11.0
+    assert out["fastest_peer"] == {"name": "standard-lora", "seconds": 10.0}
 
 
 def test_time_measure_cpu_divides_cpu_seconds_by_cpu_seconds():
@@ -211,12 +217,17 @@ def test_converged_bench_runs_resumes_and_reports(tiny_base_model, bench_folders
     assert any(f.name == "README.md" for f in files)
 
 
-@pytest.mark.parametrize("name", ["pissa", "olora", "eva"])
+@pytest.mark.parametrize("name", ["pissa", "olora", "eva", "corda", "lora-ga"])
 def test_peers_start_from_their_own_initialisation(tiny_base_model, bench_folders, tmp_path, name):
-    """Default LoRA starts with B = 0 (a no-op); PiSSA, OLoRA and EVA start elsewhere."""
+    """Default LoRA starts with B = 0 (a no-op); the peers start elsewhere. PiSSA, OLoRA, CorDA
+    and LoRA-GA move B A out of each base weight (so base + B A is still the original weight);
+    EVA, CorDA and LoRA-GA read the target's training data (other examples, other factors)."""
     import torch
+    from peft.tuners.tuners_utils import BaseTunerLayer
 
     from adapterpool.bench.ground_truth import peer_model
+    from adapterpool.models.build import base_classifier
+    from adapterpool.tasks import load_task
 
     config = BenchConfig(discover=[str(bench_folders)], max_train=32, max_eval=8,
                          max_length=16, base_model=tiny_base_model, ground_truth_max_epochs=1,
@@ -231,8 +242,20 @@ def test_peers_start_from_their_own_initialisation(tiny_base_model, bench_folder
     if name == "eva":  # EVA's A: unit-norm singular vectors of the target's layer inputs
         for v in a.values():
             assert torch.allclose(v.norm(dim=1), torch.ones(v.shape[0]), atol=1e-3)
-    else:  # PiSSA and OLoRA move part of W into A and B: B is no longer zero
+    else:  # the others move part of W into A and B: B is no longer zero, W - B A stays behind
         assert all(torch.count_nonzero(v) > 0 for v in b.values())
+        plain = dict(base_classifier(tiny_base_model, task.label_names).named_parameters())
+        for module_name, module in model.base_model.model.named_modules():
+            if isinstance(module, BaseTunerLayer):
+                delta = module.get_delta_weight("default")
+                restored = module.get_base_layer().weight + delta
+                torch.testing.assert_close(restored, plain[f"{module_name}.weight"],
+                                           atol=1e-5, rtol=1e-4)
+    other = load_task(str(bench_folders / "debate-role"), max_train=32, max_eval=8, seed=7)
+    again = peer_model(run, pool, other, name, seed=0)
+    a_other = {k: v for k, v in again.state_dict().items() if "lora_A" in k}
+    reads_data = name in ("eva", "corda", "lora-ga")
+    assert any(not torch.allclose(a[k], a_other[k]) for k in a) == reads_data
 
 
 def test_min_gain_fit_misjudges_fewest_and_is_checked_leave_one_out():

@@ -33,7 +33,7 @@ from adapterpool.ranking.scoring import candidate_outputs, score_candidates
 from adapterpool.ranking.shared_base import CandidateModels
 from adapterpool.tasks import load_task
 from adapterpool.training.encoding import EncodedRecords
-from adapterpool.training.standard import train_standard
+from adapterpool.training.standard import standard_lora_model, train_standard
 from adapterpool.training.trainer import TrainConfig, train
 
 FAMILIES = ("bert", "gpt2")
@@ -95,8 +95,8 @@ def test_method_trains_saves_reloads_warm_starts_scores_and_pools(
 ):
     base = bases[family]
     tokenizer = load_tokenizer(base)
-    torch.manual_seed(0)
-    model = new_model(base, task.label_names, method)
+    # where `adapterpool train` and the fallback start (a data-driven method reads the task)
+    model = standard_lora_model(base, task.label_names, method, seed=0, task=task, max_length=32)
     assert method_name(model.active_peft_config) == method
     if method == "ia3":  # peft's table gives the feed-forward layers too
         assert model.active_peft_config.feedforward_modules
@@ -128,7 +128,7 @@ def test_method_trains_saves_reloads_warm_starts_scores_and_pools(
     # model; a freshly built model holds other values, so a dropped tensor would show.
     torch.manual_seed(123)
     warm = warm_start_model(base, TARGET_LABELS, out)
-    fresh = new_model(base, TARGET_LABELS, method)
+    fresh = standard_lora_model(base, TARGET_LABELS, method, seed=1, task=task, max_length=32)
     assert type(warm.active_peft_config) is type(trained.active_peft_config)
     warm_state, fresh_state = _live(warm), _live(fresh)
     for key, tensor in body.items():

@@ -1,6 +1,6 @@
-"""PiSSA/OLoRA rewrite the base weights while training; saved, they are a plain rank-2r LoRA that
-gives the trained model's outputs on the untouched base, head included (peft's own conversion
-drops ``modules_to_save``)."""
+"""PiSSA/OLoRA/CorDA/LoRA-GA rewrite the base weights while training; saved, they are a plain
+rank-2r LoRA that gives the trained model's outputs on the untouched base, head included (peft's
+own conversion drops ``modules_to_save``)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from adapterpool.models.rewritten_base import initial_state, rewrites_base
 from adapterpool.models.saving import load_for_inference, save_adapter
 from adapterpool.peft_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from adapterpool.tasks import load_task
+from adapterpool.training.standard import standard_lora_model
 from adapterpool.training.trainer import TrainConfig, train
 
 
@@ -37,11 +38,12 @@ def _query_weight(model) -> torch.Tensor:
     return getattr(layer, "base_layer", layer).weight.detach().clone()
 
 
-@pytest.mark.parametrize("method", ["pissa", "olora"])
+@pytest.mark.parametrize("method", ["pissa", "olora", "corda", "lora-ga"])
 def test_trained_adapter_saves_as_lora_on_the_plain_base(method, tiny_base_model, task, tmp_path):
     torch.manual_seed(0)
     plain = _query_weight(base_classifier(tiny_base_model, task.label_names))
-    model = new_model(tiny_base_model, task.label_names, method)
+    model = standard_lora_model(tiny_base_model, task.label_names, method, seed=0, task=task,
+                                max_length=32)
     assert rewrites_base(model.active_peft_config)
     assert not torch.allclose(_query_weight(model), plain)  # trains on W - B0 A0, not W
     kept = initial_state(model)
@@ -106,3 +108,18 @@ def test_the_loops_pissa_fallback_is_checked_up_front_and_pools_as_lora(tiny_bas
     assert verify(pool)["consistent"]
     saved = json.loads((pool.adapter_dir(record.id) / ADAPTER_CONFIG).read_text())
     assert saved["r"] == 32 and saved["init_lora_weights"] is True
+
+
+@pytest.mark.parametrize("method", ["corda", "lora-ga"])
+def test_data_driven_init_without_the_targets_data_is_refused(method, tiny_base_model, task):
+    """CorDA and LoRA-GA build their factors from a pass over the target's data: a model built
+    without it would start from nothing peft computed, so it is refused with the way to build it;
+    the loop's up-front check (meta device, no data) still accepts the method."""
+    from adapterpool.errors import UsageError
+    from adapterpool.models.build import check_method
+
+    with pytest.raises(PeftConfigError, match="standard_lora_model"):
+        new_model(tiny_base_model, task.label_names, method)
+    with pytest.raises(UsageError, match="needs the target's training data"):
+        standard_lora_model(tiny_base_model, task.label_names, method, seed=0)
+    check_method(tiny_base_model, method, len(task.label_names))

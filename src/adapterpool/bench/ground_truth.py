@@ -9,7 +9,9 @@ target's ground truth is
 - ``gt_finetune.ADAPTER.SEED``: the warm start from each chosen candidate, trained the same way
   (at most ``ground_truth_max_epochs``), so "how many epochs did it need" is comparable;
 - ``peers.NAME.SEED``: the initialisations peft offers for LoRA that need no pool (PiSSA, OLoRA,
-  EVA, ...), trained like the baseline: the strongest thing a user could run instead.
+  EVA, CorDA, LoRA-GA, ...), trained like the baseline: the strongest thing a user could run
+  instead. Building one counts: its data pass (EVA, CorDA, LoRA-GA) or SVD (PiSSA) is recorded
+  as ``init_seconds`` / ``init_cpu_seconds`` and added to its time.
 
 Which candidates: all of them, or (``ground_truth_candidates``) the prefilter's top M by
 task-profile similarity plus M others drawn at random with the run's seed — recorded in
@@ -19,6 +21,7 @@ validation curve (``history``), from which the report reads epochs-to-accuracy.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -35,13 +38,16 @@ from ..training.trainer import TrainConfig, train
 if TYPE_CHECKING:
     from .harness import BenchRun
 
-# peft's LoRA initialisations that need nothing but the target's own data (peft 0.21):
-# name -> the LoraConfig fields that select it. "eva" also runs peft's data-driven step.
+# peft's LoRA initialisations that need nothing but the target's own data (peft 0.21.2):
+# name -> the LoraConfig fields that select it. EVA, CorDA and LoRA-GA also run their pass over
+# the target's training data (adapterpool.training.data_init), as --peft does in the loop.
 PEERS: dict[str, dict] = {
     "pissa": {"init_lora_weights": "pissa"},
     "olora": {"init_lora_weights": "olora"},
     "orthogonal": {"init_lora_weights": "orthogonal"},
-    "eva": {"init_lora_weights": "eva"},
+    "eva": {"init_lora_weights": "eva", "eva_config": {}},
+    "corda": {"init_lora_weights": "corda", "corda_config": {"corda_method": "ipm"}},
+    "lora-ga": {"init_lora_weights": "lora_ga", "lora_ga_config": {}},
 }
 
 
@@ -84,15 +90,12 @@ def chosen_candidates(run: BenchRun, pool: AdapterPool, spec: str) -> list[Adapt
 
 
 def peer_model(run: BenchRun, pool: AdapterPool, task, name: str, seed: int):
-    """A fresh LoRA model (the run's config) initialised the peer's way; EVA also runs its pass
-    over the target's training data, as ``--peft eva`` does in the loop."""
-    from peft import EvaConfig
+    """A fresh LoRA model (the run's config) initialised the peer's way, its data pass included
+    (EVA, CorDA, LoRA-GA), as ``--peft NAME`` does in the loop."""
+    from ..models.peft_methods import peft_config
 
-    peft = run.peft()
-    for field_name, value in PEERS[name].items():
-        setattr(peft, field_name, value)
-    if name == "eva":
-        peft.eva_config = EvaConfig()
+    values = peft_config(run.peft()).to_dict() | PEERS[name]
+    peft = peft_config(values)
     return standard_lora_model(pool.base_model, task.label_names, peft, seed=seed,
                                kind=task.kind, task=task, max_length=run.config.max_length)
 
@@ -136,10 +139,11 @@ def run_ground_truth(run: BenchRun, pool: AdapterPool, spec: str,
         task = task or run.target_task(spec)
         return task
 
-    def record(result, *keys):
+    def record(result, *keys, init: tuple[float, float] | None = None):
         run.state.trained += 1
         run.state.computed[keys[0]] += 1
-        run.state.put(result_record(result), "targets", key, *keys)
+        extra = {} if init is None else {"init_seconds": init[0], "init_cpu_seconds": init[1]}
+        run.state.put(result_record(result) | extra, "targets", key, *keys)
 
     for seed in c.ground_truth_seeds if "gt_baseline" in units else ():
         if run.state.get("targets", key, "gt_baseline", str(seed)) is None:
@@ -171,7 +175,9 @@ def run_ground_truth(run: BenchRun, pool: AdapterPool, spec: str,
                 continue
             run.announce(f"[bold]{key}[/bold]: peer {name}, seed {seed}, until early stopping")
             config = ground_truth_config(run, seed, c.baseline_max_epochs)
+            started, started_cpu = time.perf_counter(), time.process_time()
             model = peer_model(run, pool, loaded_task(), name, seed)
+            init = (time.perf_counter() - started, time.process_time() - started_cpu)
             result = train(model, task, tokenizer, config, description=f"{key} peer {name}",
                            show_progress=run.show_progress, measure_energy=run.measure_energy)
-            record(result, "peers", name, str(seed))
+            record(result, "peers", name, str(seed), init=init)

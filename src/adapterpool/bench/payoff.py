@@ -42,6 +42,8 @@ PEER_ACCURACY = 0.995  # a peer "reaches standard LoRA's accuracy" at this test-
 NO_FAMILY = "other"  # bench-data's label for a task that belongs to no family
 # BenchConfig.time_measure -> (a training unit's seconds key, a loop run's seconds key)
 SECONDS_KEYS = {"wall": ("train_seconds", "seconds"), "cpu": ("cpu_seconds", "cpu_seconds")}
+# a peer's building (its data pass or SVD), recorded beside its training and added to its time
+INIT_KEYS = {"wall": "init_seconds", "cpu": "init_cpu_seconds"}
 
 
 def _test(record: dict) -> float:
@@ -87,9 +89,10 @@ def oracle(target: dict, candidates: dict, baseline: dict, level: float,
 
 def seed_mean(records: dict, level: float, measure: str = "wall") -> dict:
     """Means over seeds of one unit (baseline, candidate or peer), with the per-seed values;
-    ``seconds`` by ``measure`` (:data:`SECONDS_KEYS`; NaN where a unit did not record it)."""
+    ``seconds`` by ``measure`` (:data:`SECONDS_KEYS`; NaN where a unit did not record it), its
+    building included where recorded (:data:`INIT_KEYS`)."""
     seeds = sorted(records, key=int)
-    key = SECONDS_KEYS[measure][0]
+    key, init = SECONDS_KEYS[measure][0], INIT_KEYS[measure]
     tests = [_test(records[s]) for s in seeds]
     reach = [epochs_to_reach(records[s], level) for s in seeds]
     return {
@@ -99,7 +102,8 @@ def seed_mean(records: dict, level: float, measure: str = "wall") -> dict:
         "validation_accuracy": float(np.mean([records[s]["validation"]["accuracy"]
                                               for s in seeds])),
         "epochs": float(np.mean([records[s]["epochs"] for s in seeds])),
-        "seconds": float(np.mean([records[s].get(key, math.nan) for s in seeds])),
+        "seconds": float(np.mean([records[s].get(key, math.nan) + records[s].get(init, 0.0)
+                                  for s in seeds])),
         "epochs_to_reach": float(np.mean(reach)),
         "seeds": len(seeds),
     }

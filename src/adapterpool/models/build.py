@@ -41,7 +41,7 @@ from .peft_methods import for_task_kind, method_name, peft_config
 from .rewritten_base import remember_initial
 
 if TYPE_CHECKING:
-    pass
+    from collections.abc import Callable
 
 
 def pick_device() -> torch.device:
@@ -133,20 +133,34 @@ def base_classifier(base_model: str | None, label_names: list[str] | tuple[str, 
 def new_model(
     base_model: str | None, label_names: list[str] | tuple[str, ...],
     peft: PeftConfig | str | None = None, *, kind: str = "single",
+    prepare: Callable[[torch.nn.Module, PeftConfig], None] | None = None,
 ) -> PeftModel:
     """A fresh trainable PEFT model: ``peft`` is a method name or config (default LoRA), copied,
     since ``get_peft_model`` changes the config it is given, and set to ``kind``'s peft task type.
 
     ``modules_to_save`` entries the architecture lacks (a pooler, say) are dropped. A method that
     cannot run on this model is a :class:`PeftConfigError` naming both and peft's reason. An
-    initialisation that rewrites the base weights (PiSSA, OLoRA) has its initial factors kept,
-    so that :func:`~adapterpool.models.saving.save_adapter` can save it as a plain LoRA.
+    initialisation that rewrites the base weights (PiSSA, OLoRA, CorDA, LoRA-GA) has its initial
+    factors kept, so that :func:`~adapterpool.models.saving.save_adapter` can save it as a plain
+    LoRA. ``prepare(base, config)`` runs on the base model before the adapter is added: the data
+    pass of CorDA and LoRA-GA (:func:`adapterpool.training.data_init.prepare_base`), without
+    which they are refused.
     """
+    from ..training.data_init import reads_data_before_wrapping
+
     base = base_classifier(base_model, label_names, kind)
-    model = _build(base, for_task_kind(peft_config(peft), kind, base), base_model)
+    config = for_task_kind(peft_config(peft), kind, base)
+    if reads_data_before_wrapping(config):
+        if prepare is None:
+            raise PeftConfigError(
+                f"{method_name(config)} builds its adapter from a pass over the target's "
+                "training data: build it with standard_lora_model(..., task=...), as "
+                "`adapterpool train` and the loop's fallback do")
+        prepare(base, config)
+    model = _build(base, config, base_model)
     config = model.peft_config["default"]
     config.base_model_name_or_path = canonical_name(base_model)
-    remember_initial(model)  # PiSSA/OLoRA: saved later as a LoRA on the plain base
+    remember_initial(model)  # PiSSA/OLoRA/CorDA/LoRA-GA: saved later as a LoRA on the plain base
     return model
 
 
@@ -156,13 +170,20 @@ def check_method(base_model: str | None, peft: PeftConfig | str | None, n_labels
     to ``max_length`` tokens), without loading weights (the model is built on the meta device):
     the loop calls it before any work, so a method that does not fit fails before anything is
     trained or written."""
+    from ..training.data_init import reads_data_before_wrapping
+
     check_base_fits(base_model, kind)
     path = resolve_base_model(base_model)
     extra = {"num_labels": n_labels} if get_kind(kind).labelled else {}
     config = AutoConfig.from_pretrained(path, **extra)
     with torch.device("meta"):
         base = auto_class(kind).from_config(config)
-        model = _build(base, for_task_kind(peft_config(peft), kind, base), base_model)
+        method = for_task_kind(peft_config(peft), kind, base)
+        if reads_data_before_wrapping(method):  # no data here: the same layers, default init
+            method = copy.deepcopy(method)
+            method.init_lora_weights = True
+            method.corda_config = method.lora_ga_config = None
+        model = _build(base, method, base_model)
     if max_length is not None:
         check_room(model, max_length)
 

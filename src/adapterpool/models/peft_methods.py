@@ -100,6 +100,22 @@ PEFT_METHODS: dict[str, PeftMethod] = {
         "(removed from the base while training; saved as a rank-2r LoRA on the plain base)",
         _LORA_SHORTHANDS,
     ),
+    "corda": PeftMethod(
+        "LORA", _LORA | {"init_lora_weights": "corda", "corda_config": {"corda_method": "ipm"}},
+        1e-3,
+        "CorDA: LoRA's defaults, A and B from an SVD of each weight times the covariance of its "
+        "inputs on the target's own examples (instruction-previewed mode; a pass over up to 256 "
+        "training examples first; removed from the base while training; saved as a rank-2r LoRA "
+        "on the plain base)",
+        _LORA_SHORTHANDS,
+    ),
+    "lora-ga": PeftMethod(
+        "LORA", _LORA | {"init_lora_weights": "lora_ga", "lora_ga_config": {}}, 1e-3,
+        "LoRA-GA: LoRA's defaults, A and B from an SVD of each weight's gradient on the target's "
+        "training data (one forward and backward pass over it first; removed from the base "
+        "while training; saved as a rank-2r LoRA on the plain base)",
+        _LORA_SHORTHANDS,
+    ),
     "dora": PeftMethod(
         "LORA", _LORA | {"use_dora": True}, 1e-3,
         "DoRA: LoRA's defaults plus a learned magnitude per output (weight-decomposed)",
