@@ -83,7 +83,7 @@ def _config(tiny_base_model: str, bench_folders: Path, run_dir: Path) -> BenchCo
         baseline_max_epochs=2, scoring_samples=32, subset=2, max_tries=1, loop_seeds=[0],
         base_model=tiny_base_model, run_dir=str(run_dir), out_dir=str(run_dir / "out"),
         strategies=["plain"], strategy_seeds=[0], strategy_targets=["debate-role"],
-        strategy_metric="logme",
+        strategy_metric="logme", time_measure="cpu",  # untimed and timed tasks in one wave
     )
 
 
@@ -118,6 +118,18 @@ def test_bench_on_two_ray_nodes_gives_the_serial_state(ray_cluster, tiny_base_mo
     assert [r.stage for r in reports] == ["sources", "timed"]
     assert all(r.done and not r.computed for r in reports)
     assert json.dumps(again, sort_keys=True) == json.dumps(state, sort_keys=True)
+
+
+def test_stage_waves_run_untimed_and_timed_tasks_together_only_in_cpu_time():
+    """Sources first; with CPU time the untimed and timed tasks share a wave (no core idles
+    between them), with wall time the timed ones wait for the untimed wave to end."""
+    from adapterpool.bench.executor import stage_waves
+
+    every = ["sources", "ground-truth", "timed"]
+    assert stage_waves(every, cpu_time=True) == [["sources"], ["ground-truth", "timed"]]
+    assert stage_waves(every, cpu_time=False) == [["sources"], ["ground-truth"], ["timed"]]
+    assert stage_waves(["timed", "ground-truth"], cpu_time=True) == [["ground-truth", "timed"]]
+    assert stage_waves(["sources"], cpu_time=True) == [["sources"]]
 
 
 def test_bench_on_ray_refuses_bad_settings_before_any_work(tmp_path):

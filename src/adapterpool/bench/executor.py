@@ -12,7 +12,8 @@ Ray) computes the same units as the serial run, into the same ``state.json``, in
    one timed target at a time and a target's baseline and loops all run on the same node: no
    time ratio compares a busy node with an idle one, or one node with another. With
    ``time_measure`` "cpu" on a CPU cluster the ratios divide CPU seconds of one-thread units,
-   which the node's load does not change, so timed tasks take one CPU and run side by side.
+   which the node's load does not change, so timed tasks take one CPU and run side by side,
+   in one wave with the untimed ones (:func:`stage_waves`).
 
 Every task asks for a whole GPU where the cluster has any. A task writes its units to its own
 part file (``parts/`` beside ``state.json``, seeded with what it needs of the state) and returns
@@ -89,34 +90,36 @@ class StageReport:
                 "computed": self.computed, "seconds": self.seconds}
 
 
-def _stage(ray, run: BenchRun, stage: str, specs: list[str], *, energy: bool, cpus: float,
-           gpus: float, spread: bool, deadline_at: float, log) -> StageReport:
-    """Submit one task per spec, merge each task's units into the state as it finishes."""
+def _wave(ray, run: BenchRun, plans: list[tuple], *, energy: bool, deadline_at: float,
+          log) -> list[StageReport]:
+    """Submit one task per spec of every stage in ``plans`` (``(stage, specs, cpus, gpus,
+    spread)``, all at once), merge each task's units into the state as it finishes."""
     from ray.exceptions import RayError
 
-    report = StageReport(stage, units=len(specs))
     started = time.perf_counter()
     parts = run.state.parts_dir
     parts.mkdir(parents=True, exist_ok=True)
-    options = unit_resources(ray, cpus, gpus) | {"max_retries": 0}
-    if spread:
-        options["scheduling_strategy"] = "SPREAD"
-    remote = ray.remote(_unit).options(**options)
-    pending = {}
-    for spec in specs:
-        key = task_key(spec)
-        part = parts / f"{stage}-{key}.json"
-        seed = {"sources": run.state.get("sources") or {}}
-        if stage != "sources":
-            seed["targets"] = {key: run.state.get("targets", key) or {}}
-        part.write_text(json.dumps(seed))
-        ref = remote.remote(run.config.as_dict(), str(part), stage, spec, energy, cpus,
-                            deadline_at)
-        pending[ref] = (spec, part)
+    reports, pending = {}, {}
+    for stage, specs, cpus, gpus, spread in plans:
+        reports[stage] = StageReport(stage, units=len(specs))
+        options = unit_resources(ray, cpus, gpus) | {"max_retries": 0}
+        if spread:
+            options["scheduling_strategy"] = "SPREAD"
+        remote = ray.remote(_unit).options(**options)
+        for spec in specs:
+            part = parts / f"{stage}-{task_key(spec)}.json"
+            seed = {"sources": run.state.get("sources") or {}}
+            if stage != "sources":
+                seed["targets"] = {task_key(spec): run.state.get("targets", task_key(spec)) or {}}
+            part.write_text(json.dumps(seed))
+            ref = remote.remote(run.config.as_dict(), str(part), stage, spec, energy, cpus,
+                                deadline_at)
+            pending[ref] = (stage, spec, part)
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
         for ref in ready:
-            spec, part = pending.pop(ref)
+            stage, spec, part = pending.pop(ref)
+            report = reports[stage]
             try:
                 out = ray.get(ref)
             except RayError as exc:  # the unit's traceback, kept short in the summary
@@ -134,8 +137,25 @@ def _stage(ray, run: BenchRun, stage: str, specs: list[str], *, energy: bool, cp
             log(f"[{stage} {finished}/{report.units}] "
                 f"{'skipped (deadline)' if out['skipped'] else 'done'} {spec} in "
                 f"{out['seconds']:.0f} s on node {out['node'][:8]}")
-    report.seconds = time.perf_counter() - started
-    return report
+    for report in reports.values():
+        report.seconds = time.perf_counter() - started
+    return list(reports.values())
+
+
+def stage_waves(stages: list[str], *, cpu_time: bool) -> list[list[str]]:
+    """The stages in the order they run, grouped into waves whose tasks run side by side.
+
+    Sources come first (every target's tasks read the pool). The ground truth's untimed tasks
+    and the timed ones need nothing of each other (a timed task trains its own baselines); they
+    are one wave when time is counted in CPU seconds (``cpu_time``: a node's load changes no
+    timed unit), so no core idles while the last target's untimed units finish; with wall time,
+    timed tasks wait for a quiet node, after the untimed wave."""
+    wanted = [s for s in STAGES if s in stages]
+    waves = [["sources"]] if "sources" in wanted else []
+    rest = [s for s in wanted if s != "sources"]
+    if cpu_time:
+        return waves + ([rest] if rest else [])
+    return waves + [[s] for s in rest]
 
 
 def _last_line(exc: BaseException) -> str:
@@ -169,7 +189,8 @@ def run_on_ray(config: BenchConfig, *, address: str | None = None, stages: list[
     run.open_pool()  # created once here, before tasks add to it
     reports = []
     with ray_session(address) as ray:
-        if config.time_measure == "cpu" and not ray.cluster_resources().get("GPU"):
+        cpu_time = config.time_measure == "cpu" and not ray.cluster_resources().get("GPU")
+        if cpu_time:
             # CPU seconds of one-thread units do not change with the node's load: timed units
             # run side by side like the others (on GPUs wall time counts: a whole GPU each)
             timed_plan = (targets, 1, unit_gpus, True)
@@ -178,10 +199,7 @@ def run_on_ray(config: BenchConfig, *, address: str | None = None, stages: list[
         plan = {"sources": (config.all_sources(), 1, unit_gpus, True),
                 "ground-truth": (targets, 1, unit_gpus, True),
                 "timed": timed_plan}
-        for stage in STAGES:
-            if stage in stages:
-                specs, cpus, gpus, spread = plan[stage]
-                reports.append(_stage(ray, run, stage, specs, energy=measure_energy, cpus=cpus,
-                                      gpus=gpus, spread=spread, deadline_at=deadline_at,
-                                      log=log))
+        for wave in stage_waves(stages, cpu_time=cpu_time):
+            reports += _wave(ray, run, [(stage, *plan[stage]) for stage in wave],
+                             energy=measure_energy, deadline_at=deadline_at, log=log)
     return run.state.data, reports
