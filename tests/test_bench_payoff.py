@@ -143,7 +143,7 @@ def test_ground_truth_settings_are_checked():
         BenchConfig(ground_truth_max_epochs=2, peers=["lora-xyz"]).validate()
     with pytest.raises(UsageError, match="ground_truth_max_epochs"):
         BenchConfig(peers=["pissa"]).validate()
-    with pytest.raises(UsageError, match="prefilter_top and random"):
+    with pytest.raises(UsageError, match="prefilter_top, random and optionally score_top"):
         BenchConfig(ground_truth_max_epochs=2, ground_truth_candidates={"top": 1}).validate()
 
 
@@ -195,6 +195,24 @@ def test_converged_bench_runs_resumes_and_reports(tiny_base_model, bench_folders
     again = BenchRun(config, show_progress=False, measure_energy=False)
     again.run()
     assert not again.state.computed  # resumed: nothing recomputed
+
+    # the plan grows by the loop metric's top 2: recorded beside the first choice, and only the
+    # candidates not fine-tuned yet are trained (each seed)
+    grown = BenchConfig(**(config.as_dict() | {"ground_truth_candidates": {
+        "prefilter_top": 1, "random": 0, "score_top": 2}}))
+    more = BenchRun(grown, show_progress=False, measure_energy=False)
+    more.run()
+    new = 0
+    for key, target in more.state.data["targets"].items():
+        chosen = target["gt_candidates"]
+        knn = {i: e["scores"]["knn"] for i, e in target["scores"].items()}
+        assert chosen["score_top"] == sorted(knn, key=lambda i: (-knn[i], i))[:2]
+        assert chosen["prefilter_top"] == state["targets"][key]["gt_candidates"]["prefilter_top"]
+        assert set(target["gt_finetune"]) == set(chosen["prefilter_top"]) | set(
+            chosen["score_top"])
+        new += 2 * len(set(chosen["score_top"]) - set(chosen["prefilter_top"]))
+    assert more.state.computed.get("gt_finetune", 0) == new and new > 0
+    assert set(more.state.computed) <= {"gt_finetune"}
 
     summary = summarize(again.state.data)
     assert summary["n_targets"] == 2 and not summary["incomplete_targets"]

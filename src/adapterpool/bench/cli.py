@@ -133,8 +133,9 @@ def summary_table(summary: dict):
             metric + (" (ref.)" if metric in REFERENCES else ""),
             *(fmt(row.get(k, math.nan), 3 if k in ("weighted_tau", "pearson") else 2)
               for k in ("weighted_tau", "pearson", "top1_hit", "regret_at_1", "regret_at_3")),
-            *(fmt(row[k]) for k in ("accuracy_ratio", "time_ratio", "energy_ratio", "co2_ratio")),
-            fmt(row["transfer_rate"], 2),
+            *(fmt(row.get(k, math.nan)) for k in ("accuracy_ratio", "time_ratio", "energy_ratio",
+                                                  "co2_ratio")),
+            fmt(row.get("transfer_rate", math.nan), 2),
         )
     return table
 

@@ -127,9 +127,10 @@ class BenchConfig:
             if not self.ground_truth_seeds:
                 raise UsageError("bench: ground_truth_seeds must not be empty")
             plan = self.ground_truth_candidates
-            if plan is not None and set(plan) != {"prefilter_top", "random"}:
-                raise UsageError("bench: ground_truth_candidates takes prefilter_top and random "
-                                 f"(counts), got {sorted(plan)}")
+            if plan is not None and not ({"prefilter_top", "random"} <= set(plan)
+                                         <= {"prefilter_top", "random", "score_top"}):
+                raise UsageError("bench: ground_truth_candidates takes prefilter_top, random and "
+                                 f"optionally score_top (counts), got {sorted(plan)}")
         elif self.peers:
             raise UsageError("bench: peers are trained with the ground truth: set "
                              "ground_truth_max_epochs")

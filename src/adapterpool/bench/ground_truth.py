@@ -14,9 +14,13 @@ target's ground truth is
   as ``init_seconds`` / ``init_cpu_seconds`` and added to its time.
 
 Which candidates: all of them, or (``ground_truth_candidates``) the prefilter's top M by
-task-profile similarity plus M others drawn at random with the run's seed — recorded in
-``gt_candidates`` so a resumed run fine-tunes the same ones. Every unit keeps its whole
-validation curve (``history``), from which the report reads epochs-to-accuracy.
+task-profile similarity, M others drawn at random with the run's seed, and (``score_top``) the top
+K by the loop's ranking metric (``strategy_metric``) over all of the target's scored candidates —
+what the loop warm-starts from must be in the ground truth, or "has a related source" misses the
+relative the ranking found (measured: mrpc's prefilter top 2 were ag_news and liar, while knn,
+LogME and the linear probe put twitter_url and snli first). Recorded in ``gt_candidates`` so a
+resumed run fine-tunes the same ones; a plan that grows adds to what is recorded. Every unit
+keeps its whole validation curve (``history``), from which the report reads epochs-to-accuracy.
 """
 
 from __future__ import annotations
@@ -85,8 +89,27 @@ def chosen_candidates(run: BenchRun, pool: AdapterPool, spec: str) -> list[Adapt
         drawn = [rest[i] for i in rng.permutation(len(rest))[:plan["random"]]]
         recorded = {"prefilter_top": top_ids, "random": sorted(drawn), "seed": run.config.seed}
         run.state.put(recorded, "targets", key, "gt_candidates")
-    wanted = set(recorded["prefilter_top"]) | set(recorded["random"])
+    if plan.get("score_top") and "score_top" not in recorded:
+        recorded = recorded | {"score_top": score_top(run, key, candidates, plan["score_top"])}
+        run.state.put(recorded, "targets", key, "gt_candidates")
+    wanted = set(recorded["prefilter_top"]) | set(recorded["random"]) | set(
+        recorded.get("score_top", []))
     return [r for r in candidates if r.id in wanted]
+
+
+def score_top(run: BenchRun, key: str, candidates: list[AdapterRecord], count: int) -> list[str]:
+    """The ``count`` candidates the loop's metric (``strategy_metric``) scores highest on target
+    ``key`` (its recorded scores; ties by id)."""
+    metric = run.config.strategy_metric
+    scores = run.state.get("targets", key, "scores") or {}
+    if metric not in run.config.metrics:
+        raise UsageError(f"bench: ground_truth_candidates.score_top ranks by strategy_metric "
+                         f"{metric!r}, which is not among the scored metrics")
+    ids = {r.id for r in candidates}
+    values = {i: (scores.get(i) or {}).get("scores", {}).get(metric) for i in ids}
+    ranked = sorted((i for i, v in values.items() if v is not None and np.isfinite(v)),
+                    key=lambda i: (-values[i], i))
+    return ranked[:count]
 
 
 def peer_model(run: BenchRun, pool: AdapterPool, task, name: str, seed: int):
@@ -107,10 +130,12 @@ def units_left(run: BenchRun, key: str, n_candidates: int) -> int:
     recorded = get("targets", key, "gt_candidates")
     plan = c.ground_truth_candidates
     if recorded is not None:
-        chosen = [*recorded["prefilter_top"], *recorded["random"]]
+        chosen = sorted({*recorded["prefilter_top"], *recorded["random"],
+                         *recorded.get("score_top", [])})
+        if plan and plan.get("score_top") and "score_top" not in recorded:
+            chosen += [None] * plan["score_top"]  # at most: some may be chosen already
     else:
-        chosen = [None] * (min(n_candidates, plan["prefilter_top"] + plan["random"]) if plan
-                           else n_candidates)
+        chosen = [None] * (min(n_candidates, sum(plan.values())) if plan else n_candidates)
     todo = sum(get("targets", key, "gt_baseline", s) is None for s in seeds)
     todo += sum(get("targets", key, "gt_finetune", str(a), s) is None
                 for a in chosen for s in seeds)
