@@ -405,3 +405,25 @@ def test_min_score_calibration_leaves_each_target_out():
     # overlapping scores: no threshold separates them
     assert calibrate_min_score({"a": (0.4, True), "b": (0.6, False), "c": (0.5, True)})[
         "min_score"] is None
+
+
+def test_pool_view_serves_the_kept_adapters_task_summaries(tiny_pool):
+    """The strategy runs' leave-one-out view must serve task summaries: without them the loop's
+    prefilter silently fell back to a seeded random draw (the first family strategy runs did).
+    On the view it chooses what it chooses on the pool restricted to the kept adapters."""
+    from adapterpool.bench.harness import PoolView
+    from adapterpool.errors import PoolError
+    from adapterpool.ranking.prefilter import prefilter
+    from adapterpool.tasks import load_task
+
+    records = tiny_pool.list()
+    kept = [r for r in records if r.id != records[0].id]
+    view = PoolView(tiny_pool, {r.id for r in kept})
+    task = load_task("builtin:movie-sentiment", max_train=48, max_eval=16, seed=0)
+    on_view = prefilter(task, view, 1, seed=0)
+    on_pool = prefilter(task, tiny_pool, 1, records=kept, seed=0)
+    assert not on_view.warnings  # summaries read, no random fallback
+    assert [r.id for r in on_view.chosen] == [r.id for r in on_pool.chosen]
+    assert on_view.similarities == on_pool.similarities
+    with pytest.raises(PoolError, match="left out"):
+        view.task_summaries([records[0].id])

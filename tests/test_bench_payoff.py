@@ -91,6 +91,23 @@ def test_oracle_stops_the_soonest_reaching_candidate_at_its_first_reaching_evalu
     assert out["candidate"] is None and out["time_ratio"] == pytest.approx((5.0 + 50.0) / 50.0)
 
 
+def test_a_standard_lora_seed_that_never_reaches_the_level_counts_the_epochs_it_ran():
+    """The level is 0.99 x the seed mean of standard LoRA's best validation accuracy, so a weak
+    seed may never reach it: it needed at least the epochs it ran. A candidate never reaching it
+    is no relative even then (infinite <= half of infinite must not make every candidate one)."""
+    baseline = {"0": _unit([0.6, 0.7, 0.8, 0.8], 0.80),  # reaches 0.792 at 1.5 epochs
+                "1": _unit([0.6, 0.7, 0.7, 0.7, 0.7, 0.75], 0.74)}  # best 0.75: never (3 run)
+    never = {s: _unit([0.5, 0.6, 0.7, 0.7], 0.7) for s in ("0", "1")}
+    fast = {s: _unit([0.79, 0.80], 0.8) for s in ("0", "1")}  # 0.5 epochs <= 0.5 x 2.25
+    target = {"gt_baseline": baseline, "gt_finetune": {"never": never}}
+    out = summarize_ground_truth(target, [])
+    assert out["baseline"]["epochs_to_reach"] == math.inf
+    assert out["baseline"]["epochs_to_reach_censored"] == pytest.approx((1.5 + 3.0) / 2)
+    assert not out["has_related_source"]
+    target["gt_finetune"]["fast"] = fast
+    assert summarize_ground_truth(target, [])["related_sources"] == ["fast"]
+
+
 def test_noise_ceiling_is_the_outcomes_own_agreement():
     agreeing = {i: {"validation_accuracy": v, "accuracy": v, "accuracy_seeds": [v, v, v]}
                 for i, v in (("a", 0.9), ("b", 0.8), ("c", 0.7))}

@@ -124,6 +124,13 @@ class PoolView:
         self.get(adapter_id)
         return self.pool.adapter_dir(adapter_id)
 
+    def task_summaries(self, adapter_ids: list[str]):
+        """The kept adapters' task summaries: without them the loop's prefilter would fall back
+        to a seeded random draw (it did, in the first family strategy runs)."""
+        for adapter_id in adapter_ids:
+            self.get(adapter_id)
+        return self.pool.task_summaries(adapter_ids)
+
     def add(self, *args, **kwargs) -> AdapterRecord:
         raise PoolError("the benchmark never contributes")
 
