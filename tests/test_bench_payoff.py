@@ -108,6 +108,25 @@ def test_a_standard_lora_seed_that_never_reaches_the_level_counts_the_epochs_it_
     assert summarize_ground_truth(target, [])["related_sources"] == ["fast"]
 
 
+def test_a_target_standard_lora_does_not_learn_belongs_to_no_group():
+    """At chance level every validation curve is noise: a candidate touching the level by luck
+    is no relative. A target whose standard LoRA scores within LEARNABLE_MARGIN of predicting
+    its most frequent label is reported as not learnable and kept out of both groups."""
+    from adapterpool.bench.payoff import summarize_payoff
+
+    noise = {s: _unit([0.21, 0.25, 0.22, 0.20], 0.21) for s in ("0", "1")}
+    lucky = {s: _unit([0.26, 0.20], 0.20) for s in ("0", "1")}  # reaches 0.99 x 0.25 at once
+    target = {"gt_baseline": noise, "gt_finetune": {"lucky": lucky},
+              "task": {"majority_test": 0.20}}
+    out = summarize_ground_truth(target, [])
+    assert out["has_related_source"] and not out["learnable"]
+    summary = summarize_payoff({"targets": {"chance": target}}, {"metrics": []}, {})
+    assert summary["not_learnable"] == ["chance"]
+    assert summary["groups"] == {"related": [], "unrelated": []}
+    target["task"]["majority_test"] = 0.10  # 0.21 is well above predicting one class
+    assert summarize_ground_truth(target, [])["learnable"]
+
+
 def test_noise_ceiling_is_the_outcomes_own_agreement():
     agreeing = {i: {"validation_accuracy": v, "accuracy": v, "accuracy_seeds": [v, v, v]}
                 for i, v in (("a", 0.9), ("b", 0.8), ("c", 0.7))}
@@ -233,16 +252,22 @@ def test_converged_bench_runs_resumes_and_reports(tiny_base_model, bench_folders
 
     summary = summarize(again.state.data)
     assert summary["n_targets"] == 2 and not summary["incomplete_targets"]
-    for target in summary["targets"].values():
+    for key, target in summary["targets"].items():
         assert target["family"] == "politics"
+        majority = again.state.data["targets"][key]["task"]["majority_test"]
+        assert 0 < majority < 1 and target["learnable"] == (
+            target["baseline"]["accuracy"] >= majority + 0.02)
         assert isinstance(target["has_related_source"], bool)
         (cand,) = target["candidates"].values()
         assert len(cand["accuracy_seeds"]) == 2 and set(cand["scores"]) == {"logme", "knn"}
         assert cand["accuracy"] == pytest.approx(sum(cand["accuracy_seeds"]) / 2)
     assert set(summary["peers"]) == {"eva"}
     assert set(summary["peers"]["eva"]) == set(summary["targets"])
-    # each target has a same-family pool member: agreement counts every target
-    assert summary["family_agreement"]["targets"] == 2
+    # each target has a same-family pool member: agreement counts every learnable target (the
+    # tiny random model may learn neither at this size)
+    learnable = [k for k, t in summary["targets"].items() if t["learnable"]]
+    assert summary["family_agreement"]["targets"] == len(learnable)
+    assert sorted(summary["not_learnable"]) == sorted(set(summary["targets"]) - set(learnable))
     # 2 targets are too few to calibrate the "nothing related" rule (3 at least): empty, not wrong
     assert summary["nothing_related_rule"] == {} and summary["nothing_related_standout"] == {}
     files = write_reports(summary, config.out_dir)

@@ -281,9 +281,16 @@ class BenchRun:
         self.baseline_target(pool, spec)
 
     def target_task(self, spec: str) -> Task:
-        """The target's task, its description recorded (the report's setup reads it)."""
+        """The target's task, its description recorded (the report's setup reads it) with the
+        share of its most frequent test label (what predicting one class scores: the payoff
+        report's floor for "standard LoRA learns this target at all")."""
         task = self._task(spec, max_test=self.config.max_test)
-        self.state.put(task.describe(), "targets", task_key(spec), "task")
+        described = task.describe()
+        split = task.test if task.test is not None and len(task.test) else task.validation
+        labels = getattr(split, "label", None)
+        if labels is not None and len(labels) and isinstance(labels[0], int | np.integer):
+            described["majority_test"] = float(np.bincount(np.asarray(labels)).max() / len(labels))
+        self.state.put(described, "targets", task_key(spec), "task")
         return task
 
     def score_target(self, pool: AdapterPool, spec: str) -> None:

@@ -23,6 +23,9 @@ Definitions (fixed before the numbers are seen):
   fine-tuned candidate that reaches the reach level soonest, stopped at that evaluation (mean
   over seeds); standard LoRA where none reaches it. A bound on time only: what accuracy on test
   such a stop keeps is what the real strategy runs measure.
+- *learnable*: standard LoRA's seed-mean test accuracy is at least ``LEARNABLE_MARGIN`` above
+  the share of the most frequent test label; a target that is not is reported but belongs to
+  neither group (related / unrelated): there is nothing to transfer or to save on it.
 - *noise ceiling*: the weighted tau of the candidates' own seed-mean validation accuracy against
   their seed-mean test accuracy (a ranking by the outcome itself, on another split), and the
   *seed-split* tau: one seed's test accuracy against the other seeds' mean (how well one
@@ -41,6 +44,11 @@ from .quality import ranking_quality
 REACH_FRACTION = 0.99
 RELATED_EPOCH_SHARE = 0.5
 PEER_ACCURACY = 0.995  # a peer "reaches standard LoRA's accuracy" at this test-accuracy ratio
+# standard LoRA "learns" a target when its seed-mean test accuracy beats predicting the most
+# frequent test label by this much; on a target it does not learn (liar at 500 examples: 0.209
+# against chance) validation curves are noise around chance, and a candidate touching the level
+# by chance would count as a relative
+LEARNABLE_MARGIN = 0.02
 NO_FAMILY = "other"  # bench-data's label for a task that belongs to no family
 # BenchConfig.time_measure -> (a training unit's seconds key, a loop run's seconds key)
 SECONDS_KEYS = {"wall": ("train_seconds", "seconds"), "cpu": ("cpu_seconds", "cpu_seconds")}
@@ -186,6 +194,8 @@ def summarize_ground_truth(target: dict, metrics: list[str],
         "fastest_peer": {"name": fastest, "seconds": reaching[fastest]},
         "complete": bool(candidates) and all(
             c["seeds"] == baseline["seeds"] for c in candidates.values()),
+        "majority_test": (majority := (target.get("task") or {}).get("majority_test")),
+        "learnable": majority is None or baseline["accuracy"] >= majority + LEARNABLE_MARGIN,
     }
 
 
@@ -249,8 +259,10 @@ def summarize_payoff(state: dict, config: dict, specs: dict[str, str]) -> dict:
         gt["strategies"] = strategy_ratios(target, gt, measure)
         targets[key] = gt
     complete = {k: t for k, t in targets.items() if t["complete"]}
-    groups = {"related": [k for k, t in complete.items() if t["has_related_source"]],
-              "unrelated": [k for k, t in complete.items() if not t["has_related_source"]]}
+    groups = {"related": [k for k, t in complete.items()
+                          if t["learnable"] and t["has_related_source"]],
+              "unrelated": [k for k, t in complete.items()
+                            if t["learnable"] and not t["has_related_source"]]}
     quality = {
         group: {m: _mean_rows([complete[k]["quality"][m] for k in keys
                                if m in complete[k]["quality"]],
@@ -278,7 +290,8 @@ def summarize_payoff(state: dict, config: dict, specs: dict[str, str]) -> dict:
         return family not in (None, NO_FAMILY) and any(
             family_of(spec) == family for member, spec in specs.items() if member != key)
 
-    with_family = [k for k, t in complete.items() if t["family"] is not None]
+    learnable = [k for k, t in complete.items() if t["learnable"]]
+    with_family = [k for k in learnable if complete[k]["family"] is not None]
     agree = sum(same_family_member(k) == complete[k]["has_related_source"] for k in with_family)
     # Two normalisations of the top score, each calibrated: over the bare base model's own score
     # (what skip-unrelated uses), and over the median candidate (does the top stand out from
@@ -287,7 +300,7 @@ def summarize_payoff(state: dict, config: dict, specs: dict[str, str]) -> dict:
     gains, standout = {}, {}
     for metric in metrics:
         rows, rows_standout = {}, {}
-        for key in complete:
+        for key in learnable:
             target = state["targets"][key]
             reference = ((target.get("reference") or {}).get("scores") or {}).get(metric)
             tops = [e["scores"].get(metric) for e in (target.get("scores") or {}).values()]
@@ -310,6 +323,7 @@ def summarize_payoff(state: dict, config: dict, specs: dict[str, str]) -> dict:
         "targets": targets,
         "incomplete_targets": incomplete,
         "groups": groups,
+        "not_learnable": sorted(k for k, t in complete.items() if not t["learnable"]),
         "quality_by_group": quality,
         "strategies_by_group": strategies,
         "oracle_by_group": oracles,
@@ -321,5 +335,6 @@ def summarize_payoff(state: dict, config: dict, specs: dict[str, str]) -> dict:
         "definitions": {"reach_fraction": REACH_FRACTION,
                         "related_epoch_share": RELATED_EPOCH_SHARE,
                         "peer_accuracy": PEER_ACCURACY,
+                        "learnable_margin": LEARNABLE_MARGIN,
                         "time_measure": measure},
     }

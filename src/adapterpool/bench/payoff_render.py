@@ -130,6 +130,10 @@ def payoff_markdown(summary: dict) -> str:
         f"- Targets complete: {summary['n_targets']} (related: "
         f"{', '.join(groups['related']) or 'none'}; unrelated: "
         f"{', '.join(groups['unrelated']) or 'none'})"
+        + (f"; not learnable by standard LoRA at this size (within "
+           f"{d.get('learnable_margin', 0.02)} of predicting the most frequent label; in "
+           f"neither group): {', '.join(summary['not_learnable'])}"
+           if summary.get("not_learnable") else "")
         + (f"; partial: {', '.join(summary['incomplete_targets'])}"
            if summary["incomplete_targets"] else "") + ".",
         "",
