@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from adapterpool import AdaptConfig, adapt, load_task, rank
-from adapterpool.bench.harness import PoolView
 from adapterpool.errors import UsageError
 from adapterpool.pool import AdapterPool
 from adapterpool.pool.catalog import task_summaries_table
@@ -89,7 +88,11 @@ def test_a_target_is_closest_to_the_adapter_of_its_own_task(tiny_pool: AdapterPo
 def test_a_pool_without_summaries_support_falls_back_to_a_seeded_draw(
     tiny_pool: AdapterPool, target: Task
 ):
-    view = PoolView(tiny_pool, {r.id for r in tiny_pool.list()})
+    class NoSummaries:  # a Pool without task_summaries (the protocol does not require it)
+        base_model = tiny_pool.base_model
+        list, adapter_dir, get = tiny_pool.list, tiny_pool.adapter_dir, tiny_pool.get
+
+    view = NoSummaries()
     first = prefilter(target, view, 2, seed=3)
     assert "serves no task summaries" in first.warnings[0]
     assert [r.id for r in first.chosen] == [r.id for r in prefilter(target, view, 2, seed=3).chosen]
