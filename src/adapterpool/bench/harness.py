@@ -412,8 +412,10 @@ class BenchRun:
         """Each strategy x seed (``strategy_seeds``, or ``seeds``): the real ``adapt`` on the
         leave-one-out pool, one unit each."""
         key = task_key(spec)
+        if not self.config.strategies:
+            return
         reference = self.reference_validation(key)
-        if not self.config.strategies or reference is None:
+        if reference is None:
             return
         task = None
         view = PoolView(pool, {r.id for r in self.candidates_for(pool, key)})
