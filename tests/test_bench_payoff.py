@@ -347,3 +347,17 @@ def test_min_gain_fit_misjudges_fewest_and_is_checked_leave_one_out():
                                            ("| base model's score", "knn"),
                                            ("| median candidate", "knn")]
     assert rows[0][3] == "3 of 4" and rows[1][3] == f"{worse['right']} of 4"
+
+
+def test_the_report_names_a_default_only_when_it_meets_the_rule():
+    """The rule's fallback (the most accurate strategy) is not presented as a default that met
+    the bar; a not-learnable target is shown as such, not as having a related source."""
+    from adapterpool.bench.payoff_render import _default_line, _related
+
+    row = {"accuracy_ratio": 0.998, "max_time_ratio": 1.51}
+    summary = {"default_strategy": "early-pass", "strategies": {"early-pass": row}}
+    assert _default_line(summary).startswith("No strategy keeps accuracy")
+    row["max_time_ratio"] = 1.04
+    assert "**early-pass**" in _default_line(summary)
+    assert _related({"learnable": False, "has_related_source": True}) == "– (not learnable)"
+    assert _related({"learnable": True, "has_related_source": False}) == "no"

@@ -22,6 +22,22 @@ def _epochs(value: float) -> str:
     return "never" if value is None or math.isinf(value) else f"{value:.1f}"
 
 
+def _related(target: dict) -> str:
+    if not target.get("learnable", True):
+        return "– (not learnable)"
+    return "yes" if target["has_related_source"] else "no"
+
+
+def _default_line(summary: dict) -> str:
+    """The default the rule picks, or, when no strategy meets it, that none does yet."""
+    name = summary.get("default_strategy")
+    row = (summary.get("strategies") or {}).get(name) or {}
+    if row and row["accuracy_ratio"] >= 0.995 and row["max_time_ratio"] <= 1.05:
+        return f"Default (rule: cheapest keeping accuracy, no target over 1.05x): **{name}**."
+    return ("No strategy keeps accuracy at no more than 1.05x standard LoRA on every target yet "
+            f"(the rule's fallback, the most accurate: {name}); the product default stays.")
+
+
 def target_table(summary: dict) -> list[str]:
     lines = ["| target | family | related source (ground truth) | standard LoRA test | epochs "
              "to reach | best warm start | its test | its epochs to reach | fastest peer | "
@@ -33,7 +49,7 @@ def target_table(summary: dict) -> list[str]:
         cand = t["candidates"].get(best) if best else None
         lines.append(
             f"| {key}{'' if t['complete'] else ' (partial)'} | {t.get('family') or '–'} | "
-            f"{'yes' if t['has_related_source'] else 'no'} | "
+            f"{_related(t)} | "
             f"{_pm(t['baseline']['accuracy_seeds'])} | "
             f"{_epochs(t['baseline']['epochs_to_reach'])} | "
             f"{(cand or {}).get('source_task') or '–'} | "
@@ -119,8 +135,11 @@ def payoff_markdown(summary: dict) -> str:
         f"{c['ground_truth_max_epochs']} epochs) with seeds {c['ground_truth_seeds']}; "
         f"{c['max_train']} training, {c['max_eval']} validation, up to "
         f"{c.get('max_test') or c['max_eval']} test examples a target. Candidates fine-tuned: "
-        + (f"the prefilter's top {c['ground_truth_candidates']['prefilter_top']} plus "
+        + (f"the prefilter's top {c['ground_truth_candidates']['prefilter_top']}, "
            f"{c['ground_truth_candidates']['random']} drawn at random"
+           + (f" and the top {c['ground_truth_candidates']['score_top']} by "
+              f"{c.get('strategy_metric')} (targets recorded before that was added lack them "
+              "until the next run)" if c["ground_truth_candidates"].get("score_top") else "")
            if c.get("ground_truth_candidates") else "all") + ".",
         f"- A target has a related source when some warm start reaches {d['reach_fraction']} x "
         "standard LoRA's best validation accuracy (mean over seeds) in at most "
@@ -159,6 +178,5 @@ def payoff_markdown(summary: dict) -> str:
     ]
     if summary["strategies_by_group"]:
         lines += ["## Loop strategies (real runs)", "", *strategy_table(summary), "",
-                  f"Default (rule: cheapest keeping accuracy): **{summary['default_strategy']}**.",
-                  ""]
+                  _default_line(summary), ""]
     return "\n".join(lines)
