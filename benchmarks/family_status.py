@@ -30,11 +30,14 @@ def main() -> None:
     per_epoch = [v["train_seconds"] / v["epochs"] for v in done.values() if v.get("epochs")]
     seeds = [str(s) for s in config.ground_truth_seeds]
     plan = config.ground_truth_candidates or {}
-    n_candidates = plan.get("prefilter_top", 0) + plan.get("random", 0)
     targets = {}
     for spec in config.all_targets():
         key = task_key(spec)
         t = (state.get("targets") or {}).get(key) or {}
+        chosen = t.get("gt_candidates") or {}
+        # the recorded choice (score_top may coincide with the others), else the plan's counts
+        n_candidates = (len({*chosen.get("prefilter_top", []), *chosen.get("random", []),
+                             *chosen.get("score_top", [])}) if chosen else sum(plan.values()))
         targets[key] = {
             "scores": t.get("scores") is not None,
             "reference": t.get("reference") is not None,
