@@ -85,6 +85,11 @@ def test_oracle_stops_the_soonest_reaching_candidate_at_its_first_reaching_evalu
     assert out["time_ratio"] == pytest.approx((5.0 + 15.0) / 50.0)
     wall = summarize_ground_truth(target, [])["oracle"]
     assert wall["time_ratio"] == pytest.approx((9.0 + 7.5) / 25.0)
+    # a unit recorded before CPU time was counts its wall time (here 20 s, reaching at 5)
+    target["gt_finetune"]["old"] = {s: _unit([0.80, 0.80, 0.80, 0.80], 0.80) for s in ("0", "1")}
+    out = summarize_ground_truth(target, [], "cpu")["oracle"]
+    assert out["candidate"] == "old" and out["transfer_seconds"] == pytest.approx(5.0)
+    del target["gt_finetune"]["old"]
     never = {s: _unit([0.5, 0.6], 0.6) | {"cpu_seconds": 40.0} for s in ("0", "1")}
     target["gt_finetune"] = {"never": never}
     out = summarize_ground_truth(target, [], "cpu")["oracle"]

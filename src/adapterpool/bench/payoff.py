@@ -72,7 +72,9 @@ def seconds_to_reach(record: dict, level: float, measure: str = "wall") -> float
     """A unit's seconds (by ``measure``) until its first evaluation at or above ``level``: its
     total, scaled by the share of its wall time that evaluation came at (the curve records wall
     seconds; infinite if it never gets there)."""
-    total = record.get(SECONDS_KEYS[measure][0], math.nan)
+    total = record.get(SECONDS_KEYS[measure][0])
+    if total is None:  # recorded before CPU time was: one-thread units' wall time, within 3%
+        total = record["train_seconds"]
     for entry in record.get("history") or []:
         if entry.get("accuracy", -math.inf) >= level - 1e-12:
             return total * entry["seconds"] / record["train_seconds"]
@@ -88,6 +90,7 @@ def oracle(target: dict, candidates: dict, baseline: dict, level: float,
     scoring_seconds = float(np.mean(scoring)) if scoring else math.nan
     reach = {i: float(np.mean([seconds_to_reach(r, level, measure) for r in by_seed.values()]))
              for i, by_seed in (target.get("gt_finetune") or {}).items() if i in candidates}
+    reach = {i: v for i, v in reach.items() if not math.isnan(v)}
     best = min(reach, key=reach.get) if reach else None
     transfer = reach[best] if best is not None else math.inf
     seconds = scoring_seconds + (transfer if math.isfinite(transfer) else baseline["seconds"])
