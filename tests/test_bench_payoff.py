@@ -233,7 +233,7 @@ def test_converged_bench_runs_resumes_and_reports(tiny_base_model, bench_folders
                               for b in target["gt_baseline"].values()) / 2
         assert loop["threshold"] == pytest.approx(0.9 * mean_validation)
         assert loop["subset_strategy"] == "prefilter" and len(loop["ranking"]) == 1
-        assert set(loop["skip_unrelated"]) >= {"gain", "min_gain"}
+        assert set(loop["skip_unrelated"]) >= {"probe", "threshold", "probe_shortfall"}
         assert loop["cpu_seconds"] > 0
     fallback = first.strategy_config("plain", 0, 0.5).fallback
     assert (fallback.evals_per_epoch, fallback.patience, fallback.epochs) == (2, 1, 2)
@@ -279,7 +279,8 @@ def test_converged_bench_runs_resumes_and_reports(tiny_base_model, bench_folders
     assert summary["family_agreement"]["targets"] == len(learnable)
     assert sorted(summary["not_learnable"]) == sorted(set(summary["targets"]) - set(learnable))
     # 2 targets are too few to calibrate the "nothing related" rule (3 at least): empty, not wrong
-    assert summary["nothing_related_rule"] == {} and summary["nothing_related_standout"] == {}
+    assert summary["nothing_related_rule"] is None
+    assert summary["nothing_related_gain"] == {} and summary["nothing_related_standout"] == {}
     files = write_reports(summary, config.out_dir)
     written = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert "noise_ceiling_tau" in written["targets"]["debate-role"]
@@ -328,35 +329,60 @@ def test_peers_start_from_their_own_initialisation(tiny_base_model, bench_folder
     assert any(not torch.allclose(a[k], a_other[k]) for k in a) == reads_data
 
 
-def test_min_gain_fit_misjudges_fewest_and_is_checked_leave_one_out():
-    from adapterpool.bench.calibration import calibrate_min_gain, fit_min_gain
+def test_probe_margin_is_the_best_probe_minus_the_loops_threshold():
+    from adapterpool.bench.payoff import probe_margins
 
-    assert fit_min_gain([(0.1, True), (0.2, True)]) is None  # nothing to separate
-    # separable: the cut lies between the highest unrelated and the lowest related gain
-    assert fit_min_gain([(-0.02, False), (0.01, False), (0.05, True), (0.2, True)]) == \
+    state = {"targets": {
+        "a": {"scores": {"x": {"scores": {"linear-probe": 0.70, "knn": 0.9}},
+                         "y": {"scores": {"linear-probe": 0.80}},
+                         "z": {"scores": {"linear-probe": math.nan}}}},
+        "b": {"scores": {"x": {"scores": {"knn": 0.5}}}}}}  # no probe: no row
+    rows = probe_margins(state, {"a": {"validation_level": 0.9, "has_related_source": True},
+                                 "b": {"validation_level": 0.5, "has_related_source": False}},
+                         0.99)
+    assert rows == {"a": (pytest.approx(0.80 - 0.99 * 0.9), True)}
+    # where the loop runs recorded their own probe (their subset, their sample), those count
+    state["targets"]["a"]["strategies"] = {
+        "skip-unrelated": {"0": {"skip_unrelated": {"probe": 0.75, "threshold": 0.85}},
+                           "1": {"skip_unrelated": {"probe": 0.79, "threshold": 0.85}}},
+        "plain": {"0": {"skip_unrelated": None}}}
+    rows = probe_margins(state, {"a": {"validation_level": 0.9, "has_related_source": True}},
+                         0.99)
+    assert rows == {"a": (pytest.approx(-0.08), True)}
+
+
+def test_cut_fit_misjudges_fewest_and_is_checked_leave_one_out():
+    from adapterpool.bench.calibration import calibrate_cut, fit_cut
+
+    assert fit_cut([(0.1, True), (0.2, True)]) is None  # nothing to separate
+    # separable: the cut lies between the highest unrelated and the lowest related value
+    assert fit_cut([(-0.02, False), (0.01, False), (0.05, True), (0.2, True)]) == \
         pytest.approx(0.03)
     # one unrelated target above a related one: the cut that misjudges one target, lowest first
-    assert fit_min_gain([(0.0, False), (0.04, True), (0.06, False), (0.1, True)]) == \
+    assert fit_cut([(0.0, False), (0.04, True), (0.06, False), (0.1, True)]) == \
         pytest.approx(0.02)
-    out = calibrate_min_gain({"a": (-0.02, False), "b": (0.01, False), "c": (0.05, True),
-                              "d": (0.2, True)})
-    assert out["min_gain"] == pytest.approx(0.03) and out["targets"] == 4
+    out = calibrate_cut({"a": (-0.02, False), "b": (0.01, False), "c": (0.05, True),
+                         "d": (0.2, True)})
+    assert out["cut"] == pytest.approx(0.03) and out["targets"] == 4
     assert out["right"] == 3 and out["missed_relatives"] == 1 and out["useless_tries"] == 0
     # held out, "c" is judged by the cut fitted on a, b, d: (0.01 + 0.2) / 2 = 0.105 > 0.05
-    assert out["per_target"]["c"]["min_gain"] == pytest.approx(0.105)
+    assert out["per_target"]["c"]["cut"] == pytest.approx(0.105)
     assert out["per_target"]["c"]["skipped"] and not out["per_target"]["c"]["right"]
-    # the report shows both normalisations, best-judging metric first
+    # the report shows the rule first, then both normalisations, best-judging metric first
     from adapterpool.bench.payoff_render import nothing_related_table
 
-    worse = calibrate_min_gain({"a": (0.2, False), "b": (0.01, False), "c": (0.05, True),
-                                "d": (0.0, True)})
-    lines = nothing_related_table({"nothing_related_rule": {"knn": worse, "logme": out},
+    worse = calibrate_cut({"a": (0.2, False), "b": (0.01, False), "c": (0.05, True),
+                           "d": (0.0, True)})
+    lines = nothing_related_table({"nothing_related_rule": out,
+                                   "nothing_related_gain": {"knn": worse, "logme": out},
                                    "nothing_related_standout": {"knn": out}})
     rows = [line.split(" | ") for line in lines[2:]]
-    assert [(r[0], r[1]) for r in rows] == [("| base model's score", "logme"),
-                                           ("| base model's score", "knn"),
-                                           ("| median candidate", "knn")]
-    assert rows[0][3] == "3 of 4" and rows[1][3] == f"{worse['right']} of 4"
+    assert [(r[0], r[1]) for r in rows] == [
+        ("| best probe minus the threshold (the rule)", "linear-probe"),
+        ("| top score minus the base model's", "logme"),
+        ("| top score minus the base model's", "knn"),
+        ("| top score minus the median candidate's", "knn")]
+    assert rows[1][3] == "3 of 4" and rows[2][3] == f"{worse['right']} of 4"
 
 
 def test_the_report_names_a_default_only_when_it_meets_the_rule():

@@ -129,37 +129,36 @@ def calibrate_min_score(targets: Mapping[str, tuple[float, bool]]) -> dict:
             "per_target": per_target}
 
 
-def fit_min_gain(items: list[tuple[float, bool]]) -> float | None:
-    """The gain threshold that misjudges fewest targets: below it a target is taken to have no
-    related source. ``items``: (top candidate's gain over the base model, has a related source).
-    Candidates are the midpoints between neighbouring gains; on a tie the lowest (skip less: a
-    missed relative costs its whole saving, a useless try only its cut-off transfer). ``None``
-    when one of the two kinds of target is absent (nothing to separate)."""
+def fit_cut(items: list[tuple[float, bool]]) -> float | None:
+    """The cut that misjudges fewest targets: below it a target is taken to have no related
+    source. ``items``: (the rule's value on a target, has a related source). Candidates are the
+    midpoints between neighbouring values; on a tie the lowest (skip less: a missed relative
+    costs its whole saving, a useless try only its cut-off transfer). ``None`` when one of the
+    two kinds of target is absent (nothing to separate)."""
     if not any(related for _, related in items) or all(related for _, related in items):
         return None
-    gains = sorted({gain for gain, _ in items})
-    cuts = [gains[0] - 1e-9] + [(a + b) / 2 for a, b in zip(gains, gains[1:], strict=False)]
-    cuts.append(gains[-1] + 1e-9)
+    values = sorted({value for value, _ in items})
+    cuts = [values[0] - 1e-9] + [(a + b) / 2 for a, b in zip(values, values[1:], strict=False)]
+    cuts.append(values[-1] + 1e-9)
 
     def errors(cut: float) -> int:
-        return sum((gain < cut) == related for gain, related in items)
+        return sum((value < cut) == related for value, related in items)
 
     return min(cuts, key=lambda cut: (errors(cut), cut))
 
 
-def calibrate_min_gain(targets: Mapping[str, tuple[float, bool]]) -> dict:
-    """Leave-one-target-out fit and check of the "nothing related" rule for one metric: for each
-    held-out target the threshold is fitted on the others (:func:`fit_min_gain`), then the
-    held-out target is judged by it. Right: skipped and no related source, or kept and one."""
+def calibrate_cut(targets: Mapping[str, tuple[float, bool]]) -> dict:
+    """Leave-one-target-out fit and check of one "nothing related" rule: for each held-out
+    target the cut is fitted on the others (:func:`fit_cut`), then the held-out target is judged
+    by it. Right: skipped and no related source, or kept and one."""
     per_target = {}
-    for held_out, (gain, related) in targets.items():
-        threshold = fit_min_gain([v for k, v in targets.items() if k != held_out])
-        skipped = threshold is not None and gain < threshold
-        per_target[held_out] = {"gain": gain, "has_related_source": related,
-                                "min_gain": threshold, "skipped": skipped,
-                                "right": skipped != related}
+    for held_out, (value, related) in targets.items():
+        cut = fit_cut([v for k, v in targets.items() if k != held_out])
+        skipped = cut is not None and value < cut
+        per_target[held_out] = {"value": value, "has_related_source": related, "cut": cut,
+                                "skipped": skipped, "right": skipped != related}
     rights = [row["right"] for row in per_target.values()]
-    return {"min_gain": fit_min_gain(list(targets.values())), "right": sum(rights),
+    return {"cut": fit_cut(list(targets.values())), "right": sum(rights),
             "targets": len(rights),
             "missed_relatives": sum(r["skipped"] and r["has_related_source"]
                                     for r in per_target.values()),

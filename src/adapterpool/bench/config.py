@@ -65,6 +65,10 @@ class BenchConfig:
     peft: str | dict | None = None
     strategy_metric: str = "knn"
     strategy_subset: str = "random"
+    # Target examples the loop scores each candidate on (None: scoring_samples, which the
+    # ground truth's scores use): scoring is a forward pass per candidate, so on small targets
+    # its sample decides whether the loop can cost as little as standard LoRA.
+    strategy_scoring_samples: int | None = None
     # What every time ratio divides: "wall" seconds (timed units need a quiet machine, and run
     # alone on a node on Ray) or "cpu" seconds of the unit's process (single-threaded units
     # measure the same beside other work, so timed units run side by side like the others;
@@ -117,7 +121,8 @@ class BenchConfig:
                             ("max_length", self.max_length), ("subset", self.subset),
                             ("transfer_epochs", self.transfer_epochs),
                             ("source_epochs", self.source_epochs),
-                            ("baseline_max_epochs", self.baseline_max_epochs)):
+                            ("baseline_max_epochs", self.baseline_max_epochs),
+                            ("strategy_scoring_samples", self.strategy_scoring_samples)):
             if value is not None and value < 1:
                 raise UsageError(f"bench: {name} must be >= 1, got {value}")
         if self.ground_truth_max_epochs is not None:

@@ -390,7 +390,8 @@ class BenchRun:
             metric=self.config.strategy_metric, subset=self.config.subset,
             subset_strategy=self.config.strategy_subset,
             max_tries=self.config.max_tries, threshold=threshold,
-            transfer_epochs=self.config.transfer_epochs, max_samples=self.config.scoring_samples,
+            transfer_epochs=self.config.transfer_epochs,
+            max_samples=self.config.strategy_scoring_samples or self.config.scoring_samples,
             fallback=fallback, strategy=spec, seed=seed,
         )
 

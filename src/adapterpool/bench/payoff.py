@@ -38,7 +38,8 @@ import math
 
 import numpy as np
 
-from .calibration import calibrate_min_gain
+from ..loop.strategies.skip_unrelated import PROBE
+from .calibration import calibrate_cut
 from .quality import ranking_quality
 
 REACH_FRACTION = 0.99
@@ -184,6 +185,7 @@ def summarize_ground_truth(target: dict, metrics: list[str],
         if p["accuracy"] >= PEER_ACCURACY * baseline["accuracy"]}
     fastest = min(reaching, key=reaching.get)
     return {
+        "validation_level": best_validation,
         "reach_level": level,
         "baseline": baseline,
         "candidates": candidates,
@@ -249,6 +251,28 @@ def _mean_rows(rows: list[dict], keys: tuple[str, ...]) -> dict:
     return {k: float(np.nanmean([r[k] for r in rows])) if rows else math.nan for k in keys}
 
 
+def probe_margins(state: dict, targets: dict, threshold_fraction: float) -> dict:
+    """skip-unrelated's value on each of ``targets`` (key -> its ground-truth summary), with
+    whether the target has a related source: the best linear-probe accuracy minus the threshold.
+    As the loop runs saw it where they recorded it (the strategy subset, the loop's scoring
+    sample: mean over those runs); else from the ground truth's scores of every candidate
+    against ``threshold_fraction`` x standard LoRA's seed-mean validation accuracy."""
+    rows = {}
+    for key, gt in targets.items():
+        target = state["targets"][key]
+        seen = [run["skip_unrelated"]["probe"] - run["skip_unrelated"]["threshold"]
+                for runs in (target.get("strategies") or {}).values() for run in runs.values()
+                if "probe" in (run.get("skip_unrelated") or {})]
+        probes = [e["scores"].get(PROBE) for e in (target.get("scores") or {}).values()]
+        probes = [v for v in probes if v is not None and math.isfinite(v)]
+        if seen:
+            rows[key] = (float(np.mean(seen)), gt["has_related_source"])
+        elif probes:
+            threshold = threshold_fraction * gt["validation_level"]
+            rows[key] = (max(probes) - threshold, gt["has_related_source"])
+    return rows
+
+
 def summarize_payoff(state: dict, config: dict, specs: dict[str, str]) -> dict:
     """Every target's converged ground truth (``specs``: target key -> its spec, for the family
     label), the peers, the ranking quality on targets with and without a related source, and
@@ -300,10 +324,17 @@ def summarize_payoff(state: dict, config: dict, specs: dict[str, str]) -> dict:
     learnable = [k for k, t in complete.items() if t["learnable"]]
     with_family = [k for k in learnable if complete[k]["family"] is not None]
     agree = sum(same_family_member(k) == complete[k]["has_related_source"] for k in with_family)
-    # Two normalisations of the top score, each calibrated: over the bare base model's own score
-    # (what skip-unrelated uses), and over the median candidate (does the top stand out from
-    # the crowd?). Every source adapter also trained BERT's pooler, which the base model's
-    # features lack, so the first gain is above 0 even where nothing is related.
+    # skip-unrelated's rule: the best candidate's linear-probe accuracy minus the threshold the
+    # bench's loop runs are given; and, for comparison, two normalisations of each metric's top
+    # score: over the bare base model's own score, and over the median candidate (does the top
+    # stand out from the crowd?). Every source adapter also trained BERT's pooler, which the
+    # base model's features lack, so the first gain is above 0 even where nothing is related.
+    probe_rows = probe_margins(state, {k: complete[k] for k in learnable},
+                               config.get("threshold_fraction", 0.99))
+    probe_rule = calibrate_cut(probe_rows) if len(probe_rows) >= 3 else None
+    if probe_rule is not None:
+        probe_rule["probe_shortfall"] = (None if probe_rule["cut"] is None
+                                         else -probe_rule["cut"])
     gains, standout = {}, {}
     for metric in metrics:
         rows, rows_standout = {}, {}
@@ -318,9 +349,9 @@ def summarize_payoff(state: dict, config: dict, specs: dict[str, str]) -> dict:
             if len(tops) >= 2:
                 rows_standout[key] = (max(tops) - float(np.median(tops)), related)
         if len(rows) >= 3:
-            gains[metric] = calibrate_min_gain(rows)
+            gains[metric] = calibrate_cut(rows)
         if len(rows_standout) >= 3:
-            standout[metric] = calibrate_min_gain(rows_standout)
+            standout[metric] = calibrate_cut(rows_standout)
     peers: dict = {}
     for key, t in complete.items():
         for name, p in t["peers"].items():
@@ -335,7 +366,8 @@ def summarize_payoff(state: dict, config: dict, specs: dict[str, str]) -> dict:
         "strategies_by_group": strategies,
         "oracle_by_group": oracles,
         "peers": peers,
-        "nothing_related_rule": gains,
+        "nothing_related_rule": probe_rule,
+        "nothing_related_gain": gains,
         "nothing_related_standout": standout,
         "family_agreement": {"targets": len(with_family), "agree": agree,
                              "rule": "a same-family pool member exists <=> has_related_source"},

@@ -103,17 +103,22 @@ def strategy_table(summary: dict) -> list[str]:
 
 
 def nothing_related_table(summary: dict) -> list[str]:
-    """Each normalisation of the top score x metric: the fitted ``min_gain`` and how many held-out
-    targets it judged right (leave one target out)."""
-    lines = ["| top score minus | metric | min_gain (all targets) | right (held out) | missed "
-             "relatives | useless tries |", "|---|---|---|---|---|---|"]
-    for label, key in (("base model's score", "nothing_related_rule"),
-                       ("median candidate", "nothing_related_standout")):
-        for metric, row in sorted((summary.get(key) or {}).items(),
-                                  key=lambda kv: (-kv[1]["right"], kv[0])):
-            lines.append(f"| {label} | {metric} | {fmt(row['min_gain'])} | {row['right']} of "
-                         f"{row['targets']} | {row['missed_relatives']} | "
-                         f"{row['useless_tries']} |")
+    """skip-unrelated's rule (the best linear probe against the threshold), then each
+    normalisation of each metric's top score for comparison: the fitted cut and how many
+    held-out targets it judged right (leave one target out)."""
+    lines = ["| value | metric | cut (all targets) | right (held out) | missed relatives | "
+             "useless tries |", "|---|---|---|---|---|---|"]
+    rows = []
+    if summary.get("nothing_related_rule"):
+        rows.append(("best probe minus the threshold (the rule)", "linear-probe",
+                     summary["nothing_related_rule"]))
+    for label, key in (("top score minus the base model's", "nothing_related_gain"),
+                       ("top score minus the median candidate's", "nothing_related_standout")):
+        rows += [(label, metric, row) for metric, row in
+                 sorted((summary.get(key) or {}).items(), key=lambda kv: (-kv[1]["right"], kv[0]))]
+    for label, metric, row in rows:
+        lines.append(f"| {label} | {metric} | {fmt(row['cut'])} | {row['right']} of "
+                     f"{row['targets']} | {row['missed_relatives']} | {row['useless_tries']} |")
     return lines
 
 
@@ -155,6 +160,12 @@ def payoff_markdown(summary: dict) -> str:
            if summary.get("not_learnable") else "")
         + (f"; partial: {', '.join(summary['incomplete_targets'])}"
            if summary["incomplete_targets"] else "") + ".",
+        f"- Loop runs: threshold {c['threshold_fraction']} x standard LoRA's seed-mean "
+        f"validation accuracy; {c['subset']} candidates ({c.get('strategy_subset')}) ranked by "
+        f"{c.get('strategy_metric')} on "
+        f"{c.get('strategy_scoring_samples') or c['scoring_samples']} target examples each "
+        f"(the ground truth's scores above: {c['scoring_samples']}); at most {c['max_tries']} "
+        f"tries of {c['transfer_epochs']} epochs; seeds {c.get('strategy_seeds')}.",
         "",
         "## Targets",
         "",
@@ -170,8 +181,9 @@ def payoff_markdown(summary: dict) -> str:
         "",
         "## Noticing \"nothing related\" from the scores (skip-unrelated's rule)",
         "",
-        "A target is judged to have no related source when its top candidate's score gains "
-        "less than min_gain; fitted leave-one-target-out against the ground truth.",
+        "A target is judged to have no related source when its value is below the cut "
+        "(skip-unrelated's probe_shortfall is minus the rule's cut); fitted "
+        "leave-one-target-out against the ground truth.",
         "",
         *nothing_related_table(summary),
         "",

@@ -145,8 +145,8 @@ def demo_table(targets: dict[str, dict]) -> Table:
     for name, result in targets.items():
         report, s = result["adapt"], result["savings"]
         skip = report.get("skip_unrelated") or {}
-        did = (f"skipped transfer: top {skip['metric']} gain {skip['gain']:+.3f} < "
-               f"{skip['min_gain']}" if report.get("skipped") and "gain" in skip
+        did = (f"skipped transfer: best linear probe {skip['probe']:.3f}, "
+               f"{skip['shortfall']:.3f} under the threshold" if report.get("skipped") and skip
                else f"{report['outcome']} from {final_attempt(report)['adapter_id'] or 'scratch'}")
         points = s["test_accuracy_points"]
         table.add_row(name, result["pool_holds"], did, f"{s['time_ratio']:.2f}x",

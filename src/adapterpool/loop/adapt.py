@@ -16,6 +16,7 @@ from peft import PeftConfig, PeftModel
 
 from ..config import AdaptConfig, TrainConfig
 from ..contributing import adapter_metadata, contribute
+from ..metrics import get_metric
 from ..models.build import check_method
 from ..models.peft_methods import peft_config
 from ..models.saving import save_adapter
@@ -27,6 +28,7 @@ from ..training.energy import EnergyReading
 from .attempts import OUTCOMES, Attempt, LoopRun, Outcome
 from .processes import is_main_process, on_main_process, process_state
 from .report import build_report
+from .strategies import STRATEGIES
 
 
 @dataclass
@@ -95,6 +97,18 @@ def text2text_examples(model, task: Task, base_model: str | None, train: TrainCo
                           decoding=decoding_for(train.max_new_tokens, train.num_beams))
 
 
+def scoring_metrics(config: AdaptConfig, kind: str) -> list[str]:
+    """The ranking metric first (it orders the candidates), then those the selected strategies
+    read (:attr:`~adapterpool.loop.strategies.Strategy.scoring_metrics`) where they apply to
+    ``kind``."""
+    metrics = [config.metric]
+    for name in config.strategy:
+        for metric in STRATEGIES[name].scoring_metrics:
+            if metric not in metrics and kind in get_metric(metric).kinds:
+                metrics.append(metric)
+    return metrics
+
+
 def adapt(
     task: Task,
     pool: Pool,
@@ -139,7 +153,7 @@ def adapt(
     state = process_state()
     if config.max_tries > 0:
         ranking = on_main_process(state, lambda: rank(
-            task, pool, [config.metric], subset=config.subset, seed=config.seed,
+            task, pool, scoring_metrics(config, task.kind), subset=config.subset, seed=config.seed,
             max_samples=config.max_samples, max_length=config.fallback.max_length,
             show_progress=show_progress, measure_energy=measure_energy,
             peft_type=str(peft.peft_type.value),

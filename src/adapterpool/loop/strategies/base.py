@@ -44,6 +44,9 @@ class Strategy:
     report_key: ClassVar[str | None] = None
     # A passing attempt goes on training (settle): a racing probe that passes is continued.
     continues_after_pass: ClassVar[bool] = False
+    # Metrics it reads beside the ranking's own (computed in the same scoring pass, where they
+    # apply to the task's kind).
+    scoring_metrics: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: AdaptConfig) -> None:
         self.config = config
