@@ -275,7 +275,8 @@ def test_warm_fallback_continues_the_best_attempts_restored_weights(
     recorder = _Recorder(monkeypatch)
     fallback_config = replace(FALLBACK, evals_per_epoch=4, patience=100)  # transfers too
     result = _adapt(target, tiny_pool, BASE, strategy="warm-fallback", threshold=1.01,
-                    max_tries=2, fallback=fallback_config, warm_fallback_max_shortfall=None)
+                    max_tries=2, fallback=fallback_config, warm_fallback_max_shortfall=None,
+                    warm_fallback_at_once=False)
     assert [a.kind for a in result.attempts] == ["transfer", "transfer", "warm_fallback"]
     transfers, fallback = result.attempts[:2], result.attempts[2]
     best = max(range(2), key=lambda i: transfers[i].result.validation["accuracy"])
@@ -333,6 +334,26 @@ def test_warm_fallback_starts_from_scratch_when_the_best_attempt_is_far_below(ta
     assert far.attempts[1].result.history[0]["step"] > 0  # no evaluation of a carried model
     assert far.attempts[1].adapter_id is None
     assert _adapt(target, tiny_pool, BASE, threshold=1.01).report["warm_fallback"] is None
+
+
+def test_a_near_miss_ends_the_tries_and_is_continued_at_once(target, tiny_pool):
+    """With two tries allowed, a first try within the shortfall is continued at once (no second
+    candidate); further below, the second candidate is tried; without at_once, both are."""
+    probe = _adapt(target, tiny_pool, BASE, threshold=1.01)
+    best = probe.attempts[0].result.validation["accuracy"]
+    config = replace(BASE, strategy="warm-fallback", max_tries=2)
+    near = _adapt(target, tiny_pool, config, threshold=best / 0.95)
+    assert [a.kind for a in near.attempts] == ["transfer", "warm_fallback"]
+    first = probe.attempts[0].adapter_id
+    assert near.attempts[1].adapter_id == near.attempts[0].adapter_id == first
+    both = _adapt(target, tiny_pool, config, threshold=best / 0.95, warm_fallback_at_once=False)
+    assert [a.kind for a in both.attempts] == ["transfer", "transfer", "warm_fallback"]
+    assert both.attempts[1].adapter_id != both.attempts[0].adapter_id
+    far = _adapt(target, tiny_pool, config, threshold=best / 0.8)  # 20% short: unrelated
+    assert [a.kind for a in far.attempts][:2] == ["transfer", "transfer"]
+    # with no threshold the first try is kept as it is: nothing to end
+    kept = _adapt(target, tiny_pool, config, threshold=None)
+    assert [a.kind for a in kept.attempts] == ["transfer"]
 
 
 @pytest.fixture()

@@ -235,6 +235,8 @@ class LoopRun:
                                    self.transfer_config())
             if attempt.passed:
                 return attempt
+            if any(s.last_try(self, attempt) for s in self.strategies):
+                break
         return None
 
     def fallback(self) -> Attempt | None:

@@ -6,8 +6,8 @@ overrides only what it changes:
 - how an attempt trains: :meth:`Strategy.evals_per_epoch`, :meth:`Strategy.pass_rule` (when a
   passing attempt stops), :meth:`Strategy.stop_rule` (other early stops), :meth:`keeps_head`;
 - which candidates are tried, in what order: :meth:`skip_transfer` (none at all),
-  :meth:`first_try` (an attempt before the one-candidate tries), :meth:`transfer` (the whole
-  transfer phase, replacing the tries);
+  :meth:`first_try` (an attempt before the one-candidate tries), :meth:`last_try` (no more
+  after this one), :meth:`transfer` (the whole transfer phase, replacing the tries);
 - where the fallback starts: :meth:`fallback_start`;
 - what it adds to the report: :attr:`report_key` and :meth:`report`;
 - which combinations it refuses: :meth:`check_combination`, and its option values:
@@ -89,6 +89,10 @@ class Strategy:
         """An attempt before the one-candidate tries (it takes one of them); None: no such
         attempt was made."""
         return None
+
+    def last_try(self, run: LoopRun, attempt: Attempt) -> bool:
+        """Whether no other candidate is tried after the failed try ``attempt``."""
+        return False
 
     def transfer(self, run: LoopRun, scores: Sequence[Any]) -> Attempt | None:
         """The whole transfer phase in place of the one-candidate tries: the passing attempt, or
