@@ -19,6 +19,7 @@ from adapterpool.bench.payoff import (
 from adapterpool.bench.render import write_reports
 from adapterpool.bench.report import summarize
 from adapterpool.errors import UsageError
+from adapterpool.models.peft_methods import peft_config
 
 
 def _unit(curve: list[float], test: float, per_epoch: float = 10.0) -> dict:
@@ -190,6 +191,25 @@ def test_ground_truth_settings_are_checked():
         BenchConfig(peers=["pissa"]).validate()
     with pytest.raises(UsageError, match="prefilter_top, random and optionally score_top"):
         BenchConfig(ground_truth_max_epochs=2, ground_truth_candidates={"top": 1}).validate()
+    with pytest.raises(UsageError, match="unknown peers"):
+        BenchConfig(strategy_fallback="lora-xyz").validate()
+    with pytest.raises(UsageError, match="strategy_scoring_samples must be >= 1"):
+        BenchConfig(strategy_scoring_samples=0).validate()
+
+
+def test_the_loops_fallback_takes_a_peers_recipe(tmp_path):
+    """strategy_fallback: the loop runs' fallback is the run's LoRA config (rank, modules) with
+    the peer's initialisation; unset, the run's own method."""
+    peft = {"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["query", "value"]}
+    run = BenchRun(BenchConfig(peft=peft, run_dir=str(tmp_path / "run")), show_progress=False,
+                   measure_energy=False)
+    assert peft_config(run.fallback_peft()).init_lora_weights is True
+    run = BenchRun(BenchConfig(peft=peft, strategy_fallback="olora", run_dir=str(tmp_path / "r")),
+                   show_progress=False, measure_energy=False)
+    fallback = run.fallback_peft()
+    assert fallback.init_lora_weights == "olora"
+    assert (fallback.r, fallback.lora_alpha, set(fallback.target_modules)) == (
+        4, 8, {"query", "value"})
 
 
 def test_converged_bench_runs_resumes_and_reports(tiny_base_model, bench_folders, tmp_path):

@@ -121,7 +121,7 @@ task = load_task("builtin:movie-sentiment", max_train=64, max_eval=32, seed=0)
 config = AdaptConfig(
     metric="leep", subset=2, max_tries=2, threshold=1.01, transfer_epochs=1, max_samples=64,
     strategy=("early-pass", "cutoff", "warm-fallback"), contribute=True,
-    warm_fallback_max_shortfall=None,
+    warm_fallback_max_shortfall=None, warm_fallback_at_once=False,
     fallback=TrainConfig(epochs=1, max_length=32, batch_size=8),
 )
 result = adapt(task, AdapterPool(pool_dir), config, out_dir=out_dir, show_progress=False,

@@ -460,7 +460,8 @@ def test_racing_with_settle_continues_a_passing_probe_instead_of_probing_on(targ
 def test_strategies_combine(target, tiny_pool):
     combined = "early-pass,cutoff,warm-fallback"
     result = _adapt(target, tiny_pool, BASE, threshold=1.01, max_tries=2, transfer_epochs=2,
-                    strategy=combined, warm_fallback_max_shortfall=None)
+                    strategy=combined, warm_fallback_max_shortfall=None,
+                    warm_fallback_at_once=False)
     assert [a.kind for a in result.attempts] == ["transfer", "transfer", "warm_fallback"]
     assert [a.result.stop_reason for a in result.attempts[:2]] == ["cutoff", "cutoff"]
     assert all(a.result.epochs_run < 2 for a in result.attempts[:2])

@@ -69,6 +69,9 @@ class BenchConfig:
     # ground truth's scores use): scoring is a forward pass per candidate, so on small targets
     # its sample decides whether the loop can cost as little as standard LoRA.
     strategy_scoring_samples: int | None = None
+    # The peer (a name of bench/ground_truth.PEERS) whose recipe the loop runs' fallback trains
+    # with; None: the run's own method (standard LoRA).
+    strategy_fallback: str | None = None
     # What every time ratio divides: "wall" seconds (timed units need a quiet machine, and run
     # alone on a node on Ray) or "cpu" seconds of the unit's process (single-threaded units
     # measure the same beside other work, so timed units run side by side like the others;
@@ -125,6 +128,10 @@ class BenchConfig:
                             ("strategy_scoring_samples", self.strategy_scoring_samples)):
             if value is not None and value < 1:
                 raise UsageError(f"bench: {name} must be >= 1, got {value}")
+        if self.strategy_fallback is not None:
+            from .ground_truth import check_peers
+
+            check_peers([self.strategy_fallback])
         if self.ground_truth_max_epochs is not None:
             from .ground_truth import check_peers
 

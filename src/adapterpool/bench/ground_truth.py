@@ -112,14 +112,19 @@ def score_top(run: BenchRun, key: str, candidates: list[AdapterRecord], count: i
     return ranked[:count]
 
 
+def peer_config(run: BenchRun, name: str):
+    """The run's LoRA config initialised the peer's way: what ``--peft NAME`` gives, sized like
+    every other unit of the run."""
+    from ..models.peft_methods import peft_config
+
+    return peft_config(peft_config(run.peft()).to_dict() | PEERS[name])
+
+
 def peer_model(run: BenchRun, pool: AdapterPool, task, name: str, seed: int):
     """A fresh LoRA model (the run's config) initialised the peer's way, its data pass included
     (EVA, CorDA, LoRA-GA), as ``--peft NAME`` does in the loop."""
-    from ..models.peft_methods import peft_config
-
-    values = peft_config(run.peft()).to_dict() | PEERS[name]
-    peft = peft_config(values)
-    return standard_lora_model(pool.base_model, task.label_names, peft, seed=seed,
+    return standard_lora_model(pool.base_model, task.label_names, peer_config(run, name),
+                               seed=seed,
                                kind=task.kind, task=task, max_length=run.config.max_length)
 
 

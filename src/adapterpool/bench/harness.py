@@ -35,6 +35,7 @@ from ..training.energy import EnergyMeter
 from ..training.standard import train_standard
 from ..training.trainer import TrainConfig, TrainResult, train
 from .config import BenchConfig
+from .payoff import validation_level
 from .state import BenchState
 from .text2text import check_task, is_text2text, train_settings, trivial_target
 
@@ -395,6 +396,16 @@ class BenchRun:
             fallback=fallback, strategy=spec, seed=seed,
         )
 
+    def fallback_peft(self):
+        """The loop runs' fallback method: the run's own (standard LoRA), or the recipe of the
+        peer ``strategy_fallback`` names (issue 23: the fallback takes a peer's recipe when that
+        peer reaches standard LoRA's accuracy fastest)."""
+        if self.config.strategy_fallback is None:
+            return self.peft()
+        from .ground_truth import peer_config
+
+        return peer_config(self, self.config.strategy_fallback)
+
     def reference_validation(self, key: str) -> float | None:
         """Standard LoRA's validation accuracy on target ``key``, of which the strategies'
         threshold is ``threshold_fraction``: the baseline's, or with a converged ground truth the
@@ -402,11 +413,11 @@ class BenchRun:
         if not self.config.ground_truth_max_epochs:
             baseline = self.state.get("targets", key, "baseline")
             return None if baseline is None else baseline["validation"]["accuracy"]
-        runs = [self.state.get("targets", key, "gt_baseline", str(s))
-                for s in self.config.ground_truth_seeds]
-        if any(r is None for r in runs):
+        runs = {s: self.state.get("targets", key, "gt_baseline", str(s))
+                for s in self.config.ground_truth_seeds}
+        if any(r is None for r in runs.values()):
             return None
-        return float(np.mean([r["validation"]["accuracy"] for r in runs]))
+        return validation_level(runs)
 
     def run_strategies(self, pool: AdapterPool, spec: str,
                        seeds: list[int] | None = None) -> None:
@@ -428,7 +439,7 @@ class BenchRun:
                 task = task or self._task(spec, max_test=self.config.max_test)
                 self.announce(f"[bold]{key}[/bold]: loop with strategy {strategy}, seed {seed}")
                 result = adapt(task, view, self.strategy_config(strategy, seed, threshold),
-                               peft=self.peft(), show_progress=self.show_progress,
+                               peft=self.fallback_peft(), show_progress=self.show_progress,
                                measure_energy=self.measure_energy)
                 self.state.trained += 1
                 self.state.computed["strategy"] += 1

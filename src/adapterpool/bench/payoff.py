@@ -61,25 +61,35 @@ def _test(record: dict) -> float:
     return (record.get("test") or record["validation"])["accuracy"]
 
 
+def validation_level(baselines: dict) -> float:
+    """Standard LoRA's best validation accuracy, mean over its seeds (``seed -> record``): the
+    level a unit must reach and the base of the loop runs' threshold."""
+    return float(np.mean([b["validation"]["accuracy"] for b in baselines.values()]))
+
+
+def first_reaching(record: dict, level: float) -> dict | None:
+    """A unit's first evaluation whose validation accuracy is at least ``level`` (None: never)."""
+    return next((entry for entry in record.get("history") or []
+                 if entry.get("accuracy", -math.inf) >= level - 1e-12), None)
+
+
 def epochs_to_reach(record: dict, level: float) -> float:
     """Epoch of the first evaluation whose validation accuracy is at least ``level``."""
-    for entry in record.get("history") or []:
-        if entry.get("accuracy", -math.inf) >= level - 1e-12:
-            return float(entry["epoch"])
-    return math.inf
+    entry = first_reaching(record, level)
+    return math.inf if entry is None else float(entry["epoch"])
 
 
 def seconds_to_reach(record: dict, level: float, measure: str = "wall") -> float:
     """A unit's seconds (by ``measure``) until its first evaluation at or above ``level``: its
     total, scaled by the share of its wall time that evaluation came at (the curve records wall
     seconds; infinite if it never gets there)."""
+    entry = first_reaching(record, level)
+    if entry is None:
+        return math.inf
     total = record.get(SECONDS_KEYS[measure][0])
     if total is None:  # recorded before CPU time was: one-thread units' wall time, within 3%
         total = record["train_seconds"]
-    for entry in record.get("history") or []:
-        if entry.get("accuracy", -math.inf) >= level - 1e-12:
-            return total * entry["seconds"] / record["train_seconds"]
-    return math.inf
+    return total * entry["seconds"] / record["train_seconds"]
 
 
 def oracle(target: dict, candidates: dict, baseline: dict, level: float,
@@ -151,7 +161,7 @@ def summarize_ground_truth(target: dict, metrics: list[str],
     baselines = target.get("gt_baseline") or {}
     if not baselines:
         return None
-    best_validation = float(np.mean([b["validation"]["accuracy"] for b in baselines.values()]))
+    best_validation = validation_level(baselines)
     level = REACH_FRACTION * best_validation
     baseline = seed_mean(baselines, level, measure)
     scores = target.get("scores") or {}
