@@ -131,8 +131,11 @@ def savings(loop: dict, standard: dict) -> dict:
 
     kwh = [(r.get("energy") or {}).get("kwh") for r in (loop, standard)]
     acc = [test_acc(r) for r in (loop, standard)]
+    cpu = [r["timing"].get("total_cpu_seconds") for r in (loop, standard)]
     return {
         "time_ratio": loop["timing"]["total_seconds"] / standard["timing"]["total_seconds"],
+        # this process's CPU time: the same work measures the same beside other jobs
+        "cpu_time_ratio": cpu[0] / cpu[1] if None not in cpu and cpu[1] else None,
         "energy_ratio": kwh[0] / kwh[1] if None not in kwh and kwh[1] else None,
         "test_accuracy_points": 100 * (acc[0] - acc[1]) if None not in acc else None,
     }
