@@ -3,7 +3,8 @@
     PYTHONPATH=src python benchmarks/family_status.py [--config benchmarks/family/config.json]
 
 Prints sources trained (of the pool's members), then per target which ground-truth units are
-recorded (scores, reference, baseline seeds, chosen warm starts x seeds, peers x seeds), and the
+recorded (scores, reference, baseline seeds, chosen warm starts x seeds, peers x seeds, loop runs
+of each strategy x seed), and the
 recorded seconds per epoch, so a session can size the part it runs next.
 """
 
@@ -46,6 +47,8 @@ def main() -> None:
             "warm_starts_planned": n_candidates * len(seeds),
             "peers": sum(len(v) for v in (t.get("peers") or {}).values()),
             "peers_planned": len(config.peers) * len(seeds),
+            "loop_runs": sum(len(v) for v in (t.get("strategies") or {}).values()),
+            "loop_runs_planned": len(config.strategies) * len(config.strategy_seeds),
         }
     out = {"sources_done": len(done), "sources": len(sources),
            "missing_sources": [s for s in sources if s not in done],
@@ -61,7 +64,8 @@ def main() -> None:
     for key, t in targets.items():
         print(f"  {key:24s} scores {'yes' if t['scores'] else 'no':3s}  baseline seeds "
               f"{t['baseline_seeds']}/{len(seeds)}  warm starts {t['warm_starts']}/"
-              f"{t['warm_starts_planned']}  peers {t['peers']}/{t['peers_planned']}")
+              f"{t['warm_starts_planned']}  peers {t['peers']}/{t['peers_planned']}  loop runs "
+              f"{t['loop_runs']}/{t['loop_runs_planned']}")
 
 
 if __name__ == "__main__":
