@@ -17,8 +17,9 @@ the base model, while ag_news and emotion, with no relative, gained +0.054 and +
 against the threshold ranks them the right way (-0.013 for mrpc, -0.159 for emotion). It misses
 relatives whose features separate the labels only after fine-tuning: on ``make demo``'s pool
 (adapters trained 2 epochs each) the relative's probe on 128 examples was 0.139 under the
-threshold, though its warm start passed within 2 epochs. ``probe_shortfall`` is calibrated leave-one-target-out on the benchmark's ground truth
-(``adapterpool bench``: ``nothing_related_rule`` in its summary).
+threshold, though its warm start passed within 2 epochs. ``probe_shortfall`` is calibrated
+leave-one-target-out on the benchmark's ground truth (``adapterpool bench``:
+``nothing_related_rule`` in its summary).
 """
 
 from __future__ import annotations
