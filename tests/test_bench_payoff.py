@@ -94,7 +94,13 @@ def test_oracle_stops_the_soonest_reaching_candidate_at_its_first_reaching_evalu
     never = {s: _unit([0.5, 0.6], 0.6) | {"cpu_seconds": 40.0} for s in ("0", "1")}
     target["gt_finetune"] = {"never": never}
     out = summarize_ground_truth(target, [], "cpu")["oracle"]
-    assert out["candidate"] is None and out["time_ratio"] == pytest.approx((5.0 + 50.0) / 50.0)
+    # standard LoRA stopped at its first evaluation at the level: the 4th of 5 (40 of 50 CPU s)
+    assert out["candidate"] is None and out["time_ratio"] == pytest.approx((5.0 + 40.0) / 50.0)
+    # a seed below the seed-mean level (0.99 x 0.79) never reaches it: its whole run counts
+    target["gt_baseline"]["1"] = _unit([0.6, 0.7, 0.75, 0.78], 0.78) | {"cpu_seconds": 20.0}
+    out = summarize_ground_truth(target, [], "cpu")["oracle"]
+    assert out["seconds"] == pytest.approx(5.0 + (40.0 + 20.0) / 2)
+    assert out["time_ratio"] == pytest.approx(out["seconds"] / ((50.0 + 20.0) / 2))
 
 
 def test_a_standard_lora_seed_that_never_reaches_the_level_counts_the_epochs_it_ran():
