@@ -93,6 +93,16 @@ def seconds_to_reach(record: dict, level: float, measure: str = "wall") -> float
     return total * entry["seconds"] / record["train_seconds"]
 
 
+def stopped_seconds(record: dict, level: float, measure: str = "wall") -> float:
+    """A unit's seconds until its first evaluation at ``level``, or its whole run where it never
+    gets there."""
+    reached = seconds_to_reach(record, level, measure)
+    if math.isfinite(reached):
+        return reached
+    total = record.get(SECONDS_KEYS[measure][0])
+    return record["train_seconds"] if total is None else total
+
+
 def oracle(target: dict, candidates: dict, baseline: dict, level: float,
            measure: str = "wall") -> dict:
     """The oracle's time on one target (see the module), alone and over standard LoRA's."""
@@ -107,11 +117,9 @@ def oracle(target: dict, candidates: dict, baseline: dict, level: float,
     transfer = reach[best] if best is not None else math.inf
     # standard LoRA stopped where it first reaches the level (a loop's fallback stops at its
     # threshold); a seed that never does counts its whole run
-    fallback = float(np.mean([
-        reached if math.isfinite(reached := seconds_to_reach(r, level, measure))
-        else r.get(SECONDS_KEYS[measure][0], r["train_seconds"])
-        for r in (target.get("gt_baseline") or {}).values()])) if target.get("gt_baseline") \
-        else baseline["seconds"]
+    runs = (target.get("gt_baseline") or {}).values()
+    fallback = (float(np.mean([stopped_seconds(r, level, measure) for r in runs])) if runs
+                else baseline["seconds"])
     seconds = scoring_seconds + min(transfer, fallback)
     return {"candidate": best if transfer < fallback else None,
             "transfer_seconds": transfer, "scoring_seconds": scoring_seconds,
