@@ -128,13 +128,11 @@ class BenchConfig:
                             ("strategy_scoring_samples", self.strategy_scoring_samples)):
             if value is not None and value < 1:
                 raise UsageError(f"bench: {name} must be >= 1, got {value}")
-        if self.strategy_fallback is not None:
-            from .ground_truth import check_peers
+        from .ground_truth import check_peers
 
+        if self.strategy_fallback is not None:
             check_peers([self.strategy_fallback])
         if self.ground_truth_max_epochs is not None:
-            from .ground_truth import check_peers
-
             check_peers(self.peers)
             if not self.ground_truth_seeds:
                 raise UsageError("bench: ground_truth_seeds must not be empty")

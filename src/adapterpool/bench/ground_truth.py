@@ -124,8 +124,8 @@ def peer_model(run: BenchRun, pool: AdapterPool, task, name: str, seed: int):
     """A fresh LoRA model (the run's config) initialised the peer's way, its data pass included
     (EVA, CorDA, LoRA-GA), as ``--peft NAME`` does in the loop."""
     return standard_lora_model(pool.base_model, task.label_names, peer_config(run, name),
-                               seed=seed,
-                               kind=task.kind, task=task, max_length=run.config.max_length)
+                               seed=seed, kind=task.kind, task=task,
+                               max_length=run.config.max_length)
 
 
 def units_left(run: BenchRun, key: str, n_candidates: int) -> int:

@@ -80,6 +80,13 @@ def epochs_to_reach(record: dict, level: float) -> float:
     return math.inf if entry is None else float(entry["epoch"])
 
 
+def unit_seconds(record: dict, measure: str = "wall") -> float:
+    """A unit's whole seconds by ``measure``; a unit recorded before CPU time was counts its wall
+    time (one-thread units agree within 3%)."""
+    total = record.get(SECONDS_KEYS[measure][0])
+    return record["train_seconds"] if total is None else total
+
+
 def seconds_to_reach(record: dict, level: float, measure: str = "wall") -> float:
     """A unit's seconds (by ``measure``) until its first evaluation at or above ``level``: its
     total, scaled by the share of its wall time that evaluation came at (the curve records wall
@@ -87,20 +94,14 @@ def seconds_to_reach(record: dict, level: float, measure: str = "wall") -> float
     entry = first_reaching(record, level)
     if entry is None:
         return math.inf
-    total = record.get(SECONDS_KEYS[measure][0])
-    if total is None:  # recorded before CPU time was: one-thread units' wall time, within 3%
-        total = record["train_seconds"]
-    return total * entry["seconds"] / record["train_seconds"]
+    return unit_seconds(record, measure) * entry["seconds"] / record["train_seconds"]
 
 
 def stopped_seconds(record: dict, level: float, measure: str = "wall") -> float:
     """A unit's seconds until its first evaluation at ``level``, or its whole run where it never
     gets there."""
     reached = seconds_to_reach(record, level, measure)
-    if math.isfinite(reached):
-        return reached
-    total = record.get(SECONDS_KEYS[measure][0])
-    return record["train_seconds"] if total is None else total
+    return reached if math.isfinite(reached) else unit_seconds(record, measure)
 
 
 def oracle(target: dict, candidates: dict, baseline: dict, level: float,
@@ -117,9 +118,8 @@ def oracle(target: dict, candidates: dict, baseline: dict, level: float,
     transfer = reach[best] if best is not None else math.inf
     # standard LoRA stopped where it first reaches the level (a loop's fallback stops at its
     # threshold); a seed that never does counts its whole run
-    runs = (target.get("gt_baseline") or {}).values()
-    fallback = (float(np.mean([stopped_seconds(r, level, measure) for r in runs])) if runs
-                else baseline["seconds"])
+    fallback = float(np.mean([stopped_seconds(r, level, measure)
+                              for r in target["gt_baseline"].values()]))
     seconds = scoring_seconds + min(transfer, fallback)
     return {"candidate": best if transfer < fallback else None,
             "transfer_seconds": transfer, "scoring_seconds": scoring_seconds,
@@ -289,11 +289,12 @@ def probe_margins(state: dict, targets: dict, threshold_fraction: float) -> dict
         seen = [run["skip_unrelated"]["probe"] - run["skip_unrelated"]["threshold"]
                 for runs in (target.get("strategies") or {}).values() for run in runs.values()
                 if "probe" in (run.get("skip_unrelated") or {})]
-        probes = [e["scores"].get(PROBE) for e in (target.get("scores") or {}).values()]
-        probes = [v for v in probes if v is not None and math.isfinite(v)]
         if seen:
             rows[key] = (float(np.mean(seen)), gt["has_related_source"])
-        elif probes:
+            continue
+        probes = [e["scores"].get(PROBE) for e in (target.get("scores") or {}).values()]
+        probes = [v for v in probes if v is not None and math.isfinite(v)]
+        if probes:
             threshold = threshold_fraction * gt["validation_level"]
             rows[key] = (max(probes) - threshold, gt["has_related_source"])
     return rows

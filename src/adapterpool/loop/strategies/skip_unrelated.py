@@ -14,7 +14,8 @@ The rule before this one compared the top candidate's score with the bare base m
 (a gain); on the family benchmark that gain did not separate the targets: mrpc's relative
 (twitter_url, reaching standard LoRA's level after half an epoch) gained +0.006 kNN accuracy over
 the base model, while ag_news and emotion, with no relative, gained +0.054 and +0.138. The probe
-against the threshold ranks them the right way (-0.013 for mrpc, -0.159 for emotion). It misses
+against the threshold (500 examples) puts mrpc's relative near it (-0.013) and emotion far below
+(-0.159), but ag_news, unrelated, above it (+0.018): no cut separates all three. It misses
 relatives whose features separate the labels only after fine-tuning: on ``make demo``'s pool
 (adapters trained 2 epochs each) the relative's probe on 128 examples was 0.139 under the
 threshold, though its warm start passed within 2 epochs. ``probe_shortfall`` is calibrated

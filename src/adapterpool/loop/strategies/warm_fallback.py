@@ -45,8 +45,10 @@ class WarmFallback(Strategy):
         return None
 
     def shortfall(self, run: LoopRun, attempt: Attempt) -> float:
+        """How far ``attempt`` falls short of the threshold, as a share of it (a threshold is
+        set: both callers check)."""
         threshold = self.config.threshold
-        return 1.0 - run.value(attempt) / threshold if threshold else 0.0
+        return 1.0 - run.value(attempt) / threshold if threshold > 0 else 0.0
 
     def near(self, run: LoopRun, attempt: Attempt) -> bool:
         limit = self.config.warm_fallback_max_shortfall
