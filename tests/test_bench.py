@@ -191,7 +191,7 @@ def test_bench_runs_resumes_and_reports(tiny_base_model, bench_folders, tmp_path
     written = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert set(written) >= {"config", "targets", "mean", "best_metric", "threshold_sweep",
                             "compute_seconds", "metric_seconds"}
-    assert written["default_ranking"] == "knn"  # adapterpool.DEFAULT_METRIC
+    assert written["default_ranking"] == "logme"  # adapterpool.DEFAULT_METRIC
     for target in written["targets"].values():
         assert len(target["candidates"]) == 2 and target["ground_truth"] == "test"
         for cand in target["candidates"].values():  # raw scores beside the ground truth

@@ -20,6 +20,7 @@ from adapterpool.bench.render import write_reports
 from adapterpool.bench.report import summarize
 from adapterpool.errors import UsageError
 from adapterpool.models.peft_methods import peft_config
+from adapterpool.task_kinds import DEFAULT_METRIC
 
 
 def _unit(curve: list[float], test: float, per_epoch: float = 10.0) -> dict:
@@ -276,8 +277,10 @@ def test_converged_bench_runs_resumes_and_reports(tiny_base_model, bench_folders
     new = 0
     for key, target in more.state.data["targets"].items():
         chosen = target["gt_candidates"]
-        knn = {i: e["scores"]["knn"] for i, e in target["scores"].items()}
-        assert chosen["score_top"] == sorted(knn, key=lambda i: (-knn[i], i))[:2]
+        metric = grown.strategy_metric  # the loop's, recorded with the choice
+        score = {i: e["scores"][metric] for i, e in target["scores"].items()}
+        assert chosen["score_top"] == sorted(score, key=lambda i: (-score[i], i))[:2]
+        assert chosen["score_metric"] == metric == DEFAULT_METRIC
         assert chosen["prefilter_top"] == state["targets"][key]["gt_candidates"]["prefilter_top"]
         assert set(target["gt_finetune"]) == set(chosen["prefilter_top"]) | set(
             chosen["score_top"])

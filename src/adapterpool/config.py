@@ -28,6 +28,7 @@ from .loop.strategies import (
 )
 from .task_kinds import (
     DEFAULT_METRIC,
+    DEFAULT_SCORING_SAMPLES,
     TASK_KINDS,
     THRESHOLD_METRICS,
     check_threshold_metric,
@@ -173,7 +174,9 @@ class AdaptConfig(CompositionOptions, RacingOptions, WarmFallbackOptions, SkipUn
     )
     transfer_epochs: float = field(default=2, metadata=_help("budget of one transfer attempt"))
     max_samples: int | None = field(
-        default=1000, metadata=_help("target training examples scored per candidate (None: all)")
+        default=DEFAULT_SCORING_SAMPLES, metadata=_help(
+            "target training examples scored per candidate (None: all); scoring costs one "
+            "forward pass over them a candidate, more examples rank more reliably")
     )
     fallback: TrainConfig = field(
         default_factory=TrainConfig,

@@ -14,9 +14,16 @@ from typing import Literal
 
 from .errors import TaskDataError, UsageError, did_you_mean
 
-# The metric `rank` and `adapt` use on classification tasks unless told otherwise: the best by
-# weighted Kendall tau in benchmarks/results/small-pool/README.md (adapterpool.DEFAULT_METRIC).
-DEFAULT_METRIC = "knn"
+# The metric `rank` and `adapt` use on classification tasks unless told otherwise
+# (adapterpool.DEFAULT_METRIC): LogME, the only metric with no regret@1 on any target that has a
+# related source in the family benchmark (3-seed ground truth, benchmarks/results/family-pool.md)
+# and the lowest regret@1 on the 21-adapter pool (benchmarks/results/h200/README.md).
+DEFAULT_METRIC = "logme"
+# Target examples each candidate is scored on unless told otherwise: scoring is one forward pass a
+# candidate over them, so on a CPU with a small target this sample is most of what ranking costs
+# (256: 5 MiniLM candidates in 10-20 CPU s, 5-10% of standard LoRA on the family benchmark's
+# targets); 128 misranked a pair task's relative with 2 of 3 seeds (family-pool.md).
+DEFAULT_SCORING_SAMPLES = 256
 CLASSIFICATION_METRICS = ("accuracy", "f1_macro", "f1_weighted")
 GENERATION_METRICS = ("rouge_l", "exact_match", "chrf")
 # Attention query/value projections as model families name them (ViT is q_proj/v_proj since

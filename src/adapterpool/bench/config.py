@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import UsageError
+from ..task_kinds import DEFAULT_METRIC
 
 
 @dataclass
@@ -63,7 +64,7 @@ class BenchConfig:
     # the dict of a peft config; None is the product's default (LoRA on peft's per-model
     # targets). A resumed run must keep it, or its units stop being comparable.
     peft: str | dict | None = None
-    strategy_metric: str = "knn"
+    strategy_metric: str = DEFAULT_METRIC  # the loop's ranking metric: the product's by default
     strategy_subset: str = "random"
     # Target examples the loop scores each candidate on (None: scoring_samples, which the
     # ground truth's scores use): scoring is a forward pass per candidate, so on small targets

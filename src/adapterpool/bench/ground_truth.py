@@ -90,7 +90,8 @@ def chosen_candidates(run: BenchRun, pool: AdapterPool, spec: str) -> list[Adapt
         recorded = {"prefilter_top": top_ids, "random": sorted(drawn), "seed": run.config.seed}
         run.state.put(recorded, "targets", key, "gt_candidates")
     if plan.get("score_top") and "score_top" not in recorded:
-        recorded = recorded | {"score_top": score_top(run, key, candidates, plan["score_top"])}
+        recorded = recorded | {"score_top": score_top(run, key, candidates, plan["score_top"]),
+                               "score_metric": run.config.strategy_metric}
         run.state.put(recorded, "targets", key, "gt_candidates")
     wanted = set(recorded["prefilter_top"]) | set(recorded["random"]) | set(
         recorded.get("score_top", []))

@@ -314,6 +314,8 @@ def summarize_payoff(state: dict, config: dict, specs: dict[str, str]) -> dict:
             if gt is None:
                 continue
         gt["family"] = family_of(specs.get(key, ""))
+        # the metric whose top candidates joined the ground truth (the loop's, when recorded)
+        gt["score_metric"] = (target.get("gt_candidates") or {}).get("score_metric")
         gt["strategies"] = strategy_ratios(target, gt, measure)
         targets[key] = gt
     complete = {k: t for k, t in targets.items() if t["complete"]}

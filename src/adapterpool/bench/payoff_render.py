@@ -122,6 +122,14 @@ def nothing_related_table(summary: dict) -> list[str]:
     return lines
 
 
+def _by_score_metric(targets: dict) -> str:
+    """"knn: a, b; logme: c": which metric's top candidates each target's ground truth holds."""
+    by_metric: dict[str, list[str]] = {}
+    for key, target in targets.items():
+        by_metric.setdefault(target.get("score_metric") or "none yet", []).append(key)
+    return "; ".join(f"{metric}: {', '.join(keys)}" for metric, keys in sorted(by_metric.items()))
+
+
 def payoff_markdown(summary: dict) -> str:
     c, d = summary["config"], summary["definitions"]
     groups, agreement = summary["groups"], summary["family_agreement"]
@@ -142,9 +150,9 @@ def payoff_markdown(summary: dict) -> str:
         f"{c.get('max_test') or c['max_eval']} test examples a target. Candidates fine-tuned: "
         + (f"the prefilter's top {c['ground_truth_candidates']['prefilter_top']}, "
            f"{c['ground_truth_candidates']['random']} drawn at random"
-           + (f" and the top {c['ground_truth_candidates']['score_top']} by "
-              f"{c.get('strategy_metric')} (targets recorded before that was added lack them "
-              "until the next run)" if c["ground_truth_candidates"].get("score_top") else "")
+           + (f" and the top {c['ground_truth_candidates']['score_top']} by the loop's ranking "
+              f"metric when the target was recorded ({_by_score_metric(summary['targets'])})"
+              if c["ground_truth_candidates"].get("score_top") else "")
            if c.get("ground_truth_candidates") else "all") + ".",
         f"- A target has a related source when some warm start reaches {d['reach_fraction']} x "
         "standard LoRA's best validation accuracy (mean over seeds) in at most "

@@ -24,7 +24,7 @@ from ..contributing import contribute
 from ..loop.adapt import adapt
 from ..models.base_model import DEFAULT_BASE_MODEL
 from ..pool import AdapterPool
-from ..task_kinds import DEFAULT_METRIC
+from ..task_kinds import DEFAULT_METRIC, DEFAULT_SCORING_SAMPLES
 from ..tasks.builtin import load_builtin
 from ..training.standard import train_standard
 from ..training.trainer import TrainConfig
@@ -53,9 +53,9 @@ SEED = 0
 SOURCE_BUDGET = {"max_train": 500, "max_eval": 200, "epochs": 2}
 TARGET_BUDGET = {"max_train": 600, "max_eval": 400}
 MAX_LENGTH = 64
-# Target examples each candidate is scored on: scoring is a forward pass a candidate, so on a
-# 600-example target its sample decides what noticing "nothing related" costs.
-MAX_SAMPLES = 128
+# Target examples each candidate is scored on: the library's default (scoring is a forward pass
+# a candidate, so on a 600-example target its sample decides what noticing "nothing related" costs).
+MAX_SAMPLES = DEFAULT_SCORING_SAMPLES
 # The loop with a threshold (a user's "good enough"; here THRESHOLD_FRACTION x the validation
 # accuracy standard LoRA reached, so that passing means "as good as standard LoRA"), early-pass
 # (stop a transfer the moment it passes), cutoff (give up a hopeless try) and warm-fallback

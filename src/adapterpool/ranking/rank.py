@@ -12,7 +12,7 @@ from ..models.build import check_base_fits, load_preprocessor
 from ..models.warm_start import warm_start_problem
 from ..pool import Pool
 from ..pool.store import seeded_sample
-from ..task_kinds import get_kind
+from ..task_kinds import DEFAULT_SCORING_SAMPLES, get_kind
 from ..tasks import Task
 from ..training.energy import EnergyMeter, EnergyReading
 from .scoring import CandidateScore, ranking_warnings, score_candidates
@@ -73,7 +73,7 @@ def rank(
     *,
     subset: int = 5,
     seed: int = 0,
-    max_samples: int | None = 1000,
+    max_samples: int | None = DEFAULT_SCORING_SAMPLES,
     max_length: int = 128,
     show_progress: bool = True,
     measure_energy: bool = True,
@@ -90,7 +90,7 @@ def rank(
     and PEFT type) are drawn or prefiltered; the others are counted by reason. Adapters trained
     on a task of another family than ``task``'s kind (text2text, image, text classification) are
     never drawn, whatever ``peft_type``. ``metrics`` defaults to the task kind's ranking metric
-    (``knn`` for classification, ``target-loglik`` for text2text: the kinds table).
+    (``logme`` for classification, ``target-loglik`` for text2text: the kinds table).
     """
     if not metrics:
         metrics = [get_kind(task.kind).default_metric]

@@ -44,7 +44,7 @@ from ..metrics.validation import encode_labels
 from ..models.build import base_classifier, fit_tokenizer, pick_device
 from ..models.heads import head_module, pooled_head_input
 from ..pool import AdapterPool, AdapterRecord
-from ..task_kinds import get_kind
+from ..task_kinds import DEFAULT_SCORING_SAMPLES, get_kind
 from ..tasks import Records, Task
 from ..tasks.task import subsample_records
 from ..training.encoding import EncodedRecords, inference_loader, restore_order
@@ -313,7 +313,7 @@ def score_candidates(
     tokenizer: PreTrainedTokenizerBase,
     metrics: list[str],
     *,
-    max_samples: int | None = 1000,
+    max_samples: int | None = DEFAULT_SCORING_SAMPLES,
     max_length: int = 128,
     batch_size: int | None = None,
     seed: int = 0,
@@ -394,7 +394,7 @@ def reference_scores(
     tokenizer: PreTrainedTokenizerBase,
     metrics: list[str],
     *,
-    max_samples: int | None = 1000,
+    max_samples: int | None = DEFAULT_SCORING_SAMPLES,
     max_length: int = 128,
     batch_size: int | None = None,
     seed: int = 0,
