@@ -315,6 +315,14 @@ def test_converged_bench_runs_resumes_and_reports(tiny_base_model, bench_folders
     assert "noise_ceiling_tau" in written["targets"]["debate-role"]
     assert written["targets"]["debate-role"]["oracle"]["scoring_seconds"] > 0
     assert any(f.name == "README.md" for f in files)
+    # the report says which metric's top candidates each target's ground truth holds
+    grown_summary = summarize(more.state.data)
+    assert {t["score_metric"] for t in grown_summary["targets"].values()} == {DEFAULT_METRIC}
+    assert {t["score_metric"] for t in summary["targets"].values()} == {None}
+    write_reports(grown_summary, tmp_path / "grown")
+    names = ", ".join(sorted(grown_summary["targets"]))
+    assert (f"by the loop's ranking metric when the target was recorded ({DEFAULT_METRIC}: "
+            f"{names})") in (tmp_path / "grown" / "README.md").read_text()
 
 
 @pytest.mark.parametrize("name", ["pissa", "olora", "eva", "corda", "lora-ga"])

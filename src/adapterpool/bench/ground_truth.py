@@ -18,8 +18,9 @@ task-profile similarity, M others drawn at random with the run's seed, and (``sc
 K by the loop's ranking metric (``strategy_metric``) over all of the target's scored candidates —
 what the loop warm-starts from must be in the ground truth, or "has a related source" misses the
 relative the ranking found (measured: mrpc's prefilter top 2 were ag_news and liar, while knn,
-LogME and the linear probe put twitter_url and snli first). Recorded in ``gt_candidates`` so a
-resumed run fine-tunes the same ones; a plan that grows adds to what is recorded. Every unit
+LogME and the linear probe put twitter_url and snli first). Recorded in ``gt_candidates`` (with
+``score_metric``, the metric that chose them) so a resumed run fine-tunes the same ones even after
+the loop's metric changes; a plan that grows adds to what is recorded. Every unit
 keeps its whole validation curve (``history``), from which the report reads epochs-to-accuracy.
 """
 
