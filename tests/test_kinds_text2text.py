@@ -19,7 +19,7 @@ import pytest
 import torch
 from peft import PeftModel, get_peft_model_state_dict
 
-from adapterpool import AdaptConfig, adapt
+from adapterpool import DEFAULT_METRIC, AdaptConfig, adapt
 from adapterpool.cli.main import main
 from adapterpool.contributing import contribute
 from adapterpool.errors import TaskDataError, UsageError
@@ -258,8 +258,10 @@ def test_metrics_and_thresholds_refuse_other_kinds():
     assert AdaptConfig().for_kind("image") == AdaptConfig()
     with pytest.raises(UsageError, match="'chrf' does not apply to single"):
         AdaptConfig(threshold_metric="chrf").for_kind("single")
-    with pytest.raises(UsageError, match="'logme' does not apply to text2text"):
-        AdaptConfig(metric="logme").for_kind("text2text")
+    # a metric chosen by hand (not the default) that does not apply is refused, not replaced
+    assert DEFAULT_METRIC != "knn"
+    with pytest.raises(UsageError, match="'knn' does not apply to text2text"):
+        AdaptConfig(metric="knn").for_kind("text2text")
 
 
 @pytest.fixture(scope="module")
