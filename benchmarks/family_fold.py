@@ -20,8 +20,9 @@ CONFIG = Path("benchmarks/family/config.json")
 def main() -> None:
     config = BenchConfig.from_file(CONFIG)
     run = Path(config.run_dir)
-    BenchState(run / "state.json").fold_parts()
-    BenchState(run / "state.json").put(config.as_dict(), "config")
+    state = BenchState(run / "state.json")
+    state.fold_parts()  # merges into state.data, so the config goes on top of the folded units
+    state.put(config.as_dict(), "config")
     with sqlite3.connect(run / "pool" / "catalog.sqlite") as catalog:
         catalog.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     print(f"folded {run / 'state.json'}; config from {CONFIG}; pool catalog checkpointed")

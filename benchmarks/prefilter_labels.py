@@ -11,16 +11,17 @@ projected on the source's centred class means, and LogME asks how well those K c
 separate the target's labels: do the directions along which the source's labels differ also
 separate the target's? No adapter is run. This script measures it on the family benchmark's
 finished targets before anything changes in the product: for each target, where the ground
-truth's best warm start (and every source) lands by input similarity (cosine of means, what the
-prefilter uses), by the label-aware score, and by both (mean of the two ranks).
+truth's best warm start (and every source) lands by input similarity (the prefilter itself, on the
+pool's stored summaries), by the label-aware score, and by both (mean of the two ranks).
 
 Measured (2026-12-07, 8 targets, 40 sources each): it does not. Projected on all of a source's
 class means, the score grows with the source's class count (64-class hwu64, banking77 and
 go_emotions led nearly every target); on as many leading directions as the target has classes
 less one, the ground truth's best warm start ranked 2nd-40th by the label score (sst2's 16th, cr's
-14th, mrpc's 40th) where cosine ranked it 1st for 5 of 7 learnable targets, and the mean of the
-two ranks moved mpqa's relative from 10th to 5th but sst2's from 1st to 5th and mrpc's from 4th to
-25th. The base model's class directions are not what a fine-tuned adapter learns.
+14th, mrpc's 40th) where the prefilter's cosine ranked it 1st-3rd on 6 of 7 learnable targets
+(mpqa's 10th), and the mean of the two ranks moved mpqa's relative from 10th to 5th but sst2's from
+1st to 5th and mrpc's from 3rd to 24th. The base model's class directions are not what a
+fine-tuned adapter learns.
 
     PYTHONPATH=src python benchmarks/prefilter_labels.py [--targets mpqa,cr,...] [--json OUT]
 
@@ -42,16 +43,17 @@ from adapterpool.bench.state import read_state
 from adapterpool.metrics import logme
 from adapterpool.models.build import load_tokenizer
 from adapterpool.pool import AdapterPool
+from adapterpool.ranking.prefilter import prefilter
 from adapterpool.ranking.summarize import encode, load_encoder, sample_records
-from adapterpool.tasks import load_task
+from adapterpool.tasks import Task, load_task
 
 CONFIG = "benchmarks/family/config.json"
 N_TEXTS = 256
 
 
-def embedded(spec: str, encoder, tokenizer, max_train: int) -> tuple[np.ndarray, np.ndarray]:
-    """Base-model sentence embeddings and labels of a seeded sample of ``spec``'s training set."""
-    records = sample_records(load_task(spec, max_train=max_train).train, N_TEXTS, seed=0)
+def embedded(task: Task, encoder, tokenizer) -> tuple[np.ndarray, np.ndarray]:
+    """Base-model sentence embeddings and labels of a seeded sample of ``task``'s training set."""
+    records = sample_records(task.train, N_TEXTS, seed=0)
     return encode(encoder, records, tokenizer, max_length=64), np.asarray(records.label)
 
 
@@ -89,18 +91,20 @@ def main() -> None:
     wanted = args.targets.split(",") if args.targets else [
         k for k, t in (state.get("targets") or {}).items() if t.get("gt_baseline")]
     ids = {name: entry["adapter_id"] for name, entry in state["sources"].items()}
-    sources = {}
+    means = {}
     for name in sorted(ids):
-        features, labels = embedded(specs[name], encoder, tokenizer, config.source_max_train)
-        sources[name] = (features.mean(0), class_means(features, labels))
+        task = load_task(specs[name], max_train=config.source_max_train)
+        means[name] = class_means(*embedded(task, encoder, tokenizer))
     rows = {}
     for key in wanted:
-        target, labels = embedded(specs[key], encoder, tokenizer, config.max_train)
-        centre = target.mean(0)
-        others = [n for n in sources if n != key]
-        cosine = {n: float(centre @ sources[n][0] / np.linalg.norm(centre)
-                           / np.linalg.norm(sources[n][0])) for n in others}
-        label = {n: label_score(target, labels, sources[n][1]) for n in others}
+        task = load_task(specs[key], max_train=config.max_train)
+        target, labels = embedded(task, encoder, tokenizer)
+        others = [n for n in means if n != key]
+        # stage 1 as the loop runs it: the pool's stored task summaries, cosine of the means
+        records = [r for r in pool.list() if r.id in {ids[n] for n in others}]
+        stage1 = prefilter(task, pool, len(records), records=records, seed=0)
+        cosine = {n: stage1.similarities[ids[n]] for n in others}
+        label = {n: label_score(target, labels, means[n]) for n in others}
         r_cos, r_lab = ranks(cosine), ranks(label)
         both = ranks({n: -(r_cos[n] + r_lab[n]) - 1e-6 * r_lab[n] for n in others})
         finetunes = state["targets"][key].get("gt_finetune") or {}

@@ -21,8 +21,8 @@ from .errors import TaskDataError, UsageError, did_you_mean
 DEFAULT_METRIC = "logme"
 # Target examples each candidate is scored on unless told otherwise: scoring is one forward pass a
 # candidate over them, so on a CPU with a small target this sample is most of what ranking costs
-# (256: 5 MiniLM candidates in 10-20 CPU s, 5-10% of standard LoRA on the family benchmark's
-# targets); 128 misranked a pair task's relative with 2 of 3 seeds (family-pool.md).
+# (256: the prefilter and 5 MiniLM candidates in 4-21 CPU s, 4-10% of standard LoRA on the family
+# benchmark's targets); 128 misranked a pair task's relative with 2 of 3 seeds (family-pool.md).
 DEFAULT_SCORING_SAMPLES = 256
 CLASSIFICATION_METRICS = ("accuracy", "f1_macro", "f1_weighted")
 GENERATION_METRICS = ("rouge_l", "exact_match", "chrf")
