@@ -302,6 +302,12 @@ def test_converged_bench_runs_resumes_and_reports(tiny_base_model, bench_folders
         assert cand["accuracy"] == pytest.approx(sum(cand["accuracy_seeds"]) / 2)
     assert set(summary["peers"]) == {"eva"}
     assert set(summary["peers"]["eva"]) == set(summary["targets"])
+    # each strategy's per-target rows carry the ratio against the fastest peer too (the results
+    # format tools read), the same number as the target's own row
+    for key, row in summary["strategies"]["skip-unrelated,early-pass"]["per_target"].items():
+        own = summary["targets"][key]["strategies"]["skip-unrelated,early-pass"]
+        assert row["peer_time_ratio"] == own["peer_time_ratio"]
+        assert row["time_ratio"] == own["time_ratio"]
     # each target has a same-family pool member: agreement counts every learnable target (the
     # tiny random model may learn neither at this size)
     learnable = [k for k, t in summary["targets"].items() if t["learnable"]]

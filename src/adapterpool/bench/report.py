@@ -259,9 +259,9 @@ def _strategies_over_targets(per_target: dict) -> dict:
         rows = {key: t[name] for key, t in per_target.items() if name in t}
         out[name] = {k: _nanmean(r[k] for r in rows.values()) for k in STRATEGY_KEYS}
         out[name]["max_time_ratio"] = max(r["time_ratio"] for r in rows.values())
-        out[name]["per_target"] = {
-            key: {k: r[k] for k in ("accuracy_ratio", "time_ratio", "energy_ratio",
-                                    "transfer_rate", "outcomes")}
+        out[name]["per_target"] = {  # peer_time_ratio where the run has peers (converged)
+            key: {k: r[k] for k in ("accuracy_ratio", "time_ratio", "peer_time_ratio",
+                                    "energy_ratio", "transfer_rate", "outcomes") if k in r}
             for key, r in rows.items()}
         out[name]["n_targets"] = len(rows)
     return out
