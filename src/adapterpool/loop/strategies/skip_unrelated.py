@@ -10,17 +10,22 @@ classes. When even the best candidate's probe is more than ``probe_shortfall`` b
 threshold, no transfer is tried. The metric is computed beside the ranking's own (the same
 forward pass; about 0.3-0.9 s a candidate on 500 examples), so the rule costs no extra pass.
 
-The rule before this one compared the top candidate's score with the bare base model's own
-(a gain); on the family benchmark that gain did not separate the targets: mrpc's relative
+The rule before this one compared the top candidate's score with the bare base model's own (a
+gain); on the family benchmark that gain did not separate the targets: mrpc's relative
 (twitter_url, reaching standard LoRA's level after half an epoch) gained +0.006 kNN accuracy over
 the base model, while ag_news and emotion, with no relative, gained +0.054 and +0.138. The probe
 against the threshold (500 examples) puts mrpc's relative near it (-0.013) and emotion far below
-(-0.159), but ag_news, unrelated, above it (+0.018): no cut separates all three. It misses
-relatives whose features separate the labels only after fine-tuning: on ``make demo``'s pool
-(adapters trained 2 epochs each) the relative's probe on 128 examples was 0.139 under the
-threshold, though its warm start passed within 2 epochs. ``probe_shortfall`` is calibrated
-leave-one-target-out on the benchmark's ground truth (``adapterpool bench``:
-``nothing_related_rule`` in its summary).
+(-0.159), but ag_news, unrelated, above it (+0.018): no cut separates all three. The probe also
+falls short of the threshold for relatives whose features separate the labels only after a little
+fine-tuning, so the shortfall allowed must be wide: on the family benchmark's 11 learnable targets
+(loop runs, 256 scoring examples) the best probe of a target with a relative was up to 0.092 under
+the threshold (cr), the demo pool's relative 0.081 under it (adapters trained 2 epochs each), while
+emotion, with no relative, was 0.150-0.235 under it. The default, 0.13, is the cut the benchmark
+fits leave-one-target-out (``adapterpool bench``: ``nothing_related_rule``; 0.127 on 10 targets),
+rounded towards skipping less: a missed relative costs its whole saving, a useless try only its
+cut-off transfer. Where nothing is related but a candidate's features separate the labels anyway
+(ag_news, sms_spam: probes within 0.04 of the threshold) the rule tries, and ``cutoff`` and
+``warm-fallback`` keep that cheap.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ PROBE = "linear-probe"
 @dataclass
 class SkipUnrelatedOptions:
     probe_shortfall: float = option(
-        0.05, "skip-unrelated: skip transfer when the best candidate's linear-probe accuracy on "
+        0.13, "skip-unrelated: skip transfer when the best candidate's linear-probe accuracy on "
         "the scoring sample is more than this below the threshold (accuracy units)",
         "--probe-shortfall")
 
