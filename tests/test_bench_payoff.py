@@ -15,6 +15,7 @@ from adapterpool.bench.payoff import (
     seed_mean,
     strategy_ratios,
     summarize_ground_truth,
+    time_quality,
 )
 from adapterpool.bench.render import write_reports
 from adapterpool.bench.report import summarize
@@ -65,6 +66,43 @@ def test_related_source_needs_half_the_epochs_standard_lora_needed():
     assert out["has_related_source"] and out["related_sources"] == ["fast"]
     assert out["candidates"]["fast"]["scores"] == {"knn": 0.9}
     assert out["complete"]
+
+
+def test_time_quality_ranks_by_epochs_to_reach_with_never_counted_last():
+    """The ranking by time: the top-scored candidate against the soonest to reach the level; a
+    candidate that never reaches it counts at the censor (standard LoRA's epochs) or, if later,
+    the latest candidate that does."""
+    epochs = [0.5, 2.0, math.inf]  # A soonest, B later, C never
+    right = time_quality([0.9, 0.5, 0.1], epochs, censor=5.0)
+    assert right["time_weighted_tau"] == pytest.approx(1.0)
+    assert right["time_top1_hit"] == 1.0 and right["time_regret_at_1"] == 0.0
+    b_first = time_quality([0.5, 0.9, 0.1], epochs, censor=5.0)
+    assert b_first["time_top1_hit"] == 0.0 and b_first["time_regret_at_1"] == pytest.approx(1.5)
+    assert b_first["time_weighted_tau"] < right["time_weighted_tau"]
+    # C (never) first: it costs the censor's epochs ...
+    assert time_quality([0.1, 0.5, 0.9], epochs, censor=5.0)["time_regret_at_1"] == (
+        pytest.approx(4.5))
+    # ... and never less than the latest candidate that does reach the level
+    assert time_quality([0.1, 0.5, 0.9], epochs, censor=1.0)["time_regret_at_1"] == (
+        pytest.approx(1.5))
+    nothing = time_quality([0.1, 0.5], [math.inf, math.inf], censor=5.0)
+    assert all(math.isnan(v) for v in nothing.values())
+
+
+def test_ground_truth_quality_has_both_outcomes():
+    """Each metric's quality on a target reads the converged test accuracy and the epochs to
+    reach: here the metric prefers the candidate that ends higher but reaches the level later."""
+    baseline = {s: _unit([0.6, 0.7, 0.75, 0.80, 0.80], 0.80) for s in ("0", "1")}
+    fast = {s: _unit([0.795, 0.80, 0.80], 0.80) for s in ("0", "1")}  # 0.5 epochs, test 0.80
+    slow = {s: _unit([0.6, 0.7, 0.795, 0.82], 0.84) for s in ("0", "1")}  # 1.5 epochs, 0.84
+    scores = {"fast": {"source_task": "a", "scores": {"knn": 0.1}},
+              "slow": {"source_task": "b", "scores": {"knn": 0.9}}}
+    target = {"gt_baseline": baseline, "gt_finetune": {"fast": fast, "slow": slow},
+              "scores": scores}
+    quality = summarize_ground_truth(target, ["knn"])["quality"]["knn"]
+    assert quality["top1_hit"] == 1.0 and quality["regret_at_1"] == 0.0  # by accuracy: right
+    assert quality["time_top1_hit"] == 0.0  # by time: the slower one first
+    assert quality["time_regret_at_1"] == pytest.approx(1.0)
 
 
 def test_oracle_stops_the_soonest_reaching_candidate_at_its_first_reaching_evaluation():
@@ -316,6 +354,11 @@ def test_converged_bench_runs_resumes_and_reports(tiny_base_model, bench_folders
     # 2 targets are too few to calibrate the "nothing related" rule (3 at least): empty, not wrong
     assert summary["nothing_related_rule"] is None
     assert summary["nothing_related_gain"] == {} and summary["nothing_related_standout"] == {}
+    ceilings = [summary["targets"][k]["noise_ceiling_tau"] for k in summary["groups"]["related"]]
+    ceilings = [c for c in ceilings if not math.isnan(c)]
+    related_ceiling = summary["noise_ceiling_by_group"]["related"]
+    assert (math.isnan(related_ceiling) if not ceilings
+            else related_ceiling == pytest.approx(sum(ceilings) / len(ceilings)))
     files = write_reports(summary, config.out_dir)
     written = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert "noise_ceiling_tau" in written["targets"]["debate-role"]

@@ -27,6 +27,13 @@ Definitions (fixed before the numbers are seen):
 - *learnable*: standard LoRA's or some warm start's seed-mean test accuracy is at least
   ``LEARNABLE_MARGIN`` above the share of the most frequent test label; a target that is not
   is reported but belongs to neither group (related / unrelated): nothing learns it.
+- *ranking by time*: beside each metric's quality against the seed-mean test accuracy, its
+  quality against the epochs to reach (what the loop's first try needs: the relative that gets
+  there soonest, not the one that ends a point higher after 10 epochs): weighted tau of the
+  scores against minus the epochs, whether the top-scored candidate is among the soonest, and
+  its epoch regret (its epochs minus the soonest). A candidate that never reaches the level
+  counts as late as the latest one that does, or standard LoRA (censored), whichever is later;
+  where no candidate reaches it the time ranking is undefined (NaN).
 - *noise ceiling*: the weighted tau of the candidates' own seed-mean validation accuracy against
   their seed-mean test accuracy (a ranking by the outcome itself, on another split), and the
   *seed-split* tau: one seed's test accuracy against the other seeds' mean (how well one
@@ -171,6 +178,21 @@ def noise_ceiling(candidates: dict) -> dict:
             "seed_split": float(np.nanmean(splits)) if splits else math.nan}
 
 
+def time_quality(scores: list[float], epochs: list[float], censor: float) -> dict:
+    """A metric's ranking against how soon each candidate reaches the level (see the module):
+    ``epochs`` infinite for a candidate that never does (counted at ``censor``, or the latest
+    finite value if later)."""
+    finite = [e for e in epochs if math.isfinite(e)]
+    if len(epochs) < 2 or not finite:
+        return {"time_weighted_tau": math.nan, "time_top1_hit": math.nan,
+                "time_regret_at_1": math.nan}
+    late = max([censor, *finite])
+    speed = [-(e if math.isfinite(e) else late) for e in epochs]
+    quality = ranking_quality(scores, speed)  # "accuracy" here is minus the epochs
+    return {"time_weighted_tau": quality["weighted_tau"], "time_top1_hit": quality["top1_hit"],
+            "time_regret_at_1": quality["regret_at_1"] / 100}  # back from points to epochs
+
+
 def summarize_ground_truth(target: dict, metrics: list[str],
                            measure: str = "wall") -> dict | None:
     """One target's converged ground truth, or None while its baseline has no seed yet."""
@@ -199,11 +221,13 @@ def summarize_ground_truth(target: dict, metrics: list[str],
     ids = sorted(candidates)
     if len(ids) > 1:
         accuracies = [candidates[i]["accuracy"] for i in ids]
+        epochs = [candidates[i]["epochs_to_reach"] for i in ids]
         for metric in metrics:
             values = [candidates[i]["scores"].get(metric) for i in ids]
             values = [math.nan if v is None else float(v) for v in values]
             if any(math.isfinite(v) for v in values):
-                quality[metric] = ranking_quality(values, accuracies)
+                quality[metric] = ranking_quality(values, accuracies) | time_quality(
+                    values, epochs, baseline["epochs_to_reach_censored"])
     peers = {name: seed_mean(by_seed, level, measure)
              for name, by_seed in sorted((target.get("peers") or {}).items())}
     reaching = {"standard-lora": baseline["seconds"]} | {
@@ -274,7 +298,12 @@ def strategy_ratios(target: dict, gt: dict, measure: str = "wall") -> dict:
 
 
 def _mean_rows(rows: list[dict], keys: tuple[str, ...]) -> dict:
-    return {k: float(np.nanmean([r[k] for r in rows])) if rows else math.nan for k in keys}
+    """Each key's mean over the rows that have a number for it (NaN where none has)."""
+    means = {}
+    for k in keys:
+        finite = [r[k] for r in rows if r.get(k) is not None and not math.isnan(r[k])]
+        means[k] = float(np.mean(finite)) if finite else math.nan
+    return means
 
 
 def probe_margins(state: dict, targets: dict, threshold_fraction: float) -> dict:
@@ -326,9 +355,12 @@ def summarize_payoff(state: dict, config: dict, specs: dict[str, str]) -> dict:
     quality = {
         group: {m: _mean_rows([complete[k]["quality"][m] for k in keys
                                if m in complete[k]["quality"]],
-                              ("weighted_tau", "top1_hit", "regret_at_1", "regret_at_3"))
+                              ("weighted_tau", "top1_hit", "regret_at_1", "regret_at_3",
+                               "time_weighted_tau", "time_top1_hit", "time_regret_at_1"))
                 for m in metrics}
         for group, keys in groups.items()}
+    ceilings = {group: _mean_rows([complete[k] for k in keys], ("noise_ceiling_tau",))
+                ["noise_ceiling_tau"] for group, keys in groups.items()}
     oracles = {group: _mean_rows([complete[k]["oracle"] for k in keys],
                                  ("time_ratio", "transfer_ratio"))
                | {"max_time_ratio": max((complete[k]["oracle"]["time_ratio"] for k in keys),
@@ -392,6 +424,7 @@ def summarize_payoff(state: dict, config: dict, specs: dict[str, str]) -> dict:
         "groups": groups,
         "not_learnable": sorted(k for k, t in complete.items() if not t["learnable"]),
         "quality_by_group": quality,
+        "noise_ceiling_by_group": ceilings,
         "strategies_by_group": strategies,
         "oracle_by_group": oracles,
         "peers": peers,

@@ -63,14 +63,28 @@ def target_table(summary: dict) -> list[str]:
 def quality_table(summary: dict) -> list[str]:
     groups = summary["quality_by_group"]
     lines = ["| metric | weighted tau (related) | regret@1 pts (related) | top-1 (related) | "
-             "weighted tau (unrelated) | regret@1 pts (unrelated) |",
-             "|---|---|---|---|---|---|"]
+             "weighted tau by time (related) | epoch regret@1 (related) | top-1 by time "
+             "(related) | weighted tau (unrelated) | regret@1 pts (unrelated) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for metric in summary["config"]["metrics"]:
         rel, unrel = groups["related"].get(metric, {}), groups["unrelated"].get(metric, {})
         lines.append(f"| {metric} | {fmt(rel.get('weighted_tau'))} | "
                      f"{fmt(rel.get('regret_at_1'), 2)} | {fmt(rel.get('top1_hit'), 2)} | "
+                     f"{fmt(rel.get('time_weighted_tau'))} | "
+                     f"{fmt(rel.get('time_regret_at_1'), 2)} | "
+                     f"{fmt(rel.get('time_top1_hit'), 2)} | "
                      f"{fmt(unrel.get('weighted_tau'))} | {fmt(unrel.get('regret_at_1'), 2)} |")
     return lines
+
+
+def _ceiling_line(summary: dict) -> list[str]:
+    """The groups' mean noise ceiling: what a ranking by the outcome itself reaches."""
+    ceilings = summary.get("noise_ceiling_by_group") or {}
+    if not ceilings:
+        return []
+    return [f"Noise ceiling (the candidates' own validation accuracy ranking their test accuracy, "
+            f"weighted tau), mean over the targets: related {fmt(ceilings.get('related'))}, "
+            f"unrelated {fmt(ceilings.get('unrelated'))}.", ""]
 
 
 def peer_table(summary: dict) -> list[str]:
@@ -181,8 +195,15 @@ def payoff_markdown(summary: dict) -> str:
         "",
         "## Ranking against the seed-mean ground truth",
         "",
+        "Two outcomes: the candidates' converged test accuracy (weighted tau, regret@1 in "
+        "accuracy points, top-1) and how soon each warm start reaches the level (by time: "
+        "weighted tau against minus the epochs to reach, the top-scored candidate's epochs "
+        "beyond the soonest, whether it is among the soonest), which is what the loop's first "
+        "try needs.",
+        "",
         *quality_table(summary),
         "",
+        *_ceiling_line(summary),
         "## Peers: peft's LoRA initialisations (test accuracy / epochs run, seed means)",
         "",
         *peer_table(summary),
