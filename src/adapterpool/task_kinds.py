@@ -15,9 +15,10 @@ from typing import Literal
 from .errors import TaskDataError, UsageError, did_you_mean
 
 # The metric `rank` and `adapt` use on classification tasks unless told otherwise
-# (adapterpool.DEFAULT_METRIC): LogME, the only metric with no regret@1 on any target that has a
-# related source in the family benchmark (3-seed ground truth, benchmarks/results/family-pool.md)
-# and the lowest regret@1 on the 21-adapter pool (benchmarks/results/h200/README.md).
+# (adapterpool.DEFAULT_METRIC): LogME, whose first choice was the soonest to reach standard LoRA's
+# level on each of the family benchmark's 7 targets with a related source (3-seed ground truth,
+# benchmarks/results/family-pool.md; GBC, NLEEP and the linear probe's too, knn's not), and the
+# lowest regret@1 on the 21-adapter pool (benchmarks/results/h200/README.md).
 DEFAULT_METRIC = "logme"
 # Target examples each candidate is scored on unless told otherwise: scoring is one forward pass a
 # candidate over them, so on a CPU with a small target this sample is most of what ranking costs
