@@ -50,8 +50,8 @@ def test_cli_train_contribute_then_adapt_with_minilm(tmp_path, capsys):
     (["train", "builtin:subjectivity", "--pool", "POOL", "--epochs", "0"], "epochs must be"),
     (["adapt", "builtin:subjectivity", "--pool", "POOL", "--strategy", "early-pas,cutoff"],
      "did you mean 'early-pass'"),
-    (["adapt", "builtin:subjectivity", "--pool", "POOL", "--min-score", "0.5"],
-     "needs the 'cutoff' strategy"),
+    (["adapt", "builtin:subjectivity", "--pool", "POOL", "--strategy", "plain",
+      "--min-score", "0.5"], "needs the 'cutoff' strategy"),
 ])
 def test_cli_errors_are_clear_and_exit_2(tmp_path, capsys, argv, message):
     if "POOL" in argv:

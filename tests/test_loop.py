@@ -14,7 +14,7 @@ from adapterpool.training.trainer import TrainConfig
 
 FAST = TrainConfig(epochs=1, max_length=32, evals_per_epoch=1)
 CONFIG = AdaptConfig(metric="logme", subset=3, max_tries=2, transfer_epochs=1, fallback=FAST,
-                     seed=0, max_samples=48)
+                     seed=0, max_samples=48, strategy="plain")  # the published loop's mechanics
 REPORT_KEYS = {"adapterpool_version", "seed", "base_model", "task", "metric", "threshold", "subset",
                "scores", "attempts", "outcome", "contributed_adapter_id", "timing", "energy",
                "strategy", "skipped", "settings", "adapter_dir"}

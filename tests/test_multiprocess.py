@@ -73,7 +73,8 @@ def test_two_processes_write_one_report_and_contribute_once(tmp_path: Path, tiny
     proc = _launch([
         "-m", "adapterpool.cli", "adapt", "builtin:movie-sentiment",
         "--pool", str(pool_dir), "--metric", "leep", "--subset", "2", "--max-tries", "1",
-        "--threshold", "0", "--epochs", "1", "--max-train", "64", "--max-eval", "32",
+        "--threshold", "0", "--strategy", "plain", "--epochs", "1", "--max-train", "64",
+        "--max-eval", "32",
         "--max-samples", "64", "--max-length", "32", "--batch-size", "8", "--no-energy",
         "--contribute", "--out", str(out), "--json",
     ], tmp_path)

@@ -35,7 +35,7 @@ def test_no_threshold_trains_the_best_candidate_to_convergence(target, tiny_pool
 
 def test_a_threshold_still_bounds_a_transfer_by_transfer_epochs(target, tiny_pool):
     config = AdaptConfig(metric="logme", subset=3, max_tries=1, transfer_epochs=0.5,
-                         fallback=FALLBACK, max_samples=48, threshold=1.01)
+                         fallback=FALLBACK, max_samples=48, threshold=1.01, strategy="plain")
     assert config.transfer_config().epochs == 0.5
     result = adapt(target, tiny_pool, config, show_progress=False, measure_energy=False)
     assert [a.kind for a in result.attempts] == ["transfer", "standard_lora"]

@@ -393,9 +393,14 @@ def test_readme_strategy_table_states_the_option_defaults():
     defaults = {f.metadata["flag"]: f.default for cls in STRATEGIES.values() if cls.options
                 for f in fields(cls.options)}
     text = README.read_text(encoding="utf-8")
-    table = text[text.index("| strategy | what it changes |"):text.index("The default stays")]
+    table = text[text.index("| strategy | what it changes |"):text.index("The default, ")]
     stated = re.findall(r"`(--[a-z-]+)` \(([0-9.]+)\)", table)
     assert len(stated) >= 8
     for flag, value in stated:
         assert float(value) == defaults[flag], flag
-    assert AdaptConfig().strategy == ("plain",) and "| `plain` (default) |" in table
+    from adapterpool import DEFAULT_STRATEGY
+
+    assert AdaptConfig().strategy == DEFAULT_STRATEGY
+    stated = re.search(r"The default, `([a-z,-]+)` \(`adapterpool.DEFAULT_STRATEGY`",
+                       " ".join(text.split()))
+    assert stated and tuple(stated.group(1).split(",")) == DEFAULT_STRATEGY

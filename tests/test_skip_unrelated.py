@@ -45,7 +45,7 @@ def test_the_probe_is_scored_beside_the_ranking_metric():
     config = AdaptConfig(metric="knn", strategy="skip-unrelated")
     assert scoring_metrics(config, "single") == ["knn", "linear-probe"]
     assert scoring_metrics(replace(config, metric="linear-probe"), "pair") == ["linear-probe"]
-    assert scoring_metrics(AdaptConfig(metric="knn"), "single") == ["knn"]
+    assert scoring_metrics(AdaptConfig(metric="knn", strategy="plain"), "single") == ["knn"]
     assert scoring_metrics(replace(config, metric="target-loglik"), "text2text") == [
         "target-loglik"]  # a linear probe reads class labels: not on text2text
 

@@ -32,7 +32,7 @@ from adapterpool.training.trainer import TrainConfig
 # batch 8 on 64 examples: 8 steps an epoch, so evaluations can fall inside an epoch
 FALLBACK = TrainConfig(epochs=1, max_length=32, batch_size=8, evals_per_epoch=1)
 BASE = AdaptConfig(metric="logme", subset=3, max_tries=1, transfer_epochs=1, fallback=FALLBACK,
-                   max_samples=48)
+                   max_samples=48, strategy="plain")  # each test adds the strategies it tests
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +132,7 @@ def test_adapt_config_refuses_unknown_and_inconsistent_settings():
     with pytest.raises(UsageError, match="did you mean 'patience'"):
         AdaptConfig.from_dict({"fallback": {"patiense": 2}})
     with pytest.raises(UsageError, match="needs the 'cutoff' strategy"):
-        AdaptConfig(min_score=0.5)
+        AdaptConfig(strategy="plain", min_score=0.5)
     with pytest.raises(UsageError, match="probe_epochs"):
         AdaptConfig(strategy="racing", transfer_epochs=1, probe_epochs=1)
     with pytest.raises(UsageError, match="did you mean 'epochs'"):
@@ -675,3 +675,23 @@ def test_attempts_keep_trained_state_and_one_model_is_alive_at_a_time(
     final = result.attempts[[a["final"] for a in result.report["attempts"]].index(True)]
     trained = {n: p for n, p in result.model.named_parameters() if p.requires_grad}
     assert all(torch.equal(trained[n], v) for n, v in final.state["params"].items())
+
+
+def test_the_default_strategy_is_the_benchmarks_less_what_cannot_apply():
+    """Left at its default, the strategy is adapterpool.DEFAULT_STRATEGY, less a member that
+    refuses the rest of the config (skip-unrelated with a threshold in F1), and a kind's own
+    default where it has one (text2text: plain); a chosen strategy is never changed, and a bad
+    option value is still refused rather than dropped."""
+    from adapterpool import DEFAULT_STRATEGY
+
+    assert "skip-unrelated" in DEFAULT_STRATEGY and AdaptConfig().strategy == DEFAULT_STRATEGY
+    f1 = AdaptConfig(threshold_metric="f1_macro")
+    assert f1.strategy == tuple(s for s in DEFAULT_STRATEGY if s != "skip-unrelated")
+    with pytest.raises(UsageError, match="linear probe"):
+        AdaptConfig(strategy="skip-unrelated", threshold_metric="f1_macro")
+    with pytest.raises(UsageError, match="probe_shortfall must be >= 0"):
+        AdaptConfig(probe_shortfall=-0.1)
+    assert AdaptConfig().for_kind("text2text").strategy == ("plain",)
+    assert AdaptConfig(strategy="early-pass").for_kind("text2text").strategy == ("early-pass",)
+    assert AdaptConfig().for_kind("image").strategy == DEFAULT_STRATEGY
+    assert AdaptConfig.from_dict(f1.to_dict()) == f1

@@ -9,7 +9,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from .task_kinds import DEFAULT_METRIC
+from .task_kinds import DEFAULT_METRIC, DEFAULT_SCORING_SAMPLES, DEFAULT_STRATEGY
 
 __version__ = "0.1.0"
 
@@ -28,7 +28,8 @@ _EXPORTS = {
     "PEFT_METHODS": "adapterpool.models.peft_methods",
 }
 
-__all__ = ["DEFAULT_METRIC", "__version__"] + list(_EXPORTS)
+__all__ = ["DEFAULT_METRIC", "DEFAULT_SCORING_SAMPLES", "DEFAULT_STRATEGY", "__version__",
+           *_EXPORTS]
 
 
 def __getattr__(name: str) -> Any:

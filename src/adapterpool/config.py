@@ -14,7 +14,6 @@ from typing import Any
 
 from .errors import UsageError, did_you_mean
 from .loop.strategies import (
-    PLAIN,
     STRATEGIES,
     CompositionOptions,
     CutoffOptions,
@@ -23,12 +22,14 @@ from .loop.strategies import (
     SettleOptions,
     SkipUnrelatedOptions,
     WarmFallbackOptions,
+    applicable_strategies,
     check_strategies,
     parse_strategies,
 )
 from .task_kinds import (
     DEFAULT_METRIC,
     DEFAULT_SCORING_SAMPLES,
+    DEFAULT_STRATEGY,
     TASK_KINDS,
     THRESHOLD_METRICS,
     check_threshold_metric,
@@ -187,10 +188,13 @@ class AdaptConfig(CompositionOptions, RacingOptions, WarmFallbackOptions, SkipUn
         ),
     )
     strategy: tuple[str, ...] = field(
-        default=(PLAIN,),
+        default=DEFAULT_STRATEGY,
         metadata=_help(
             "time-saving strategies, combinable (comma-separated on the command line); names and "
-            "descriptions in adapterpool.loop.strategies.STRATEGIES"
+            "descriptions in adapterpool.loop.strategies.STRATEGIES. The default is the family "
+            "benchmark's cheapest at kept accuracy (adapterpool.DEFAULT_STRATEGY; 'plain' is the "
+            "published loop); a default member that cannot apply (skip-unrelated with a "
+            "threshold in F1) is left out, and a kind with its own default uses it (for_kind)"
         ),
     )
     contribute: bool = field(
@@ -199,6 +203,8 @@ class AdaptConfig(CompositionOptions, RacingOptions, WarmFallbackOptions, SkipUn
     seed: int = field(default=0, metadata=_help("seed of every random choice"))
     def __post_init__(self) -> None:
         self.strategy = parse_strategies(self.strategy)
+        if self.strategy == parse_strategies(DEFAULT_STRATEGY):
+            self.strategy = applicable_strategies(self)  # left at the default: what applies
         if isinstance(self.fallback, Mapping):
             self.fallback = _train_config_from_dict(self.fallback)
         if self.threshold_metric not in SELECTION_METRICS:
@@ -247,6 +253,9 @@ class AdaptConfig(CompositionOptions, RacingOptions, WarmFallbackOptions, SkipUn
         if self.threshold_metric == field_default(AdaptConfig, "threshold_metric") and (
                 self.threshold_metric not in spec.threshold_metrics):
             changes["threshold_metric"] = spec.threshold_metrics[0]
+        if self.strategy == applicable_strategies(replace(self, strategy=DEFAULT_STRATEGY)) and (
+                parse_strategies(spec.default_strategy) != parse_strategies(DEFAULT_STRATEGY)):
+            changes["strategy"] = spec.default_strategy
         config = replace(self, **changes) if changes else self
         check_metric_kind(config.metric, kind)
         check_threshold_metric(kind, config.threshold_metric)

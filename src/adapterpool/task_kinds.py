@@ -25,6 +25,13 @@ DEFAULT_METRIC = "logme"
 # (256: the prefilter and 5 MiniLM candidates in 4-21 CPU s, 4-10% of standard LoRA on the family
 # benchmark's targets); 128 misranked a pair task's relative with 2 of 3 seeds (family-pool.md).
 DEFAULT_SCORING_SAMPLES = 256
+# The strategies `adapt` runs unless told otherwise (adapterpool.DEFAULT_STRATEGY; per kind in the
+# table below): the cheapest at kept accuracy on the family benchmark's 11 learnable targets
+# (choose_default_strategy's rule: accuracy >= 0.995 of standard LoRA on average, no target above
+# 1.05x its time; benchmarks/results/family-pool.md). text2text keeps the published loop
+# (plain): skip-unrelated reads an accuracy, and early-pass's four evaluations an epoch decode.
+# (in the strategies' canonical order: that of adapterpool.loop.strategies.STRATEGIES)
+DEFAULT_STRATEGY = ("early-pass", "cutoff", "skip-unrelated", "warm-fallback")
 CLASSIFICATION_METRICS = ("accuracy", "f1_macro", "f1_weighted")
 GENERATION_METRICS = ("rouge_l", "exact_match", "chrf")
 # Attention query/value projections as model families name them (ViT is q_proj/v_proj since
@@ -56,6 +63,8 @@ class TaskKindSpec:
         "classifier warm-starts a single-text one); other families are never candidates"))
     task_summary: bool = field(metadata=_help(
         "whether contributed adapters carry a task summary (the prefilter's texts embedding)"))
+    default_strategy: tuple[str, ...] = field(default=DEFAULT_STRATEGY, metadata=_help(
+        "the loop's strategies when none are chosen (AdaptConfig.for_kind)"))
     fallback_target_modules: tuple[tuple[str, ...], ...] = field(default=(), metadata=_help(
         "LoRA-style target modules when peft's table has no entry for the model type (ViT, an "
         "EncoderDecoderModel of BERTs): the first of these name sets that the model has all of "
@@ -76,12 +85,12 @@ TASK_KINDS: dict[str, TaskKindSpec] = {
                      description="a pair of texts -> a class label"),
         TaskKindSpec("text2text", "AutoModelForSeq2SeqLM", "SEQ_2_SEQ_LM", "tokenizer",
                      False, GENERATION_METRICS, "target-loglik", "text2text", False,
-                     ATTENTION_QV,
+                     ("plain",), ATTENTION_QV,
                      description="input text -> target text (encoder-decoder: T5, BART)",
                      pipeline_tag="text2text-generation"),
         TaskKindSpec("image", "AutoModelForImageClassification", None, "image_processor",
                      True, CLASSIFICATION_METRICS, DEFAULT_METRIC, "image", False,
-                     ATTENTION_QV,
+                     DEFAULT_STRATEGY, ATTENTION_QV,
                      description="an image -> a class label (ViT and friends)",
                      pipeline_tag="image-classification"),
     )

@@ -13,7 +13,15 @@ This package imports nothing heavy: the command line and :mod:`adapterpool.confi
 from __future__ import annotations
 
 from ...training.stopping import STOP_REASONS, StopRule, first_reason
-from .base import PLAIN, STRATEGIES, Strategy, check_strategies, parse_strategies, register_strategy
+from .base import (
+    PLAIN,
+    STRATEGIES,
+    Strategy,
+    applicable_strategies,
+    check_strategies,
+    parse_strategies,
+    register_strategy,
+)
 from .composition import Composition, CompositionOptions
 from .cutoff import Cutoff, CutoffOptions, CutoffRule
 from .early_pass import EarlyPass, EarlyPassOptions, PassRule
@@ -36,6 +44,7 @@ __all__ = [
     "CutoffOptions", "CutoffRule", "EarlyPass", "EarlyPassOptions", "PassRule", "Plain", "Racing",
     "RacingOptions", "SameLabels", "Settle", "SettleOptions", "SettleRule", "SkipUnrelated",
     "SkipUnrelatedOptions", "StopRule", "Strategy",
-    "WarmFallback", "WarmFallbackOptions", "check_strategies", "first_reason", "parse_strategies",
+    "WarmFallback", "WarmFallbackOptions", "applicable_strategies", "check_strategies",
+    "first_reason", "parse_strategies",
     "register_strategy",
 ]

@@ -157,6 +157,18 @@ def parse_strategies(value: str | Iterable[str] | None) -> tuple[str, ...]:
     return tuple(name for name in STRATEGIES if name in names) or (PLAIN,)
 
 
+def applicable_strategies(config: AdaptConfig) -> tuple[str, ...]:
+    """Of ``config.strategy``, those that accept the rest of the config (``check_config`` as
+    selected): what a default selection becomes, so that a default never refuses a setting the
+    user did choose (skip-unrelated reads an accuracy threshold; with one in F1 it is left
+    out; a bad option value is still refused, by :func:`check_strategies`). ``plain`` when none
+    is left."""
+    kept = [name for name in config.strategy
+            if STRATEGIES[name].check_config(config, False)
+            or not STRATEGIES[name].check_config(config, True)]
+    return tuple(kept) or (PLAIN,)
+
+
 def check_strategies(config: AdaptConfig) -> None:
     """Every registered strategy checks its option values, every selected one its companions;
     the first refusal is a UsageError."""

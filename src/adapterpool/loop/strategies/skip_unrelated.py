@@ -21,7 +21,7 @@ fine-tuning, so the shortfall allowed must be wide: on the family benchmark's 11
 (loop runs, 256 scoring examples) the best probe of a target with a relative was up to 0.092 under
 the threshold (cr), the demo pool's relative 0.081 under it (adapters trained 2 epochs each), while
 emotion, with no relative, was 0.150-0.235 under it. The default, 0.13, is the cut the benchmark
-fits leave-one-target-out (``adapterpool bench``: ``nothing_related_rule``; 0.127 on 10 targets),
+fits leave-one-target-out (``adapterpool bench``: ``nothing_related_rule``; 0.127 on 11 targets),
 rounded towards skipping less: a missed relative costs its whole saving, a useless try only its
 cut-off transfer. Where nothing is related but a candidate's features separate the labels anyway
 (ag_news, sms_spam: probes within 0.04 of the threshold) the rule tries, and ``cutoff`` and
