@@ -203,8 +203,8 @@ class AdaptConfig(CompositionOptions, RacingOptions, WarmFallbackOptions, SkipUn
     seed: int = field(default=0, metadata=_help("seed of every random choice"))
     def __post_init__(self) -> None:
         self.strategy = parse_strategies(self.strategy)
-        if self.strategy == parse_strategies(DEFAULT_STRATEGY):
-            self.strategy = applicable_strategies(self)  # left at the default: what applies
+        if self.strategy == DEFAULT_STRATEGY:  # left at the default (canonical order): what applies
+            self.strategy = applicable_strategies(self)
         if isinstance(self.fallback, Mapping):
             self.fallback = _train_config_from_dict(self.fallback)
         if self.threshold_metric not in SELECTION_METRICS:
@@ -253,8 +253,8 @@ class AdaptConfig(CompositionOptions, RacingOptions, WarmFallbackOptions, SkipUn
         if self.threshold_metric == field_default(AdaptConfig, "threshold_metric") and (
                 self.threshold_metric not in spec.threshold_metrics):
             changes["threshold_metric"] = spec.threshold_metrics[0]
-        if self.strategy == applicable_strategies(replace(self, strategy=DEFAULT_STRATEGY)) and (
-                parse_strategies(spec.default_strategy) != parse_strategies(DEFAULT_STRATEGY)):
+        if spec.default_strategy != DEFAULT_STRATEGY and (
+                self.strategy == replace(self, strategy=DEFAULT_STRATEGY).strategy):
             changes["strategy"] = spec.default_strategy
         config = replace(self, **changes) if changes else self
         check_metric_kind(config.metric, kind)

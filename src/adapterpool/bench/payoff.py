@@ -48,7 +48,7 @@ import numpy as np
 
 from ..loop.strategies.skip_unrelated import PROBE
 from .calibration import calibrate_cut
-from .quality import ranking_quality
+from .quality import nanmean, ranking_quality
 
 REACH_FRACTION = 0.99
 RELATED_EPOCH_SHARE = 0.5
@@ -299,11 +299,7 @@ def strategy_ratios(target: dict, gt: dict, measure: str = "wall") -> dict:
 
 def _mean_rows(rows: list[dict], keys: tuple[str, ...]) -> dict:
     """Each key's mean over the rows that have a number for it (NaN where none has)."""
-    means = {}
-    for k in keys:
-        finite = [r[k] for r in rows if r.get(k) is not None and not math.isnan(r[k])]
-        means[k] = float(np.mean(finite)) if finite else math.nan
-    return means
+    return {k: nanmean(r.get(k) for r in rows) for k in keys}
 
 
 def probe_margins(state: dict, targets: dict, threshold_fraction: float) -> dict:

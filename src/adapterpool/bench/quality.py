@@ -16,6 +16,12 @@ from scipy.stats import pearsonr, weightedtau
 from ..pool.store import seeded_sample
 
 
+def nanmean(values) -> float:
+    """The mean of the values that are numbers (None and NaN left out); NaN when none is."""
+    finite = [v for v in values if v is not None and not math.isnan(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
 def _ranked(scores: np.ndarray) -> np.ndarray:
     """Candidate indices best first; NaN scores last, ties kept in input order."""
     filled = np.where(np.isnan(scores), -np.inf, scores)

@@ -22,6 +22,7 @@ from .quality import (
     Baseline,
     Candidate,
     loop_versus_standard,
+    nanmean,
     random_ranking_quality,
     ranking_quality,
     simulate_loop,
@@ -33,11 +34,6 @@ LOOP_KEYS = ("accuracy_ratio", "time_ratio", "energy_ratio", "co2_ratio", "trans
              "mean_tries")
 ENSEMBLE = "ensemble"
 REFERENCES = ("random", "oracle")  # a random ranking, and one that knows the fine-tuned accuracies
-
-
-def _nanmean(values) -> float:
-    finite = [v for v in values if v is not None and not math.isnan(v)]
-    return float(np.mean(finite)) if finite else math.nan
 
 
 def number(value) -> float:
@@ -222,7 +218,7 @@ def summarize_strategies(target: dict) -> dict:
                       for r in runs]
         kwh = [r["kwh"] for r in runs if r.get("kwh") is not None]
         out[strategy] = {
-            "accuracy_ratio": _nanmean(accuracies) / base_acc if base_acc else math.nan,
+            "accuracy_ratio": nanmean(accuracies) / base_acc if base_acc else math.nan,
             "time_ratio": float(np.mean([r["seconds"] for r in runs])) / base["train_seconds"],
             "energy_ratio": (float(np.mean(kwh)) / base["kwh"]
                              if kwh and len(kwh) == len(runs) and base.get("kwh") else math.nan),
@@ -230,7 +226,7 @@ def summarize_strategies(target: dict) -> dict:
             "outcomes": {o: sum(r["outcome"] == o for r in runs)
                          for o in sorted({r["outcome"] for r in runs})},
             "mean_attempts": float(np.mean([len(r["attempts"]) for r in runs])),
-            "accuracy": _nanmean(accuracies),
+            "accuracy": nanmean(accuracies),
             "seconds": float(np.mean([r["seconds"] for r in runs])),
             "seeds": len(runs),
         }
@@ -257,7 +253,7 @@ def _strategies_over_targets(per_target: dict) -> dict:
     out = {}
     for name in names:
         rows = {key: t[name] for key, t in per_target.items() if name in t}
-        out[name] = {k: _nanmean(r[k] for r in rows.values()) for k in STRATEGY_KEYS}
+        out[name] = {k: nanmean(r[k] for r in rows.values()) for k in STRATEGY_KEYS}
         out[name]["max_time_ratio"] = max(r["time_ratio"] for r in rows.values())
         out[name]["per_target"] = {  # peer_time_ratio where the run has peers (converged)
             key: {k: r[k] for k in ("accuracy_ratio", "time_ratio", "peer_time_ratio",
@@ -291,12 +287,12 @@ def summarize(state: dict) -> dict:
     for m in methods:
         row = {}
         if m != "oracle":
-            row |= {k: _nanmean(t["quality"][m][k] for t in per_target.values())
+            row |= {k: nanmean(t["quality"][m][k] for t in per_target.values())
                     for k in QUALITY_KEYS}
-        row |= {k: _nanmean(t["loop"][m][k] for t in per_target.values()) for k in LOOP_KEYS}
+        row |= {k: nanmean(t["loop"][m][k] for t in per_target.values()) for k in LOOP_KEYS}
         mean[m] = row
     sweep = {
-        m: {f: {k: _nanmean(t["threshold_sweep"][m][f][k] for t in per_target.values())
+        m: {f: {k: nanmean(t["threshold_sweep"][m][f][k] for t in per_target.values())
                 for k in ("accuracy_ratio", "time_ratio", "co2_ratio", "transfer_rate")}
             for f in next(iter(per_target.values()))["threshold_sweep"][m]}
         for m in methods
@@ -393,7 +389,7 @@ def _metric_seconds(state: dict, metrics: list[str], members: list[str]) -> dict
         for entry in (target.get("scores") or {}).values():
             for m in metrics:
                 times[m].append((entry.get("metric_seconds") or {}).get(m, math.nan))
-    out = {m: _nanmean(v) for m, v in times.items()}
+    out = {m: nanmean(v) for m, v in times.items()}
     if members:
         out[ENSEMBLE] = sum(out[m] for m in members)
     return out
@@ -413,7 +409,7 @@ def summarize_converged(state: dict, config: dict) -> dict:
     payoff = summarize_payoff(state, config, specs)
     complete = {k: t for k, t in payoff["targets"].items() if t["complete"]}
     metrics = list(config["metrics"])
-    mean = {m: {k: _nanmean(t["quality"][m][k] for t in complete.values() if m in t["quality"])
+    mean = {m: {k: nanmean(t["quality"][m][k] for t in complete.values() if m in t["quality"])
                 for k in QUALITY_KEYS}
             for m in metrics}
     rows = {key: {name: row | {"energy_ratio": math.nan}

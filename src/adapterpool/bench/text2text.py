@@ -19,14 +19,13 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from ..errors import UsageError
 from ..task_kinds import LABELLED_KINDS, check_threshold_metric, get_kind
 from .quality import (
     Baseline,
     Candidate,
     loop_versus_standard,
+    nanmean,
     random_ranking_quality,
     ranking_quality,
     simulate_loop,
@@ -207,8 +206,8 @@ def summarize(state: dict) -> dict:
         rows = [t["ranking"][name] for t in targets.values() if name in t["ranking"]]
         loops = [t["loop"][name] for t in targets.values() if name in t["loop"]]
         if rows:
-            mean[name] = {k: _nanmean([r[k] for r in rows]) for k in QUALITY_KEYS}
-            mean[name] |= {k: _nanmean([r[k] for r in loops]) for k in LOOP_KEYS if loops}
+            mean[name] = {k: nanmean([r[k] for r in rows]) for k in QUALITY_KEYS}
+            mean[name] |= {k: nanmean([r[k] for r in loops]) for k in LOOP_KEYS if loops}
     ranked = [m for m in config["metrics"] if m in mean]
     best = max(ranked, key=lambda m: _finite(mean[m]["weighted_tau"]), default=None)
     return {
@@ -225,11 +224,6 @@ def summarize(state: dict) -> dict:
             "subset", "max_tries", "threshold_fraction", "loop_seeds", "metrics", "seed",
             "base_model", "peft")},
     }
-
-
-def _nanmean(values) -> float:
-    finite = [v for v in values if v is not None and not math.isnan(v)]
-    return float(np.mean(finite)) if finite else math.nan
 
 
 def _finite(value: float) -> float:

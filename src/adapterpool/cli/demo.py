@@ -24,7 +24,7 @@ from ..contributing import contribute
 from ..loop.adapt import adapt
 from ..models.base_model import DEFAULT_BASE_MODEL
 from ..pool import AdapterPool
-from ..task_kinds import DEFAULT_METRIC, DEFAULT_SCORING_SAMPLES
+from ..task_kinds import DEFAULT_METRIC, DEFAULT_SCORING_SAMPLES, DEFAULT_STRATEGY
 from ..tasks.builtin import load_builtin
 from ..training.standard import train_standard
 from ..training.trainer import TrainConfig
@@ -58,13 +58,14 @@ MAX_LENGTH = 64
 MAX_SAMPLES = DEFAULT_SCORING_SAMPLES
 # The loop with a threshold (a user's "good enough"; here THRESHOLD_FRACTION x the validation
 # accuracy standard LoRA reached, so that passing means "as good as standard LoRA") and the
-# strategies the family benchmark found cheapest at kept accuracy: skip-unrelated (no try when
-# even the best candidate's linear probe is far below the threshold), early-pass (stop a transfer
-# the moment it passes), cutoff (give up a hopeless try) and warm-fallback (continue a near miss
-# instead of starting from scratch). On this pool's adapters (2 epochs each) the relative's probe
-# on the 256 scoring examples is 0.081 under the threshold, word-sense's best 0.054 under: both
-# within the default probe_shortfall (0.13), so both are tried (benchmarks/results/demo.md).
-STRATEGY = ("skip-unrelated", "early-pass", "cutoff", "warm-fallback")
+# library's default strategies, the family benchmark's cheapest at kept accuracy: skip-unrelated
+# (no try when even the best candidate's linear probe is far below the threshold), early-pass (stop
+# a transfer the moment it passes), cutoff (give up a hopeless try) and warm-fallback (continue a
+# near miss instead of starting from scratch). On this pool's adapters (2 epochs each) the
+# relative's probe on the 256 scoring examples is 0.081 under the threshold, word-sense's best
+# 0.054 under: both within the default probe_shortfall (0.13), so both are tried
+# (benchmarks/results/demo.md).
+STRATEGY = DEFAULT_STRATEGY
 THRESHOLD_FRACTION = 0.99
 # Standard LoRA as the benchmark and the published experiment run it: until early stopping on
 # validation (one evaluation an epoch, patience 3), at most 10 epochs.
