@@ -257,6 +257,46 @@ def test_the_loops_fallback_takes_a_peers_recipe(tmp_path):
         4, 8, {"query", "value"})
 
 
+def test_peers_run_seed_by_seed_and_no_unit_starts_after_the_deadline(tmp_path, monkeypatch):
+    """Every peer's first seed before any second; a unit whose turn comes after ``stop_at`` is
+    left whole for the next run, which computes exactly the rest."""
+    from types import SimpleNamespace
+
+    from adapterpool.bench import ground_truth, harness
+    from adapterpool.bench.ground_truth import TIMED_UNITS, run_ground_truth
+
+    config = BenchConfig(ground_truth_max_epochs=1, ground_truth_seeds=[0, 1],
+                         peers=["olora", "eva"], run_dir=str(tmp_path / "run"))
+    run = BenchRun(config, show_progress=False, measure_energy=False)
+    key = harness.task_key("builtin:subjectivity")
+    for seed in ("0", "1"):  # standard LoRA recorded: only the peers are left
+        run.state.put({"test": {"accuracy": 0.8}}, "targets", key, "gt_baseline", seed)
+    clock, trained = [0.0], []
+
+    def fake_train(model, task, tokenizer, config, **_):
+        trained.append((model, config.seed))
+        clock[0] += 10.0  # each unit takes 10 s
+        return "result"
+
+    monkeypatch.setattr(ground_truth, "time", SimpleNamespace(
+        time=lambda: clock[0], perf_counter=lambda: clock[0], process_time=lambda: clock[0]))
+    monkeypatch.setattr(ground_truth, "load_tokenizer", lambda base: None)
+    monkeypatch.setattr(ground_truth, "peer_model", lambda run, pool, task, name, seed: name)
+    monkeypatch.setattr(ground_truth, "train", fake_train)
+    monkeypatch.setattr(harness, "result_record", lambda result: {"test": {"accuracy": 0.8}})
+    monkeypatch.setattr(run, "target_task", lambda spec: "task")
+    pool = SimpleNamespace(base_model="unused")
+
+    run_ground_truth(run, pool, "builtin:subjectivity", units=TIMED_UNITS, stop_at=25.0)
+    assert trained == [("olora", 0), ("eva", 0), ("olora", 1)]  # started at 0, 10, 20 s
+    peers = run.state.get("targets", key, "peers")
+    assert {name: sorted(seeds) for name, seeds in peers.items()} == {
+        "olora": ["0", "1"], "eva": ["0"]}
+    run_ground_truth(run, pool, "builtin:subjectivity", units=TIMED_UNITS)
+    assert trained[3:] == [("eva", 1)]
+    assert sorted(run.state.get("targets", key, "peers", "eva")) == ["0", "1"]
+
+
 def test_converged_bench_runs_resumes_and_reports(tiny_base_model, bench_folders, tmp_path):
     config = BenchConfig(
         discover=[str(bench_folders)], extra_sources=["builtin:subjectivity"],

@@ -40,8 +40,10 @@ STAGES = ("sources", "ground-truth", "timed")
 
 def _unit(config: dict, part: str, stage: str, spec: str, energy: bool, cpus: float,
           deadline_at: float) -> dict:
-    """One Ray task: a source; a target's untimed units; or a target's timed units (seed by
-    seed, so that a deadline leaves whole seeds). Returns the units computed and where."""
+    """One Ray task: a source; a target's untimed units; or a target's timed units (the
+    strategy runs seed by seed). No unit starts after ``deadline_at``: a deadline leaves whole
+    units (a converged ground truth's fine-tunes and peers, a strategy seed). Returns the units
+    computed and where."""
     import ray
 
     from ..verbosity import quiet_third_party
@@ -59,9 +61,9 @@ def _unit(config: dict, part: str, stage: str, spec: str, energy: bool, cpus: fl
     else:
         pool = run.open_pool()
         if stage == "ground-truth":
-            run.untimed_target(pool, spec)
+            run.untimed_target(pool, spec, stop_at=deadline_at)
         else:
-            run.timed_references(pool, spec)
+            run.timed_references(pool, spec, stop_at=deadline_at)
             if spec in run.config.strategy_target_specs():
                 for seed in run.config.strategy_seeds:
                     if time.time() > deadline_at:

@@ -26,6 +26,7 @@ keeps its whole validation curve (``history``), from which the report reads epoc
 
 from __future__ import annotations
 
+import math
 import time
 from typing import TYPE_CHECKING
 
@@ -157,14 +158,19 @@ TIMED_UNITS = ("gt_baseline", "peers")
 
 
 def run_ground_truth(run: BenchRun, pool: AdapterPool, spec: str,
-                     units: tuple[str, ...] = UNITS) -> None:
+                     units: tuple[str, ...] = UNITS, stop_at: float = math.inf) -> None:
     """Every ground-truth unit of one target (of the kinds in ``units``) not recorded yet:
-    baselines, warm starts, peers."""
+    baselines, warm starts, then the peers seed by seed (every peer's first seed before any
+    second, so a run stopped early leaves comparable peers). No unit starts after ``stop_at``
+    (``time.time()``): a deadline leaves whole units, and the rest for the next run."""
     from .harness import result_record, task_key
 
     c = run.config
     key = task_key(spec)
     task = None
+
+    def late() -> bool:
+        return time.time() > stop_at
 
     def loaded_task():
         nonlocal task
@@ -179,6 +185,8 @@ def run_ground_truth(run: BenchRun, pool: AdapterPool, spec: str,
 
     for seed in c.ground_truth_seeds if "gt_baseline" in units else ():
         if run.state.get("targets", key, "gt_baseline", str(seed)) is None:
+            if late():
+                return
             run.announce(f"[bold]{key}[/bold]: standard LoRA, seed {seed}, until early stopping")
             result = train_standard(loaded_task(), pool.base_model,
                                     ground_truth_config(run, seed, c.baseline_max_epochs),
@@ -191,6 +199,8 @@ def run_ground_truth(run: BenchRun, pool: AdapterPool, spec: str,
         for seed in c.ground_truth_seeds:
             if run.state.get("targets", key, "gt_finetune", candidate.id, str(seed)) is not None:
                 continue
+            if late():
+                return
             run.announce(f"[bold]{key}[/bold] <- {candidate.task_name}: seed {seed}, until "
                           "early stopping")
             set_seed(seed)
@@ -201,10 +211,12 @@ def run_ground_truth(run: BenchRun, pool: AdapterPool, spec: str,
                            description=f"{key} <- {candidate.task_name}",
                            show_progress=run.show_progress, measure_energy=run.measure_energy)
             record(result, "gt_finetune", candidate.id, str(seed))
-    for name in c.peers if "peers" in units else ():
-        for seed in c.ground_truth_seeds:
+    for seed in c.ground_truth_seeds if "peers" in units else ():
+        for name in c.peers:
             if run.state.get("targets", key, "peers", name, str(seed)) is not None:
                 continue
+            if late():
+                return
             run.announce(f"[bold]{key}[/bold]: peer {name}, seed {seed}, until early stopping")
             config = ground_truth_config(run, seed, c.baseline_max_epochs)
             started, started_cpu = time.perf_counter(), time.process_time()

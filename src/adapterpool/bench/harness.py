@@ -10,6 +10,7 @@ where it stopped and a finished one is not recomputed.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -257,9 +258,10 @@ class BenchRun:
         self.untimed_target(pool, spec)
         self.timed_references(pool, spec)
 
-    def untimed_target(self, pool: AdapterPool, spec: str) -> None:
+    def untimed_target(self, pool: AdapterPool, spec: str, stop_at: float = math.inf) -> None:
         """A target's units whose seconds feed no time ratio: scores, the reference scores, the
-        warm-start fine-tunes (what :mod:`adapterpool.bench.executor` spreads over a cluster)."""
+        warm-start fine-tunes (what :mod:`adapterpool.bench.executor` spreads over a cluster);
+        no converged warm start starts after ``stop_at`` (``time.time()``)."""
         self.score_target(pool, spec)
         self.reference_target(pool, spec)
         if is_text2text(self.config):
@@ -267,17 +269,18 @@ class BenchRun:
         if self.config.ground_truth_max_epochs:
             from .ground_truth import run_ground_truth
 
-            run_ground_truth(self, pool, spec, units=("gt_finetune",))
+            run_ground_truth(self, pool, spec, units=("gt_finetune",), stop_at=stop_at)
             return
         self.finetune_target(pool, spec)
 
-    def timed_references(self, pool: AdapterPool, spec: str) -> None:
+    def timed_references(self, pool: AdapterPool, spec: str, stop_at: float = math.inf) -> None:
         """The units every time ratio divides by: standard LoRA (each ground-truth seed) and the
-        peers; a parallel run computes them alone on a node, beside the target's strategy runs."""
+        peers; a parallel run computes them alone on a node, beside the target's strategy runs.
+        With a converged ground truth no unit starts after ``stop_at`` (``time.time()``)."""
         if self.config.ground_truth_max_epochs:
             from .ground_truth import TIMED_UNITS, run_ground_truth
 
-            run_ground_truth(self, pool, spec, units=TIMED_UNITS)
+            run_ground_truth(self, pool, spec, units=TIMED_UNITS, stop_at=stop_at)
             return
         self.baseline_target(pool, spec)
 
