@@ -380,6 +380,10 @@ def test_converged_bench_runs_resumes_and_reports(tiny_base_model, bench_folders
         assert cand["accuracy"] == pytest.approx(sum(cand["accuracy_seeds"]) / 2)
     assert set(summary["peers"]) == {"eva"}
     assert set(summary["peers"]["eva"]) == set(summary["targets"])
+    for key, peer in summary["peers"]["eva"].items():  # seeds run, time against standard LoRA
+        assert peer["seeds"] == 2
+        assert peer["time_ratio"] == pytest.approx(
+            peer["seconds"] / summary["targets"][key]["baseline"]["seconds"])
     # each strategy's per-target rows carry the ratio against the fastest peer too (the results
     # format tools read), the same number as the target's own row
     for key, row in summary["strategies"]["skip-unrelated,early-pass"]["per_target"].items():

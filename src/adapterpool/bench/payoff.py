@@ -412,8 +412,9 @@ def summarize_payoff(state: dict, config: dict, specs: dict[str, str]) -> dict:
     peers: dict = {}
     for key, t in complete.items():
         for name, p in t["peers"].items():
-            peers.setdefault(name, {})[key] = {"accuracy": p["accuracy"], "seconds": p["seconds"],
-                                               "epochs": p["epochs"]}
+            peers.setdefault(name, {})[key] = {
+                "accuracy": p["accuracy"], "seconds": p["seconds"], "epochs": p["epochs"],
+                "time_ratio": p["seconds"] / t["baseline"]["seconds"], "seeds": p["seeds"]}
     return {
         "targets": targets,
         "incomplete_targets": incomplete,

@@ -92,11 +92,12 @@ def peer_table(summary: dict) -> list[str]:
     lines = ["| init | " + " | ".join(targets) + " |", "|---|" + "---|" * len(targets)]
     base = {k: t["baseline"] for k, t in summary["targets"].items()}
     lines.append("| standard LoRA | " + " | ".join(
-        f"{base[k]['accuracy']:.3f} / {base[k]['epochs']:.1f} ep" for k in targets) + " |")
+        f"{base[k]['accuracy']:.3f} / {base[k]['seconds']:.0f} s ({base[k]['seeds']})"
+        for k in targets) + " |")
     for name, by_target in summary["peers"].items():
         lines.append(f"| {name} | " + " | ".join(
-            f"{by_target[k]['accuracy']:.3f} / {by_target[k]['epochs']:.1f} ep"
-            if k in by_target else "–" for k in targets) + " |")
+            f"{by_target[k]['accuracy']:.3f} / {by_target[k]['time_ratio']:.2f}x "
+            f"({by_target[k]['seeds']})" if k in by_target else "–" for k in targets) + " |")
     return lines
 
 
@@ -204,7 +205,9 @@ def payoff_markdown(summary: dict) -> str:
         *quality_table(summary),
         "",
         *_ceiling_line(summary),
-        "## Peers: peft's LoRA initialisations (test accuracy / epochs run, seed means)",
+        "## Peers: peft's LoRA initialisations (test accuracy / time, seed means; in brackets the "
+        "seeds run): standard LoRA's seconds, each peer's as a ratio to them, its building "
+        "included",
         "",
         *peer_table(summary),
         "",
