@@ -368,6 +368,11 @@ def test_converged_bench_runs_resumes_and_reports(tiny_base_model, bench_folders
 
     summary = summarize(again.state.data)
     assert summary["n_targets"] == 2 and not summary["incomplete_targets"]
+    # a target the config no longer names keeps its units but leaves the report
+    narrowed = again.state.data | {"config": again.state.data["config"] | {
+        "only_targets": ["debate-role"]}}
+    assert list(summarize(narrowed)["targets"]) == ["debate-role"]
+    assert len(again.state.data["targets"]) == 2
     for key, target in summary["targets"].items():
         assert target["family"] == "politics"
         majority = again.state.data["targets"][key]["task"]["majority_test"]

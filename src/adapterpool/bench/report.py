@@ -402,11 +402,16 @@ def summarize_converged(state: dict, config: dict) -> dict:
 
     known = BenchConfig.__dataclass_fields__
     bench = BenchConfig(**{k: v for k, v in config.items() if k in known})
+    reported = state
     try:  # the family labels are read from the task folders, where they are present
         specs = {task_key(s): s for s in [*bench.all_sources(), *bench.all_targets()]}
+        # a target the config no longer names keeps its recorded units, out of the report
+        wanted = {task_key(s) for s in bench.all_targets()}
+        reported = state | {"targets": {k: t for k, t in (state.get("targets") or {}).items()
+                                        if k in wanted}}
     except UsageError:
         specs = {}
-    payoff = summarize_payoff(state, config, specs)
+    payoff = summarize_payoff(reported, config, specs)
     complete = {k: t for k, t in payoff["targets"].items() if t["complete"]}
     metrics = list(config["metrics"])
     mean = {m: {k: nanmean(t["quality"][m][k] for t in complete.values() if m in t["quality"])
