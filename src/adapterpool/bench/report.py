@@ -404,9 +404,10 @@ def summarize_converged(state: dict, config: dict) -> dict:
     bench = BenchConfig(**{k: v for k, v in config.items() if k in known})
     reported = state
     try:  # the family labels are read from the task folders, where they are present
-        specs = {task_key(s): s for s in [*bench.all_sources(), *bench.all_targets()]}
+        targets = bench.all_targets()
+        specs = {task_key(s): s for s in [*bench.all_sources(), *targets]}
         # a target the config no longer names keeps its recorded units, out of the report
-        wanted = {task_key(s) for s in bench.all_targets()}
+        wanted = {task_key(s) for s in targets}
         reported = state | {"targets": {k: t for k, t in (state.get("targets") or {}).items()
                                         if k in wanted}}
     except UsageError:
